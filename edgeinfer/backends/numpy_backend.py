@@ -37,7 +37,8 @@ class NumpyExecutable:
                     last_use[name] = i
         keep = set(graph.outputs) | set(graph.constants)
         self._release = [
-            [n for n in node.inputs if n and last_use.get(n) == i and n not in keep] for i, node in enumerate(graph.nodes)
+            [n for n in node.inputs if n and last_use.get(n) == i and n not in keep]
+            for i, node in enumerate(graph.nodes)
         ]
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

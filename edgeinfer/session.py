@@ -1,0 +1,120 @@
+"""``Session``: load a pack once, run it many times."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.backends import resolve_device
+from edgeinfer.ir import Graph
+from edgeinfer.pack import read_pack
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape and dtype of a model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def __str__(self) -> str:
+        return f"{self.name} [{'x'.join(map(str, self.shape))}] {self.dtype}"
+
+
+class Session:
+    """A compiled model (``.pack``) prepared on one device.
+
+    ``device`` is ``"auto"`` (a GPU if one is usable, then other OpenCL devices, then NumPy), ``"cpu"``
+    (the NumPy backend), ``"opencl"`` or ``"opencl:<platform>:<device>"``. With ``"auto"`` the
+    environment variable ``EDGEINFER_DEVICE`` overrides the choice.
+    """
+
+    def __init__(self, path: str | os.PathLike, device: str = "auto"):
+        self.path = Path(path)
+        self.graph: Graph = read_pack(self.path)
+        if device == "auto":
+            device = os.environ.get("EDGEINFER_DEVICE", "auto") or "auto"
+        backend, self.device = resolve_device(device)
+        self.backend: str = backend.NAME
+        self._executable = backend.prepare(self.graph, self.device)
+        tensors = self.graph.tensors
+        self.inputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.inputs]
+        self.outputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.outputs]
+        self.pipeline: dict[str, Any] | None = self.graph.metadata.get("pipeline")
+        self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
+
+    def __repr__(self) -> str:
+        return f"Session({str(self.path)!r}, device={self.device!r})"
+
+    def run(self, data: Any) -> Any:
+        """Run the model.
+
+        - ``run({name: array, ...})`` returns ``{output name: array}`` (raw tensors).
+        - ``run(array)`` with an array that matches the single model input's shape and dtype does the same.
+        - ``run(img)`` on a pack with a pipeline takes an HxWx3 uint8 RGB array, an image path or a PIL
+          image, pre-processes it as the model expects and returns top-k ``(label, score)`` pairs for a
+          classifier or ``Detections`` in original-image pixels for a detector.
+        """
+        if isinstance(data, dict):
+            return self._run_raw(data)
+        if isinstance(data, np.ndarray) and len(self.inputs) == 1:
+            spec = self.inputs[0]
+            if data.shape == spec.shape and data.dtype == np.dtype(spec.dtype):
+                return self._run_raw({spec.name: data})
+        if self.pipeline is None:
+            raise ValueError(
+                f"this pack has no image pipeline, so run() needs a dict of input arrays: expected "
+                f"{', '.join(map(str, self.inputs))}; got {_describe(data)} (compile with --preset or --pipeline "
+                "to run images)"
+            )
+        from edgeinfer.pipelines.postprocess import finish
+        from edgeinfer.pipelines.preprocess import prepare_input
+
+        tensor, context = prepare_input(data, self.pipeline)
+        outputs = self._run_raw({self.pipeline.get("input", self.inputs[0].name): tensor})
+        return finish(outputs, self.pipeline, self.labels, context)
+
+    def _run_raw(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
+        self.check_feeds(feeds)
+        return self._executable.run(feeds)
+
+    def check_feeds(self, feeds: dict[str, Any]) -> None:
+        """Raise ``ValueError`` saying expected versus got for a wrong input name, shape or dtype."""
+        expected = {s.name: s for s in self.inputs}
+        unknown = [name for name in feeds if name not in expected]
+        if unknown:
+            raise ValueError(f"unknown input {unknown[0]!r}; expected inputs: {', '.join(map(str, self.inputs))}")
+        missing = [name for name in expected if name not in feeds]
+        if missing:
+            raise ValueError(f"missing input {expected[missing[0]]}; got only {sorted(feeds)}")
+        for name, value in feeds.items():
+            spec = expected[name]
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"input {name!r} must be a numpy array {spec}; got {type(value).__name__}")
+            if value.dtype != np.dtype(spec.dtype):
+                raise ValueError(f"input {name!r} has dtype {value.dtype}; expected {spec.dtype}")
+            if value.shape != spec.shape:
+                raise ValueError(f"input {name!r} has shape {list(value.shape)}; expected {list(spec.shape)}")
+
+    def explain(self) -> list[dict[str, Any]]:
+        """Per node: placement, kernel, config and where the config came from."""
+        return self._executable.explain()
+
+    def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
+        """Per-node times on backends that can measure them (OpenCL profiling events)."""
+        self.check_feeds(feeds)
+        profile = getattr(self._executable, "profile", None)
+        if profile is None:
+            raise NotImplementedError(f"the {self.backend} backend has no per-node profiler")
+        return profile(feeds, repeat=repeat)
+
+
+def _describe(data: Any) -> str:
+    if isinstance(data, np.ndarray):
+        return f"an array of shape {list(data.shape)} and dtype {data.dtype}"
+    return type(data).__name__

@@ -1,0 +1,54 @@
+"""Packaging for edgeinfer.
+
+The kernel templates (``kernels/``) and tuned config tables (``tuned_configs/``) live at the repository
+root so that they are easy to find and edit; a build copies them into the package as
+``edgeinfer/_data/`` so that a plain (non-editable) install carries them too.
+"""
+
+import shutil
+from pathlib import Path
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+ROOT = Path(__file__).parent
+DATA_DIRS = ("kernels", "tuned_configs")
+
+
+class BuildWithData(build_py):
+    def run(self) -> None:
+        super().run()
+        for name in DATA_DIRS:
+            target = Path(self.build_lib) / "edgeinfer" / "_data" / name
+            shutil.rmtree(target, ignore_errors=True)
+            shutil.copytree(ROOT / name, target)
+
+
+setup(
+    name="edgeinfer",
+    version="0.1.0",
+    description="Embeddable CNN inference runtime: ONNX compiled to .pack, run on OpenCL GPUs or NumPy",
+    long_description=(ROOT / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["edgeinfer", "edgeinfer.*"]),
+    cmdclass={"build_py": BuildWithData},
+    install_requires=["numpy>=1.24", "pillow>=9"],
+    extras_require={
+        "compile": ["onnx>=1.14"],
+        "opencl": ["pyopencl>=2023.1", "platformdirs>=3"],
+        "cuda": ["cupy-cuda12x>=13"],
+        "test": [
+            "pytest>=7",
+            "setuptools>=68",
+            "wheel",
+            "onnx>=1.14",
+            "onnxruntime>=1.16",
+            "pyopencl>=2023.1",
+            "platformdirs>=3",
+            "ruff",
+        ],
+    },
+    entry_points={"console_scripts": ["edgeinfer=edgeinfer.cli:main"]},
+)

@@ -1,0 +1,51 @@
+"""Shared test fixtures: where the real models and images are, and small graphs built by hand."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeinfer.ir import Graph, Node, TensorInfo
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
+MODELS = SHARED / "models"
+IMAGES = SHARED / "images"
+DEMO = REPO / "examples" / "data"
+
+
+def shared_model(file: str) -> Path:
+    """Path of a model in ../shared/models, skipping the test when it is absent."""
+    path = MODELS / file
+    if not path.exists():
+        pytest.skip(f"shared model {path} not found (set EDGEINFER_SHARED to the folder holding models/)")
+    return path
+
+
+def manifest() -> list[dict]:
+    path = MODELS / "manifest.json"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set EDGEINFER_SHARED)")
+    return json.loads(path.read_text())
+
+
+def tiny_graph() -> Graph:
+    """x[1,3,4,4] -> Relu -> Add(bias const) -> y: a graph needing no compiler."""
+    tensors = {
+        "x": TensorInfo("x", (1, 3, 4, 4), "float32"),
+        "r": TensorInfo("r", (1, 3, 4, 4), "float32"),
+        "b": TensorInfo("b", (1, 3, 1, 1), "float32"),
+        "y": TensorInfo("y", (1, 3, 4, 4), "float32"),
+    }
+    nodes = [Node("relu0", "Relu", ["x"], ["r"]), Node("add0", "Add", ["r", "b"], ["y"])]
+    constants = {"b": np.arange(3, dtype=np.float32).reshape(1, 3, 1, 1)}
+    return Graph(nodes, ["x"], ["y"], tensors, constants, metadata={"source_name": "tiny"})
+
+
+@pytest.fixture
+def tiny() -> Graph:
+    return tiny_graph()

@@ -1,0 +1,50 @@
+"""Repository promises: CI runs exactly the README's test command; the package data travels in a wheel."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from conftest import REPO
+
+
+def readme_commands() -> list[str]:
+    return re.findall(r"```bash\n(.*?)\n```", (REPO / "README.md").read_text(), flags=re.S)
+
+
+def test_ci_runs_the_readme_test_command():
+    test_command = next(c for c in readme_commands() if "pytest" in c)
+    ci_lines = [line.strip() for line in (REPO / ".ci" / "run").read_text().splitlines()]
+    assert test_command.strip() in ci_lines
+
+
+@pytest.mark.skipif(not (REPO / "setup.py").exists(), reason="no setup.py")
+def test_wheel_carries_kernels_and_tuned_configs(tmp_path):
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(REPO),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    wheel = next(tmp_path.glob("edgeinfer-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for folder in ("kernels/opencl", "tuned_configs/opencl"):
+        sources = sorted(p.relative_to(REPO).as_posix() for p in (REPO / folder).rglob("*") if p.is_file())
+        assert sources, f"{folder} is empty"
+        for src in sources:
+            assert f"edgeinfer/_data/{src}" in names, f"{src} missing from the wheel"

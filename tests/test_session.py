@@ -1,0 +1,81 @@
+"""Session API: inputs/outputs, validation errors that say expected vs got, devices."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import edgeinfer
+from edgeinfer.pack import write_pack
+
+
+@pytest.fixture
+def session(tiny, tmp_path) -> edgeinfer.Session:
+    path = tmp_path / "tiny.pack"
+    write_pack(tiny, path)
+    return edgeinfer.Session(path, device="cpu")
+
+
+def x_input() -> np.ndarray:
+    return np.random.default_rng(1).standard_normal((1, 3, 4, 4)).astype(np.float32)
+
+
+def test_inputs_outputs_described(session):
+    assert [(s.name, s.shape, s.dtype) for s in session.inputs] == [("x", (1, 3, 4, 4), "float32")]
+    assert [s.name for s in session.outputs] == ["y"]
+    assert session.backend == "cpu"
+
+
+def test_run_with_dict_and_with_array(session):
+    x = x_input()
+    expected = np.maximum(x, 0) + np.arange(3, dtype=np.float32).reshape(1, 3, 1, 1)
+    np.testing.assert_allclose(session.run({"x": x})["y"], expected)
+    np.testing.assert_allclose(session.run(x)["y"], expected)
+
+
+def test_wrong_name(session):
+    with pytest.raises(ValueError, match=r"unknown input 'images'; expected inputs: x \[1x3x4x4\] float32"):
+        session.run({"images": x_input()})
+
+
+def test_missing_input(session):
+    with pytest.raises(ValueError, match="missing input x"):
+        session.run({})
+
+
+def test_wrong_shape(session):
+    with pytest.raises(ValueError, match=r"shape \[1, 3, 5, 4\]; expected \[1, 3, 4, 4\]"):
+        session.run({"x": np.zeros((1, 3, 5, 4), np.float32)})
+
+
+def test_wrong_dtype(session):
+    with pytest.raises(ValueError, match="dtype float64; expected float32"):
+        session.run({"x": np.zeros((1, 3, 4, 4), np.float64)})
+
+
+def test_not_an_array(session):
+    with pytest.raises(ValueError, match="must be a numpy array"):
+        session.run({"x": [[1.0]]})
+
+
+def test_image_on_pack_without_pipeline(session):
+    with pytest.raises(ValueError, match="no image pipeline"):
+        session.run(np.zeros((10, 10, 3), np.uint8))
+
+
+def test_unknown_device(tiny, tmp_path):
+    write_pack(tiny, tmp_path / "t.pack")
+    with pytest.raises(edgeinfer.DeviceError, match="unknown backend 'tpu'"):
+        edgeinfer.Session(tmp_path / "t.pack", device="tpu")
+
+
+def test_env_var_selects_device(tiny, tmp_path, monkeypatch):
+    write_pack(tiny, tmp_path / "t.pack")
+    monkeypatch.setenv("EDGEINFER_DEVICE", "cpu")
+    assert edgeinfer.Session(tmp_path / "t.pack").device == "cpu"
+
+
+def test_explain_lists_every_node(session):
+    rows = session.explain()
+    assert [r["name"] for r in rows] == ["relu0", "add0"]
+    assert all({"placement", "kernel", "config", "config_source"} <= set(r) for r in rows)
