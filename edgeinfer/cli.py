@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,7 +103,7 @@ def _parse_value(text: str) -> Any:
 def cmd_compile(args: argparse.Namespace) -> None:
     from edgeinfer.compiler import compile_model
     from edgeinfer.pack import write_pack
-    from edgeinfer.pipelines.config import load_labels, resolve_pipeline
+    from edgeinfer.pipelines.config import default_labels, load_labels, resolve_pipeline
 
     overrides = {}
     for item in args.preprocess:
@@ -115,15 +114,13 @@ def cmd_compile(args: argparse.Namespace) -> None:
     pipeline = None
     if args.preset or args.pipeline or overrides:
         pipeline = resolve_pipeline(args.preset, args.pipeline, overrides)
-    labels_file = args.labels or (pipeline or {}).get("labels_file")
-    if labels_file and not Path(labels_file).exists() and (Path(args.model).parent / labels_file).exists():
-        labels_file = str(Path(args.model).parent / labels_file)
     t0 = time.perf_counter()
     graph = compile_model(
         args.model, dict(map(_parse_shape, args.input_shape)) or None, optimize=not args.no_optimize, pipeline=pipeline
     )
-    if labels_file:
-        graph.metadata["labels"] = load_labels(labels_file)
+    labels = load_labels(args.labels) if args.labels else default_labels(pipeline or {}, args.model)
+    if labels:
+        graph.metadata["labels"] = labels
     write_pack(graph, args.output)
     plan = graph.memory_plan
     print(

@@ -83,7 +83,7 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
     offset = 0
     arrays = []
     for name, array in graph.constants.items():
-        array = np.ascontiguousarray(array)
+        array = np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
         if array.dtype.name not in _DTYPES:
             raise PackError(f"constant {name!r} has dtype {array.dtype.name}, which a pack cannot store")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
