@@ -1,0 +1,102 @@
+"""The compile pipeline: ONNX model → optimized, placed and memory-planned :class:`Graph`.
+
+Order matters: shapes must be complete before folding (``Shape`` of a static tensor folds to a
+constant); folding exposes constant BatchNormalization parameters and weights; BatchNorm folding
+happens before Conv fusion so a Conv→BN→Relu chain ends as one fused Conv; placement and the memory
+plan see the final node list. The result is written to a .pack by :mod:`edgeinfer.pack`.
+
+This module imports onnx (through the frontend); the runtime (``import edgeinfer``) never does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgeinfer.errors import UnsupportedOpError
+from edgeinfer.frontend.onnx_import import import_onnx, load_model
+from edgeinfer.ir import Graph
+from edgeinfer.ops import OPS
+from edgeinfer.passes.constant_folding import fold_constants
+from edgeinfer.passes.flops import count_flops
+from edgeinfer.passes.fold_batchnorm import fold_batchnorm
+from edgeinfer.passes.fuse_conv import fuse_conv
+from edgeinfer.passes.memory_plan import plan_memory
+from edgeinfer.passes.placement import place_nodes
+from edgeinfer.passes.shape_inference import infer_shapes
+from edgeinfer.passes.simplify import remove_dead_code, remove_no_ops
+
+
+def compile_model(
+    model: onnx.ModelProto | str | Path,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    optimize: bool = True,
+    pipeline: dict | None = None,
+) -> Graph:
+    """Compile an ONNX model (proto or file path) into a backend-neutral graph.
+
+    ``input_shapes`` fixes dynamic input dimensions (symbolic batch dimensions default to 1).
+    ``optimize=False`` skips constant folding and fusion (BatchNorm becomes Mul/Add): useful to
+    tell a fusion bug from a kernel bug. ``pipeline`` (a validated pre/post-processing config) is
+    bound to the model's first input and stored in the metadata; when it has a ``"decoder"`` section,
+    the decoder graph is appended to the model first.
+    """
+    proto, sha256, name = load_model(model)
+    if pipeline and "decoder" in pipeline:
+        proto = _append_postprocessing(proto, pipeline)
+    graph = import_onnx(proto, input_shapes)
+    stats: dict[str, int] = {}
+    infer_shapes(graph)
+    if optimize:
+        stats["folded_constants"] = fold_constants(graph)
+    stats["removed_no_ops"] = remove_no_ops(graph)
+    stats["batchnorms_into_conv"] = fold_batchnorm(graph, into_conv=optimize)
+    if optimize:
+        stats["conv_fusions"] = fuse_conv(graph)
+    stats["dead_nodes"] = remove_dead_code(graph)
+    _check_ops(graph)
+    stats["cpu_nodes"] = place_nodes(graph)
+    plan_memory(graph)
+    node_flops = count_flops(graph)
+    graph.metadata.update(
+        source_name=name,
+        source_sha256=sha256,
+        flops=sum(node_flops.values()),
+        node_flops=node_flops,
+        input_shapes={i: list(graph.tensors[i].shape) for i in graph.inputs},
+        compile_stats=stats,
+        optimized=optimize,
+    )
+    if pipeline is not None:
+        graph.metadata["pipeline"] = _bind_pipeline(pipeline, graph)
+    return graph
+
+
+def _bind_pipeline(pipeline: dict[str, Any], graph: Graph) -> dict[str, Any]:
+    """Presets leave the image input and size open; bind them to this model's first input."""
+    if importlib.util.find_spec("edgeinfer.pipelines.config") is None:
+        return pipeline
+    from edgeinfer.pipelines.config import bind_to_model
+
+    return bind_to_model(pipeline, {name: graph.tensors[name].shape for name in graph.inputs})
+
+
+def _append_postprocessing(model: onnx.ModelProto, pipeline: dict[str, Any]) -> onnx.ModelProto:
+    """Hook for in-graph decoders (edgeinfer.pipelines.decode_graph), used when that module exists."""
+    if importlib.util.find_spec("edgeinfer.pipelines.decode_graph") is None:
+        return model
+    from edgeinfer.pipelines.decode_graph import append_postprocessing
+
+    return append_postprocessing(model, pipeline)
+
+
+def _check_ops(graph: Graph) -> None:
+    """Every op left after the passes must have a NumPy implementation (the reference and fallback)."""
+    for node in graph.nodes:
+        if node.op not in OPS:
+            raise UnsupportedOpError(
+                node.op, node.name, graph.metadata.get("opset", 0), "edgeinfer has no implementation of this op"
+            )
