@@ -199,7 +199,8 @@ def identity(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
 def dropout(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     """Inference Dropout: the identity, and an all-true mask (a free broadcast view) for the optional output."""
     training = len(inputs) > 2 and inputs[2] is not None and bool(_scalar(inputs[2]))
-    if training:
+    ratio = float(_scalar(inputs[1])) if len(inputs) > 1 and inputs[1] is not None else 0.5
+    if training and ratio != 0.0:  # training with ratio 0 drops nothing: still the identity
         raise NotImplementedError("Dropout with training_mode=True is not supported (inference runtime)")
     x = inputs[0]
     return [x, np.broadcast_to(np.True_, x.shape)]
