@@ -206,7 +206,7 @@ def cmd_info(args: argparse.Namespace) -> None:
     if meta.get("pipeline"):
         print(f"pipeline: {json.dumps(meta['pipeline'])}")
     if meta.get("labels"):
-        print(f"labels: {len(meta['labels'])} ({', '.join(meta['labels'][:3])}, ...)")
+        print(f"labels: {len(meta['labels'])} ({' | '.join(meta['labels'][:3])} | ...)")
     node_flops = meta.get("node_flops", {})
     if args.nodes:
         for n in graph.nodes:
