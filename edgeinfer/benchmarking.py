@@ -33,26 +33,27 @@ def _nms_inputs(sess: Any, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str,
 def frame_breakdown(sess: Any, image: str | Path, runs: int = 50, warmup: int = 5) -> dict[str, Any]:
     """Median milliseconds per frame stage on ``image`` (decoded once, as a camera frame would arrive).
 
-    ``inference`` is the whole graph on the session's device, NMS included; ``nms`` is the NMS node alone
-    on the NumPy fallback, to show what the CPU part of a detector costs.
+    ``preprocess`` is the session's own path: device kernels on OpenCL (where the PIL + NumPy time is
+    reported too, for comparison), PIL + NumPy elsewhere. ``inference`` is the whole graph on the
+    session's device, NMS included; ``nms`` is the NMS node alone on the NumPy fallback, to show what the
+    CPU part of a detector costs.
     """
     from PIL import Image
 
-    from edgeinfer.pipelines.postprocess import finish
     from edgeinfer.pipelines.preprocess import prepare_input
 
     if sess.pipeline is None:
         raise ValueError(f"{sess.path} has no image pipeline; compile it with --preset or --pipeline")
     frame = np.asarray(Image.open(image).convert("RGB"))
-    input_name = sess.pipeline.get("input", sess.inputs[0].name)
+    input_name = sess.pipeline["input"]
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": [], "total": []}
     for i in range(warmup + runs):
         t0 = time.perf_counter()
-        tensor, context = prepare_input(frame, sess.pipeline)
+        tensor, context = sess.preprocess(frame)
         t1 = time.perf_counter()
         outputs = sess.run({input_name: tensor})
         t2 = time.perf_counter()
-        result = finish(outputs, sess.pipeline, sess.labels, context)
+        result = sess.postprocess(outputs, context)
         t3 = time.perf_counter()
         if i >= warmup:
             for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
@@ -60,6 +61,13 @@ def frame_breakdown(sess: Any, image: str | Path, runs: int = 50, warmup: int = 
     report: dict[str, Any] = {"pack": str(sess.path), "device": sess.device, "image": str(image),
                               "frame": f"{frame.shape[1]}x{frame.shape[0]}", "runs": runs}
     report.update({f"{key}_ms": _median_ms(times) for key, times in stages.items()})
+    if sess._device_preprocessor is not None:  # the PIL/NumPy path, for comparison with the device kernels
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            prepare_input(frame, sess.pipeline)
+            times.append(time.perf_counter() - t0)
+        report["preprocess_pil_numpy_ms"] = _median_ms(times)
     found = _nms_inputs(sess, {input_name: tensor})
     if found:
         nms, env = found

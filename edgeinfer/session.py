@@ -47,6 +47,15 @@ class Session:
         self.outputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.outputs]
         self.pipeline: dict[str, Any] | None = self.graph.metadata.get("pipeline")
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
+        self._device_preprocessor = self._make_device_preprocessor()
+
+    def _make_device_preprocessor(self) -> Any:
+        """On OpenCL, resize + colour + normalise + layout run as device kernels (bit-equal to the PIL path)."""
+        if self.backend != "opencl" or self.pipeline is None:
+            return None
+        from edgeinfer.backends.opencl.preprocess import DevicePreprocessor
+
+        return DevicePreprocessor.for_executable(self._executable, self.pipeline)
 
     def __repr__(self) -> str:
         return f"Session({str(self.path)!r}, device={self.device!r})"
@@ -72,11 +81,23 @@ class Session:
                 f"{', '.join(map(str, self.inputs))}; got {_describe(data)} (compile with --preset or --pipeline "
                 "to run images)"
             )
-        from edgeinfer.pipelines.postprocess import finish
-        from edgeinfer.pipelines.preprocess import prepare_input
+        tensor, context = self.preprocess(data)
+        outputs = self._run_raw({self.pipeline["input"]: tensor})
+        return self.postprocess(outputs, context)
 
-        tensor, context = prepare_input(data, self.pipeline)
-        outputs = self._run_raw({self.pipeline.get("input", self.inputs[0].name): tensor})
+    def preprocess(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:
+        """The network input for ``image`` and the context that maps boxes back to the original image."""
+        from edgeinfer.pipelines.preprocess import load_image, prepare_input
+
+        if self._device_preprocessor is None:
+            return prepare_input(image, self.pipeline)
+        frame = image if isinstance(image, np.ndarray) else np.asarray(load_image(image))
+        return self._device_preprocessor.run(frame)
+
+    def postprocess(self, outputs: dict[str, np.ndarray], context: dict[str, Any]) -> Any:
+        """Top-k labels (classifier) or Detections in original-image pixels (detector)."""
+        from edgeinfer.pipelines.postprocess import finish
+
         return finish(outputs, self.pipeline, self.labels, context)
 
     def _run_raw(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
