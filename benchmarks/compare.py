@@ -4,8 +4,10 @@
     python benchmarks/compare.py --backends cpu --models squeezenet1.1.onnx --runs 50
     python benchmarks/compare.py --markdown            # a table to paste into benchmarks/RESULTS.md
 
-Each round runs every contender once on the same seeded input, so drift on a shared machine hits all
-of them alike; medians over rounds are reported with ratios to onnxruntime with 2 threads. Outputs are
+Each round runs every contender for a block of runs on the same seeded input, so drift on a shared
+machine hits all of them alike; medians over all runs are reported with ratios to onnxruntime with 2
+threads. Blocks, and a short pause between contenders, keep onnxruntime's spinning worker threads (they
+busy-wait for a while after each run) from stealing the cores of the contender that follows. Outputs are
 checked against onnxruntime in the same run (relative L2 error), so a fast wrong answer shows.
 """
 
@@ -92,11 +94,14 @@ def bench_model(model: Path, backends: list[str], runs: int, warmup: int) -> lis
         for fn in contenders.values():
             fn()
     times: dict[str, list[float]] = {label: [] for label in contenders}
-    for _ in range(runs):
+    block = 5
+    for _ in range(max(1, runs // block)):
         for label, fn in contenders.items():
-            t0 = time.perf_counter()
-            fn()
-            times[label].append(time.perf_counter() - t0)
+            time.sleep(0.05)
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times[label].append(time.perf_counter() - t0)
     base = float(np.median(times["ort-2t"]))
     rows = []
     for label in contenders:
