@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from edgeinfer.pipelines.decode_graph import append_postprocessing  # noqa: E402
 
-BACKENDS = ["cpu"]
+BACKENDS = ["cpu", "opencl"]
 DETECTORS = {"yolox": "yolox_nano_416.onnx", "fastestdet": "fastestdet_352.onnx", "ultraface": "ultraface_rfb_320.onnx"}
 
 
@@ -208,3 +208,25 @@ def test_class_aware_nms_and_strict_score_threshold():
     np.testing.assert_array_equal(agnostic[DET_CLASSES], [1])  # the 0.5 box is not "> 0.5"
     np.testing.assert_array_equal(aware[DET_CLASSES], [1, 2])
     np.testing.assert_allclose(aware[DET_BOXES], heads["boxes"][0, :2])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_session_run_image_gives_manifest_detections(detector, backend, tmp_path):
+    """The user path: Session(pack).run(path) pre-processes (on the device for OpenCL), runs and decodes."""
+    import edgeinfer
+    from edgeinfer.pack import write_pack
+
+    preset, graph, pipeline, labels, reference = detector
+    name = next((n for n in reference if (IMAGES / n).exists()), None)
+    if name is None:
+        pytest.skip(f"none of the {preset} reference images are in {IMAGES}")
+    graph.metadata["labels"] = labels
+    write_pack(graph, tmp_path / "model.pack")
+    try:
+        sess = edgeinfer.Session(tmp_path / "model.pack", device=backend)
+    except DeviceError as e:
+        pytest.skip(f"backend {backend} unavailable: {e}")
+    dets = sess.run(str(IMAGES / name))
+    assert len(dets) == len(reference[name]) and match(dets, reference[name]) == len(reference[name]), dets
+    assert all(isinstance(d.label, str) and len(d.box) == 4 for d in dets)
+    assert dets.boxes.shape == (len(dets), 4)
