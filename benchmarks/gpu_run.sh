@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Run on the GPU machine (NVIDIA driver with its OpenCL ICD, Python 3.12 with torch/onnx/onnxruntime).
+# Expects, in the repo root: .whl/ (pyopencl, pytools, platformdirs, siphash24, pytest wheels for cp312)
+# and .shared/ (a copy of ../shared: models/ and images/). Writes logs and JSON under $OUT.
+#   bash benchmarks/gpu_run.sh [tune]
+set -uo pipefail
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 EDGEINFER_SHARED=$PWD/.shared EDGEINFER_CACHE_DIR=/tmp/eicache
+mkdir -p /tmp/icd
+ldconfig -p | grep -m1 'libnvidia-opencl.so.1' | awk '{print $NF}' > /tmp/icd/nvidia.icd
+export OCL_ICD_VENDORS=/tmp/icd
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
+python3 -m edgeinfer.cli devices | tee -a "$OUT/gpu.txt"
+if [ "${1:-}" = tune ]; then
+  python3 benchmarks/opencl_tune.py --rounds 2 2>&1 | tee "$OUT/tune.log" | tail -15
+  cp tuned_configs/opencl/*nvidia*.json "$OUT/" 2>/dev/null
+fi
+python3 benchmarks/nvidia_opencl_check.py --runs 100 2>&1 | tee "$OUT/nvidia_opencl_check.log" | tail -40
+python3 -m pytest -q -p no:cacheprovider -k "opencl" tests/test_opencl.py tests/test_detection.py \
+  tests/test_conformance.py tests/test_device_preprocess.py 2>&1 | tee "$OUT/pytest_opencl.log" | tail -15
