@@ -1,0 +1,355 @@
+"""Prepared execution of a graph on one OpenCL device.
+
+At prepare time: plan every node (kernel or NumPy fallback), build each program once through the cache,
+allocate one arena for the memory plan (a sub-buffer per planned tensor) plus buffers for graph inputs,
+outputs and uploaded constants, create every kernel object with its arguments set, and turn the graph into
+a flat list of steps (enqueue a kernel, copy a tensor, run a node on the host). ``run`` only walks the steps.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyopencl as cl
+
+from edgeinfer.backends.numpy_backend import run_node
+from edgeinfer.backends.opencl import program_cache
+from edgeinfer.backends.opencl.kernels import (
+    BufferCopy,
+    KernelPlan,
+    Launch,
+    NoKernel,
+    PlanContext,
+    TensorArg,
+    build_options,
+    plan_node,
+    template_source,
+)
+from edgeinfer.backends.opencl.memory import GuardedAllocator
+from edgeinfer.backends.opencl.runtime import OpenCLDevice
+from edgeinfer.ir import CPU, Graph, Node
+from edgeinfer.tuned_configs import load_table
+
+MF = cl.mem_flags
+
+# A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
+StepFn = Callable[[dict[str, np.ndarray], cl.CommandQueue], Any]
+
+
+@dataclass
+class Step:
+    node_index: int  # -1 for the final output reads
+    kind: str  # "kernel", "copy", "to_host", "to_device", "host"
+    fn: StepFn
+    label: str = ""
+
+
+@dataclass
+class NodeRecord:
+    """How one node runs, for explain() and profile()."""
+
+    node: Node
+    plan: KernelPlan | None
+    fallback_reason: str = ""
+
+
+class OpenCLExecutable:
+    def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
+        self.graph = graph
+        self.device = device
+        self.context = device.context
+        self.queue = cl.CommandQueue(self.context)
+        self._profiling_queue: cl.CommandQueue | None = None
+        cl_device = device.device
+        plan_ctx = PlanContext(
+            graph,
+            load_table("opencl", device.info.device_key),
+            device.info.kind,
+            cl_device.max_work_group_size,
+            overrides or {},
+        )
+        self.records = [self._plan(node, plan_ctx) for node in graph.nodes]
+        self.aliases = self._zero_copy_concats()
+        self.buffers: dict[str, cl.Buffer] = {}
+        self.constant_buffers: list[cl.Buffer] = []
+        self._allocate()
+        self.steps = self._build_steps()
+
+    # ------------------------------------------------------------------ preparation
+
+    def _plan(self, node: Node, ctx: PlanContext) -> NodeRecord:
+        if node.placement == CPU:
+            return NodeRecord(node, None, "placed on the CPU by the compiler")
+        if any(name and self.graph.tensors.get(name) is not None and self.graph.tensors[name].dynamic
+               for name in node.inputs):  # fmt: skip
+            return NodeRecord(node, None, "dynamic input shape")
+        try:
+            return NodeRecord(node, plan_node(node, ctx))
+        except NoKernel as e:
+            return NodeRecord(node, None, str(e))
+
+    def _zero_copy_concats(self) -> dict[str, tuple[str, int]]:
+        """Let producers write straight into their Concat's output: input -> (concat output, byte offset).
+
+        An input qualifies when it is a device-computed intermediate read by that Concat alone, the axes
+        before the concat axis are all 1 (so it is one contiguous slice of the output) and its offset is a
+        valid sub-buffer origin. Such a Concat output gets its own buffer rather than an arena slot: the
+        memory plan does not know it is written before the Concat runs.
+        """
+        graph = self.graph
+        align = max(self.device.device.mem_base_addr_align // 8, 1)
+        consumers = graph.consumers()
+        producers = {name: i for i, record in enumerate(self.records) for name in record.node.outputs if name}
+        outside = set(graph.inputs) | set(graph.outputs) | set(graph.constants)
+        aliases: dict[str, tuple[str, int]] = {}
+        roots: set[str] = set()
+        for record in self.records:
+            node = record.node
+            if node.op != "Concat" or record.plan is None:
+                continue
+            out = graph.tensors[node.outputs[0]]
+            axis = int(node.attrs.get("axis", 0)) % len(out.shape)
+            if any(size != 1 for size in out.shape[:axis]):
+                continue
+            slice_bytes = out.nbytes // max(out.shape[axis], 1)
+            offset, aliased = 0, set()
+            for name in node.inputs:
+                info = graph.tensors.get(name)
+                size = graph.constants[name].shape[axis] if name in graph.constants else info.shape[axis]
+                producer = producers.get(name)
+                if (name not in outside and name not in roots and name not in aliased and not info.dynamic
+                        and len(consumers.get(name, [])) == 1 and node.inputs.count(name) == 1
+                        and producer is not None and self.records[producer].plan is not None
+                        and offset % align == 0 and info.nbytes > 0):  # fmt: skip
+                    aliases[name] = (node.outputs[0], offset)
+                    aliased.add(name)
+                offset += size * slice_bytes
+            if aliased:
+                roots.add(node.outputs[0])
+                launches = [launch for launch in record.plan.launches if not _copies_one_of(launch, aliased)]
+                config = {"zero_copy_inputs": len(aliased), "copies": len(launches)}
+                record.plan = KernelPlan("tensor", config, "default", launches)
+        return aliases
+
+    def _device_tensors(self) -> set[str]:
+        """Every non-constant tensor that some device launch reads or writes."""
+        names: set[str] = set()
+        for record in self.records:
+            if record.plan is None:
+                continue
+            for launch in record.plan.launches:
+                if isinstance(launch, BufferCopy):
+                    names.update((launch.src, launch.dst))
+                else:
+                    names.update(a.name for a in launch.args if isinstance(a, TensorArg))
+        return names
+
+    def _allocate(self) -> None:
+        """Every device tensor gets a guarded buffer (memory.py): a slice of the arena when the memory plan
+        places it, a slice of its Concat's output when zero-copy, else a buffer of its own."""
+        plan = self.graph.memory_plan
+        memory = self.memory = GuardedAllocator(self.context, self.device.device)
+        arena = memory.arena(plan.arena_bytes)
+        roots = {root for root, _ in self.aliases.values()}
+        names = self._device_tensors() | roots | set(self.aliases)
+        for name in sorted(names, key=lambda n: (n in self.aliases, n)):  # roots before their slices
+            if name in self.aliases:
+                root, offset = self.aliases[name]
+                self.buffers[name] = memory.slice_of(self.buffers[root], offset, self.graph.tensors[name].nbytes)
+            elif name in self.graph.constants:
+                self.buffers[name] = memory.constant_tensor(self.queue, self.graph.constants[name])
+            else:
+                nbytes = self.graph.tensors[name].nbytes
+                offset = plan.offsets.get(name) if name not in roots else None
+                buffer = memory.in_arena(arena, offset, nbytes) if arena is not None and offset is not None else None
+                self.buffers[name] = buffer if buffer is not None else memory.tensor(nbytes)
+
+    def _upload(self, array: np.ndarray) -> cl.Buffer:
+        array = np.ascontiguousarray(array)
+        if array.nbytes == 0:
+            array = np.zeros(1, array.dtype)
+        return cl.Buffer(self.context, MF.READ_ONLY | MF.COPY_HOST_PTR, hostbuf=array)
+
+    def _kernel(self, launch: Launch) -> cl.Kernel:
+        options = build_options(launch.defines)
+        program = program_cache.build_program(
+            self.context, self.device.device, self.device.info.device_key, template_source(launch.template), options
+        )
+        kernel = cl.Kernel(program, launch.kernel)
+        args = []
+        for arg in launch.args:
+            if isinstance(arg, TensorArg):
+                args.append(self.buffers[arg.name])
+            elif isinstance(arg, np.ndarray):
+                # Kernels do not retain their buffer arguments: the executable must keep them alive.
+                self.constant_buffers.append(self._upload(arg))
+                args.append(self.constant_buffers[-1])
+            else:
+                args.append(arg)
+        kernel.set_args(*args)
+        return kernel
+
+    def _build_steps(self) -> list[Step]:
+        steps: list[Step] = []
+        graph = self.graph
+        on_host = set(graph.inputs) | set(graph.constants)
+        on_device: set[str] = set(graph.constants)
+        for index, record in enumerate(self.records):
+            node = record.node
+            inputs = [name for name in node.inputs if name]
+            if record.plan is None:
+                for name in inputs:
+                    if name not in on_host:
+                        steps.append(self._to_host(index, name))
+                        on_host.add(name)
+                steps.append(Step(index, "host", lambda env, queue, node=node: run_node(node, env), node.name))
+                on_host.update(n for n in node.outputs if n)
+                continue
+            for name in inputs:
+                if name not in on_device and name in self.buffers:
+                    steps.append(self._to_device(index, name))
+                    on_device.add(name)
+            for launch in record.plan.launches:
+                steps.append(self._launch_step(index, launch))
+            on_device.update(n for n in node.outputs if n)
+        for name in graph.outputs:
+            if name not in on_host:
+                steps.append(self._to_host(-1, name))
+        self.output_reads = [name for name in graph.outputs if name not in on_host]
+        return steps
+
+    def _launch_step(self, index: int, launch: Launch | BufferCopy) -> Step:
+        if isinstance(launch, BufferCopy):
+            src, dst = self.buffers[launch.src], self.buffers[launch.dst]
+            nbytes = self.graph.tensors[launch.dst].nbytes
+            if nbytes == 0:  # OpenCL rejects empty copies
+                return Step(index, "copy", lambda env, queue: None, "empty copy")
+            return Step(index, "copy", lambda env, queue: cl.enqueue_copy(queue, dst, src, byte_count=nbytes), "copy")
+        if 0 in launch.work:  # an empty tensor: nothing to compute
+            return Step(index, "kernel", lambda env, queue: None, "empty")
+        kernel = self._kernel(launch)
+        global_size, local = launch.global_size, launch.local
+        return Step(
+            index,
+            "kernel",
+            lambda env, queue: cl.enqueue_nd_range_kernel(queue, kernel, global_size, local),
+            launch.kernel,
+        )
+
+    def _to_host(self, index: int, name: str) -> Step:
+        info = self.graph.tensors[name]
+        buffer = self.buffers[name]
+
+        def read(env: dict[str, np.ndarray], queue: cl.CommandQueue):
+            host = np.empty(info.shape, info.dtype)
+            event = cl.enqueue_copy(queue, host, buffer)
+            env[name] = host
+            return event
+
+        return Step(index, "to_host", read, f"read {name}")
+
+    def _to_device(self, index: int, name: str) -> Step:
+        buffer = self.buffers[name]
+        info = self.graph.tensors.get(name)
+
+        def write(env: dict[str, np.ndarray], queue: cl.CommandQueue):
+            host = np.ascontiguousarray(env[name], dtype=info.dtype if info else None)
+            env[name] = host  # keeps the array alive until the queue has read it
+            return cl.enqueue_copy(queue, buffer, host, is_blocking=False)
+
+        return Step(index, "to_device", write, f"write {name}")
+
+    # ------------------------------------------------------------------ running
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        env: dict[str, np.ndarray] = dict(self.graph.constants)
+        env.update(feeds)
+        queue = self.queue
+        for step in self.steps:
+            step.fn(env, queue)
+        queue.finish()
+        return {name: env[name] for name in self.graph.outputs}
+
+    def explain(self) -> list[dict[str, Any]]:
+        rows = []
+        for record in self.records:
+            node, plan = record.node, record.plan
+            if plan is None:
+                rows.append({"name": node.name, "op": node.op, "placement": "cpu", "kernel": "numpy", "config": {},
+                             "config_source": f"numpy fallback: {record.fallback_reason}"})  # fmt: skip
+            else:
+                rows.append({"name": node.name, "op": node.op, "placement": "device", "kernel": plan.template,
+                             "config": plan.config, "config_source": plan.config_source,
+                             "launches": len(plan.launches)})  # fmt: skip
+        return rows
+
+    def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
+        """Per node: median time over ``repeat`` runs (OpenCL profiling events; wall time for host nodes),
+        achieved GFLOP/s and GB/s, and share of the total; slowest first."""
+        if self._profiling_queue is None:
+            profiling = cl.command_queue_properties.PROFILING_ENABLE
+            self._profiling_queue = cl.CommandQueue(self.context, properties=profiling)
+        queue = self._profiling_queue
+        samples: dict[int, list[float]] = {i: [] for i in range(-1, len(self.records))}
+        for _ in range(max(repeat, 1)):
+            env: dict[str, np.ndarray] = dict(self.graph.constants)
+            env.update(feeds)
+            times = {i: 0.0 for i in samples}
+            events = []
+            for step in self.steps:
+                if step.kind == "host":
+                    queue.finish()
+                    start = time.perf_counter()
+                    step.fn(env, queue)
+                    times[step.node_index] += (time.perf_counter() - start) * 1e3
+                else:
+                    events.append((step.node_index, step.fn(env, queue)))
+            queue.finish()
+            for index, event in events:
+                if event is not None:
+                    times[index] += (event.profile.end - event.profile.start) * 1e-6
+            for index, value in times.items():
+                samples[index].append(value)
+        return self._profile_rows({i: statistics.median(v) for i, v in samples.items()})
+
+    def _profile_rows(self, median_ms: dict[int, float]) -> list[dict[str, Any]]:
+        flops = self.graph.metadata.get("node_flops", {})
+        total = sum(median_ms.values()) or 1.0
+        rows = []
+        for index, ms in median_ms.items():
+            if index == -1:
+                if not self.output_reads:
+                    continue
+                name, op, kernel, nbytes, node_flops = "(read outputs)", "-", "copy", 0, 0
+                nbytes = sum(self.graph.tensors[n].nbytes for n in self.output_reads)
+            else:
+                record = self.records[index]
+                node = record.node
+                name, op = node.name, node.op
+                kernel = record.plan.template if record.plan else "numpy"
+                node_flops = float(flops.get(node.name, 0))
+                nbytes = sum(self._nbytes(n) for n in node.inputs + node.outputs if n)
+            seconds = ms * 1e-3
+            rows.append({
+                "name": name, "op": op, "kernel": kernel, "time_ms": ms,
+                "gflops": node_flops / seconds * 1e-9 if seconds > 0 else 0.0,
+                "gbps": nbytes / seconds * 1e-9 if seconds > 0 else 0.0,
+                "share": ms / total,
+            })  # fmt: skip
+        rows.sort(key=lambda row: -row["time_ms"])
+        return rows
+
+    def _nbytes(self, name: str) -> int:
+        if name in self.graph.constants:
+            return self.graph.constants[name].nbytes
+        return self.graph.tensors[name].nbytes
+
+
+def _copies_one_of(launch: Launch | BufferCopy, names: set[str]) -> bool:
+    """Whether ``launch`` is a Concat copy whose source is one of ``names``."""
+    return isinstance(launch, Launch) and isinstance(launch.args[0], TensorArg) and launch.args[0].name in names

@@ -1,0 +1,260 @@
+"""Kernel planners for the compute-heavy ops: Conv (GEMM for 1x1, depthwise, direct), Gemm and MatMul.
+
+Weights are constants: they are re-laid out here, once, into the packed order each template reads
+(see the comments at the top of ``gemm.cl``, ``conv2d.cl`` and ``depthwise.cl``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeinfer.backends.opencl.kernels import (
+    KernelPlan,
+    Launch,
+    NoKernel,
+    PlanContext,
+    TensorArg,
+    activation_of,
+    f32,
+    i32,
+    kernel_for,
+    local_size,
+)
+from edgeinfer.backends.opencl.memory import GUARD_BYTES
+from edgeinfer.ir import Node
+
+GUARD_FLOATS = GUARD_BYTES // 4
+
+
+def pick_row_block(rows: int, wanted: int = 16) -> int:
+    """Rows (output channels) per work-item: ``wanted`` or the largest power of two not above ``rows``."""
+    block = wanted
+    while block > 1 and block > rows:
+        block //= 2
+    return block
+
+
+def default_local(ctx: PlanContext, work: tuple[int, ...]) -> tuple[int, ...]:
+    """CPUs want few work-items per group (each group is one task); GPUs want 64+ for occupancy."""
+    if ctx.device_kind != "cpu":
+        return local_size(work, (16, 4, 1), ctx.max_work_group_size)
+    sizes, remaining = [], 8
+    for count in work:  # fill dimension 0 first, then the next ones, up to 8 work-items
+        size = 1
+        while size * 2 <= min(count, remaining):
+            size *= 2
+        sizes.append(size)
+        remaining //= size
+    return tuple(sizes)
+
+
+def check_row_reach(w: int, wo: int, tn: int, sw: int, dw: int, kw: int, pad_l: int) -> None:
+    """The convolution kernels read whole vectors, also over the padding (window.cl); make sure they never
+    reach further than the guard the executor leaves around every buffer."""
+    load_width = tn * sw if sw <= 2 and tn * sw <= 16 else (tn - 1) * sw + 1
+    last_x0 = (-(-wo // tn) - 1) * tn
+    over_right = last_x0 * sw - pad_l + (kw - 1) * dw + load_width - w
+    if max(pad_l, over_right) > GUARD_FLOATS:
+        raise NoKernel(f"a row read reaches {max(pad_l, over_right)} floats past the tensor (guard {GUARD_FLOATS})")
+
+
+def pack_rows(matrix: np.ndarray, block: int) -> np.ndarray:
+    """[M][K] -> [ceil(M/block)][K][block], zero-padding the last row block (gemm.cl's A layout)."""
+    m, k = matrix.shape
+    padded = np.zeros((-(-m // block) * block, k), np.float32)
+    padded[:m] = matrix
+    return np.ascontiguousarray(padded.reshape(-1, block, k).transpose(0, 2, 1))
+
+
+def epilogue_args(node: Node, ctx: PlanContext, channels: int, output: str) -> tuple[list, list]:
+    """([bias, Z], [has_z, act, p0, p1]): the epilogue arguments shared by the conv templates."""
+    bias_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    if bias_name and ctx.constant(bias_name) is None:
+        raise NoKernel("bias is not a constant")
+    bias = ctx.constant(bias_name) if bias_name else None
+    bias = np.zeros(channels, np.float32) if bias is None else bias.astype(np.float32).reshape(-1)
+    z_name = node.inputs[3] if len(node.inputs) > 3 else ""
+    act, p0, p1 = activation_of(node)
+    z = TensorArg(z_name) if z_name else TensorArg(output)  # unused when has_z == 0
+    return [bias, z], [i32(bool(z_name)), i32(act), f32(p0), f32(p1)]
+
+
+@kernel_for("Conv")
+def plan_conv(node: Node, ctx: PlanContext) -> KernelPlan:
+    x_name, w_name = node.inputs[0], node.inputs[1]
+    weights = ctx.constant(w_name)
+    if weights is None:
+        raise NoKernel("weights are not a constant")
+    if len(ctx.shape(x_name)) != 4:
+        raise NoKernel(f"{len(ctx.shape(x_name)) - 2}-D convolution, kernels take 2-D")
+    ctx.require_float(node, [x_name, w_name])
+    n, c, h, w = ctx.shape(x_name)
+    y = node.outputs[0]
+    _, co, ho, wo = ctx.shape(y)
+    kh, kw = weights.shape[2:]
+    sh, sw = node.attrs.get("strides", [1, 1])
+    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    dh, dw = node.attrs.get("dilations", [1, 1])
+    groups = int(node.attrs.get("group", 1))
+    (bias, z), tail = epilogue_args(node, ctx, co, y)
+
+    if groups == 1 and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(pads):
+        return plan_pointwise(ctx, x_name, weights.reshape(co, c), bias, z, y, n, c * h * w, h * w, tail)
+    if groups == c == co:
+        return plan_depthwise(ctx, node, weights, bias, z, y, (n, c, h, w, ho, wo), (sh, sw), pads, (dh, dw), tail)
+    return plan_direct(ctx, node, weights, bias, z, y, (n, c, h, w, co, ho, wo), groups, (sh, sw), pads, (dh, dw), tail)
+
+
+def pick_column_block(n: int, largest: int = 16) -> int:
+    """Columns per work-item for gemm_vec_m: cost ~ blocks * (columns + 2 for the weight load), a partial
+    last block counting twice."""
+
+    def cost(width: int) -> int:
+        blocks = -(-n // width)
+        return blocks * (width + 2) + (width + 2 if n % width else 0)
+
+    return min(range(1, min(largest, n) + 1), key=lambda width: (cost(width), -width))
+
+
+def default_gemm_config(m: int, n: int) -> dict:
+    """Vectors over columns (16 rows x 16 columns) wherever there are 4 columns or more: with the weights
+    loaded as one vector (FMA_ROWS) this won every MobileNetV2 workload on PoCL, 7x7 ones included. Vectors
+    over rows only for Gemm-like products with 1-3 columns."""
+    if n >= 4:
+        return {"VEC": "N", "TM": pick_row_block(m, 16), "TN": 16 if n >= 16 else 8 if n >= 8 else 4, "UNROLL_K": 4}
+    rows = 16 if m >= 16 else 8 if m >= 8 else 4  # a vector width: rows past M are zero padding
+    return {"VEC": "M", "TM": rows, "TN": pick_column_block(n), "UNROLL_K": 4}
+
+
+def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail) -> KernelPlan:
+    """C[M][N] = A[M][K] B[K][N] per batch, A constant: 1x1 convs (N = pixels) and Gemm (N = 1)."""
+    m, k = matrix.shape
+    workload = {"M": m, "N": columns, "K": k}
+    def default():
+        if ctx.device_kind != "cpu":  # small register tiles: GPUs run many work-items, each with few registers
+            return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
+        config = default_gemm_config(m, columns)
+        if config["VEC"] == "M":
+            config["local"] = [2, 1, 1]
+        return config
+
+    config, source = ctx.config("gemm", workload, default)
+    vec, tm, tn = config.get("VEC", "N"), int(config["TM"]), int(config["TN"])
+    work = (-(-columns // tn), -(-m // tm), batch)
+    local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
+    config["local"] = list(local)
+    padded_bias = np.zeros(-(-m // tm) * tm, np.float32)
+    padded_bias[:m] = bias
+    defines = {"TM": tm, "TN": tn, "UNROLL_K": int(config.get("UNROLL_K", 4))}
+    if vec == "N":
+        defines["VEC_N"] = 1
+    launch = Launch(
+        "gemm",
+        "gemm_vec_n" if vec == "N" else "gemm_vec_m",
+        [pack_rows(matrix.astype(np.float32), tm), TensorArg(x_name), padded_bias, z, TensorArg(y),
+         i32(m), i32(columns), i32(k), i32(batch_stride), *tail],
+        work,
+        local,
+        defines,
+    )  # fmt: skip
+    return KernelPlan("gemm", config, source, [launch])
+
+
+def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilations, tail) -> KernelPlan:
+    n, c, h, w, ho, wo = dims
+    kh, kw = weights.shape[2:]
+    sh, sw = strides
+    workload = {"C": c, "H": ho, "W": wo, "K": kh, "S": sh}
+
+    def default():  # what won most often on PoCL (benchmarks/opencl_tune.py)
+        if ctx.device_kind != "cpu":
+            return {"TN": 4, "TY": 1}
+        rows = 4 if sh == 1 else 2  # stride 1: neighbouring output rows share input rows (depthwise.cl)
+        return {"TN": 16 if wo >= 32 else 8 if wo > 4 else 4, "TY": min(rows, ho), "local": [1, 4, 1]}
+
+    config, source = ctx.config("depthwise", workload, default)
+    tn, ty = int(config["TN"]), int(config["TY"])
+    work = (-(-wo // tn), -(-ho // ty), n * c)
+    local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
+    config["local"] = list(local)
+    args = [TensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw), bias, z, TensorArg(y),
+            i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]
+    defines = {"TN": tn, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
+    check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
+    work = (-(-wo // tn), -(-ho // ty), n * c)
+    return KernelPlan("depthwise", config, source, [Launch("depthwise", "depthwise", args, work, local, defines)])
+
+
+def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dilations, tail) -> KernelPlan:
+    n, c, h, w, co, ho, wo = dims
+    kh, kw = weights.shape[2:]
+    sh, sw = strides
+    cig, cog = c // groups, co // groups
+    workload = {"C": cig, "Co": cog, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "G": groups}
+
+    def default():  # 16 x 16 blocks won on every 3x3 of SqueezeNet and on the stems on PoCL
+        if ctx.device_kind != "cpu":
+            return {"TM": pick_row_block(cog, 4), "TN": 4}
+        return {"TM": pick_row_block(cog, 16), "TN": 16 if wo >= 12 else 8 if wo > 4 else 4, "local": [8, 1, 1]}
+
+    config, source = ctx.config("conv2d", workload, default)
+    tm, tn = int(config["TM"]), int(config["TN"])
+    co_blocks = -(-cog // tm)
+    # [G][Cog][Cig][KH][KW] -> [G][co_blocks][Cig][KH][KW][TM], zero-padded to whole channel blocks.
+    grouped = np.zeros((groups, co_blocks * tm, cig, kh, kw), np.float32)
+    grouped[:, :cog] = weights.astype(np.float32).reshape(groups, cog, cig, kh, kw)
+    packed = np.ascontiguousarray(grouped.reshape(groups, co_blocks, tm, cig, kh, kw).transpose(0, 1, 3, 4, 5, 2))
+    work = (-(-wo // tn), ho, n * groups * co_blocks)
+    local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
+    config["local"] = list(local)
+    args = [TensorArg(node.inputs[0]), packed, bias, z, TensorArg(y), i32(c), i32(h), i32(w), i32(co), i32(ho),
+            i32(wo), i32(groups), i32(cig), i32(cog), i32(co_blocks), i32(sh), i32(pads[0]), i32(pads[1]),
+            i32(dilations[0]), *tail]
+    defines = {"TM": tm, "TN": tn, "KH": kh, "KW": kw, "SW": sw, "DW": dilations[1]}
+    check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
+    work = (-(-wo // tn), ho, n * groups * co_blocks)
+    return KernelPlan("conv2d", config, source, [Launch("conv2d", "conv2d", args, work, local, defines)])
+
+
+@kernel_for("Gemm")
+def plan_gemm(node: Node, ctx: PlanContext) -> KernelPlan:
+    """Y = alpha * A' B' + beta * C with B (and C) constant: computed as rows of A times packed B'."""
+    a_name, b_name = node.inputs[0], node.inputs[1]
+    b = ctx.constant(b_name)
+    if b is None:
+        raise NoKernel("B is not a constant")
+    ctx.require_float(node, [a_name, b_name])
+    rows, k = ctx.shape(a_name)
+    if node.attrs.get("transA", 0):
+        if rows != 1 and k != 1:
+            raise NoKernel("transA with more than one row")
+        rows, k = k, rows
+    weights = b if node.attrs.get("transB", 0) else b.T  # [N_out][K]
+    weights = weights.astype(np.float32) * np.float32(node.attrs.get("alpha", 1.0))
+    out_features = weights.shape[0]
+    c_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    bias = np.zeros(out_features, np.float32)
+    if c_name:
+        c = ctx.constant(c_name)
+        if c is None or c.size not in (1, out_features):
+            raise NoKernel("C is not a constant vector over the output features")
+        bias = bias + np.float32(node.attrs.get("beta", 1.0)) * c.astype(np.float32).reshape(-1)
+    y = node.outputs[0]
+    tail = [i32(0), i32(0), f32(0), f32(0)]
+    return plan_pointwise(ctx, a_name, weights, bias, TensorArg(y), y, rows, k, 1, tail)
+
+
+@kernel_for("MatMul")
+def plan_matmul(node: Node, ctx: PlanContext) -> KernelPlan:
+    """A[..., K] x B[K][N] with B a constant 2-D matrix: every row of A is one batch of a pointwise GEMM."""
+    a_name, b_name = node.inputs
+    b = ctx.constant(b_name)
+    if b is None or b.ndim != 2:
+        raise NoKernel("B is not a constant matrix")
+    ctx.require_float(node, [a_name, b_name])
+    a_shape = ctx.shape(a_name)
+    rows = int(np.prod(a_shape[:-1], dtype=np.int64))
+    y = node.outputs[0]
+    tail = [i32(0), i32(0), f32(0), f32(0)]
+    bias = np.zeros(b.shape[1], np.float32)
+    return plan_pointwise(ctx, a_name, b.T.astype(np.float32), bias, TensorArg(y), y, rows, a_shape[-1], 1, tail)

@@ -1,0 +1,84 @@
+"""Build OpenCL programs once: an in-process memo plus a disk cache of program binaries.
+
+The disk key is (source hash, build options, device key, device version, driver version), so a driver
+update invalidates entries by itself. The cache lives in ``$EDGEINFER_CACHE_DIR/opencl`` if that variable
+is set, else in the user cache directory (``~/.cache/edgeinfer/opencl`` on Linux).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import pyopencl as cl
+
+# Counts since process start; tests use them to check that a second load compiles nothing.
+STATS = {"compiled": 0, "from_disk": 0, "from_memory": 0}
+
+_memo: dict[tuple[int, str], cl.Program] = {}
+
+
+def cache_dir() -> Path:
+    override = os.environ.get("EDGEINFER_CACHE_DIR")
+    if override:
+        return Path(override) / "opencl"
+    try:
+        import platformdirs
+
+        return Path(platformdirs.user_cache_dir("edgeinfer")) / "opencl"
+    except ImportError:
+        return Path.home() / ".cache" / "edgeinfer" / "opencl"
+
+
+def cache_key(source: str, options: str, device: cl.Device, device_key: str) -> str:
+    text = "\0".join([source, options, device_key, device.version, device.driver_version, device.platform.version])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def build_program(context: cl.Context, device: cl.Device, device_key: str, source: str, options: str) -> cl.Program:
+    """A built program for ``source`` with ``options``: from memory, from the disk cache, or compiled."""
+    key = cache_key(source, options, device, device_key)
+    memo_key = (id(context), key)
+    if memo_key in _memo:
+        STATS["from_memory"] += 1
+        return _memo[memo_key]
+    path = cache_dir() / f"{key}.bin"
+    program = _load_binary(context, device, path, options)
+    if program is None:
+        with warnings.catch_warnings():  # PoCL reports unperformed unroll hints as build warnings
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            program = cl.Program(context, source).build(options=options, devices=[device])
+        STATS["compiled"] += 1
+        _store_binary(program, path)
+    else:
+        STATS["from_disk"] += 1
+    _memo[memo_key] = program
+    return program
+
+
+def _load_binary(context: cl.Context, device: cl.Device, path: Path, options: str) -> cl.Program | None:
+    if not path.is_file():
+        return None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", cl.CompilerWarning)
+            return cl.Program(context, [device], [path.read_bytes()]).build(options=options, devices=[device])
+    except cl.Error:  # stale or foreign binary: rebuild from source and overwrite it
+        return None
+
+
+def _store_binary(program: cl.Program, path: Path) -> None:
+    binary = program.get_info(cl.program_info.BINARIES)[0]
+    if not binary:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Write then rename, so a concurrent reader never sees half a binary.
+        with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
+            tmp.write(binary)
+        os.replace(tmp.name, path)
+    except OSError:  # a read-only cache dir only costs a rebuild next time
+        pass

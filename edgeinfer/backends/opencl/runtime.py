@@ -1,0 +1,125 @@
+"""OpenCL platforms and devices: enumeration, device keys, a test build per device, device selection.
+
+A platform can be installed yet broken (the pip ``pocl-binary-distribution`` fails every build with
+"unknown target CPU 'generic'"), so every device must build and run a tiny kernel before it is called usable.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import pyopencl as cl
+
+from edgeinfer.backends.base import DeviceInfo
+from edgeinfer.errors import DeviceError
+from edgeinfer.tuned_configs import sanitize_key
+
+NAME = "opencl"
+
+_TEST_SOURCE = "__kernel void add_one(__global float *x) { x[get_global_id(0)] += 1.0f; }"
+
+
+@dataclass
+class OpenCLDevice:
+    """A usable device with its own context (one per process and device)."""
+
+    info: DeviceInfo
+    device: cl.Device
+    context: cl.Context
+
+
+def device_key(platform: cl.Platform, device: cl.Device) -> str:
+    """File-name-safe key of the tuned-config table: platform, vendor and device name."""
+    return sanitize_key(f"{platform.name} {device.vendor} {device.name}")
+
+
+def device_kind(device: cl.Device) -> str:
+    if device.type & cl.device_type.GPU:
+        return "gpu"
+    if device.type & cl.device_type.CPU:
+        return "cpu"
+    return "accelerator"
+
+
+def _test_build(device: cl.Device) -> tuple[cl.Context | None, str]:
+    """Build and run a one-line kernel; return (context, "") or (None, why it failed)."""
+    try:
+        context = cl.Context([device])
+        program = cl.Program(context, _TEST_SOURCE).build()
+        queue = cl.CommandQueue(context)
+        host = np.zeros(4, np.float32)
+        buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+        kernel = cl.Kernel(program, "add_one")
+        kernel.set_args(buffer)
+        cl.enqueue_nd_range_kernel(queue, kernel, (4,), None)
+        cl.enqueue_copy(queue, host, buffer)
+        if not np.all(host == 1.0):
+            return None, f"test kernel computed {host.tolist()}, expected [1, 1, 1, 1]"
+        return context, ""
+    except cl.Error as e:  # broken compilers report through build errors
+        first_line = str(e).strip().splitlines()
+        return None, f"test build failed: {' '.join(first_line[:3])[:300]}"
+
+
+@lru_cache(maxsize=1)
+def _probe() -> tuple[tuple[DeviceInfo, cl.Device | None, cl.Context | None], ...]:
+    try:
+        platforms = cl.get_platforms()
+    except cl.Error:  # no ICD loader entries: no platform at all
+        return ()
+    found = []
+    for p_index, platform in enumerate(platforms):
+        try:
+            devices = platform.get_devices()
+        except cl.Error as e:
+            info = DeviceInfo(NAME, f"{NAME}:{p_index}", platform.name, "unknown", usable=False, reason=str(e))
+            found.append((info, None, None))
+            continue
+        for d_index, device in enumerate(devices):
+            context, reason = _test_build(device)
+            info = DeviceInfo(
+                backend=NAME,
+                spec=f"{NAME}:{p_index}:{d_index}",
+                name=device.name.strip(),
+                kind=device_kind(device),
+                device_key=device_key(platform, device),
+                usable=context is not None,
+                reason=reason,
+                details={
+                    "platform": platform.name,
+                    "vendor": device.vendor.strip(),
+                    "version": device.version,
+                    "driver_version": device.driver_version,
+                    "compute_units": device.max_compute_units,
+                    "global_mem_mb": device.global_mem_size // 2**20,
+                },
+            )
+            found.append((info, device, context))
+    return tuple(found)
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every OpenCL device, usable or not (with the reason)."""
+    return [info for info, _, _ in _probe()]
+
+
+def select_device(spec: str | None) -> OpenCLDevice:
+    """``"opencl"``/None: the best usable device (GPU first); ``"opencl:P:D"``: platform P, device D."""
+    probed = _probe()
+    if spec in (None, NAME):
+        usable = [entry for entry in probed if entry[0].usable]
+        if not usable:
+            reasons = "; ".join(f"{i.spec} {i.name}: {i.reason}" for i, _, _ in probed) or "no OpenCL platform found"
+            raise DeviceError(f"no usable OpenCL device ({reasons})")
+        usable.sort(key=lambda entry: (entry[0].kind != "gpu", entry[0].kind != "accelerator"))
+        info, device, context = usable[0]
+        return OpenCLDevice(info, device, context)
+    for info, device, context in probed:
+        if info.spec == spec:
+            if not info.usable:
+                raise DeviceError(f"OpenCL device {spec} ({info.name}) is not usable: {info.reason}")
+            return OpenCLDevice(info, device, context)
+    known = ", ".join(i.spec for i, _, _ in probed) or "none"
+    raise DeviceError(f"no OpenCL device {spec!r}; expected 'opencl' or one of: {known}")

@@ -1,0 +1,137 @@
+// Tiled GEMM with a fused epilogue: C = act(A * B + bias[m] + Z), batched over get_global_id(2).
+// Serves 1x1 convolutions (A = weights [Co][Ci], B = input [Ci][H*W]) and Gemm/MatMul.
+//
+// Each work-item computes a TM x TN tile of C: TM rows (output channels) by TN consecutive columns
+// (pixels), held in TM vector registers of width TN. A is packed by the host as [ceil(M/TM)][K][TM] so
+// the TM weights of one k are one vector load (broadcast lane by lane: FMA_ROWS in common.cl); B rows are
+// read with one vector load per k.
+// Two kernels, chosen by the host per workload (config "VEC"):
+//   gemm_vec_n: the TN columns form the vector (wide pixel rows: 56x56 and up);
+//   gemm_vec_m: the TM rows form the vector (few columns: 7x7, 14x14, Gemm with one row).
+// Knobs: TM, TN (the vector one is 4, 8 or 16; the other 1..16), UNROLL_K (k steps per unrolled loop body).
+// B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 floats past it.
+
+#ifdef VEC_N
+#define VEC CAT(float, TN)
+#define VLOAD CAT(vload, TN)
+#define VSTORE CAT(vstore, TN)
+#else
+#define VEC CAT(float, TM)
+#define VLOAD CAT(vload, TM)
+#define VSTORE CAT(vstore, TM)
+#endif
+
+// One k step of the full-block loops; the constant-trip inner loop over UNROLL_K steps unrolls fully.
+#define STEP_VEC_N(k)                                               \
+    {                                                               \
+        const VEC x = VLOAD(0, B + (size_t)(k) * N);                \
+        FMA_ROWS(acc, a + (k) * TM, x)                              \
+    }
+#define STEP_VEC_M(k)                                               \
+    {                                                               \
+        const VEC w = VLOAD(0, a + (size_t)(k) * TM);               \
+        __global const float *b = B + (size_t)(k) * N;              \
+        for (int j = 0; j < TN; ++j)                                \
+            acc[j] = fma(w, (VEC)(b[j]), acc[j]);                   \
+    }
+
+#ifdef VEC_N
+__kernel void gemm_vec_n(__global const float *restrict A, __global const float *restrict B,
+                   __global const float *restrict bias, __global const float *restrict Z,
+                   __global float *restrict C, int M, int N, int K, int b_batch_stride,
+                   int has_z, int act, float p0, float p1)
+{
+    const int n0 = get_global_id(0) * TN;
+    const int mb = get_global_id(1);
+    const int m0 = mb * TM;
+    if (n0 >= N || m0 >= M)
+        return;
+    const size_t batch = get_global_id(2);
+    B += batch * b_batch_stride + n0;
+    C += batch * M * N;
+    Z += batch * M * N;
+    __global const float *a = A + (size_t)mb * K * TM;
+
+    VEC acc[TM];
+    for (int i = 0; i < TM; ++i)
+        acc[i] = (VEC)(0.0f);
+
+    // A partial last block reads past its row like a full one (into the next row, or the buffer's guard
+    // band for the last row: memory.py); the lanes past N are never stored.
+    const int full = n0 + TN <= N;
+    int k = 0;
+    for (; k + UNROLL_K <= K; k += UNROLL_K)
+        for (int u = 0; u < UNROLL_K; ++u)
+            STEP_VEC_N(k + u);
+    for (; k < K; ++k)
+        STEP_VEC_N(k);
+
+    for (int i = 0; i < TM && m0 + i < M; ++i) {
+        const size_t row = (size_t)(m0 + i) * N + n0;
+        VEC v = acc[i] + (VEC)(bias[m0 + i]);
+        if (full) {
+            if (has_z)
+                v += VLOAD(0, Z + row);
+            APPLY_ACTIVATION(VEC, v, act, p0, p1);
+            VSTORE(v, 0, C + row);
+        } else {
+            float lanes[TN];
+            VSTORE(v, 0, lanes);
+            for (int j = 0; j < TN && n0 + j < N; ++j) {
+                float s = lanes[j];
+                if (has_z)
+                    s += Z[row + j];
+                APPLY_ACTIVATION(float, s, act, p0, p1);
+                C[row + j] = s;
+            }
+        }
+    }
+}
+#else
+
+// bias is zero-padded to whole TM blocks.
+__kernel void gemm_vec_m(__global const float *restrict A, __global const float *restrict B,
+                         __global const float *restrict bias, __global const float *restrict Z,
+                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+                         int has_z, int act, float p0, float p1)
+{
+    const int n0 = get_global_id(0) * TN;
+    const int mb = get_global_id(1);
+    const int m0 = mb * TM;
+    if (n0 >= N || m0 >= M)
+        return;
+    const size_t batch = get_global_id(2);
+    B += batch * b_batch_stride + n0;
+    C += batch * M * N;
+    Z += batch * M * N;
+    __global const float *a = A + (size_t)mb * K * TM;
+
+    VEC acc[TN];
+    for (int j = 0; j < TN; ++j)
+        acc[j] = (VEC)(0.0f);
+    // As in gemm_vec_n, a partial last block reads (and ignores) up to TN - 1 columns past N.
+    const int columns = min(TN, N - n0);
+    int k = 0;
+    for (; k + UNROLL_K <= K; k += UNROLL_K)
+        for (int u = 0; u < UNROLL_K; ++u)
+            STEP_VEC_M(k + u);
+    for (; k < K; ++k)
+        STEP_VEC_M(k);
+
+    const VEC bias_v = VLOAD(0, bias + m0);
+    const int rows = min(TM, M - m0);
+    for (int j = 0; j < columns; ++j) {
+        VEC v = acc[j] + bias_v;
+        float lanes[TM];
+        if (has_z) {
+            for (int i = 0; i < TM; ++i)
+                lanes[i] = i < rows ? Z[(size_t)(m0 + i) * N + n0 + j] : 0.0f;
+            v += VLOAD(0, lanes);
+        }
+        APPLY_ACTIVATION(VEC, v, act, p0, p1);
+        VSTORE(v, 0, lanes);
+        for (int i = 0; i < rows; ++i)
+            C[(size_t)(m0 + i) * N + n0 + j] = lanes[i];
+    }
+}
+#endif

@@ -1,0 +1,405 @@
+"""OpenCL backend: single-node kernels against the NumPy ops, the program cache, config lookup, fallback
+placement, profiling, and every shared model against onnxruntime (relative L2 <= 1e-4) on the first usable
+OpenCL device (PoCL in CI). Skips with the reason when no OpenCL device is usable."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
+
+from edgeinfer.ir import Graph, Node, TensorInfo  # noqa: E402
+from edgeinfer.ops import get_op  # noqa: E402
+
+
+def _usable_device():
+    from edgeinfer.backends import opencl
+
+    usable = [d for d in opencl.list_devices() if d.usable]
+    return usable[0] if usable else None
+
+
+DEVICE = _usable_device()
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
+RNG = np.random.default_rng(0)
+
+
+def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
+    expected = expected.astype(np.float64)
+    return float(np.linalg.norm(actual.astype(np.float64) - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def single_node_graph(op: str, inputs: dict, constants: dict, attrs: dict, input_order: list[str], n_outputs=1):
+    """A one-node graph whose output shapes come from running the NumPy op."""
+    arrays = {**inputs, **constants}
+    outputs = get_op(op).fn([arrays[n] if n else None for n in input_order], attrs)
+    out_names = [f"y{i}" for i in range(n_outputs)]
+    tensors = {n: TensorInfo(n, a.shape, str(a.dtype)) for n, a in inputs.items()}
+    tensors.update({n: TensorInfo(n, a.shape, str(a.dtype)) for n, a in zip(out_names, outputs)})
+    node = Node("node", op, input_order, out_names, attrs)
+    graph = Graph([node], list(inputs), out_names, tensors, dict(constants))
+    return graph, dict(zip(out_names, outputs))
+
+
+def run_opencl(graph: Graph, feeds: dict) -> dict:
+    from edgeinfer.backends import opencl
+
+    return opencl.prepare(graph, DEVICE.spec).run(feeds)
+
+
+def check_node(op, inputs, constants, attrs, order, tol=1e-5, n_outputs=1):
+    graph, expected = single_node_graph(op, inputs, constants, attrs, order, n_outputs)
+    from edgeinfer.backends import opencl
+
+    executable = opencl.prepare(graph, DEVICE.spec)
+    explained = executable.explain()[0]
+    assert explained["placement"] == "device", explained
+    actual = executable.run(inputs)
+    for name, value in expected.items():
+        assert actual[name].shape == value.shape and actual[name].dtype == value.dtype
+        if value.dtype == np.float32:
+            assert rel_l2(actual[name], value) <= tol, (op, attrs, rel_l2(actual[name], value))
+        else:
+            assert np.array_equal(actual[name], value), op
+    return explained
+
+
+def randn(*shape):
+    return RNG.standard_normal(shape).astype(np.float32)
+
+
+# ---------------------------------------------------------------- convolution family
+
+CONV_CASES = [
+    # (C, H, W, Co, k, stride, pad, group, dilation, activation)
+    (8, 14, 14, 24, 1, 1, 0, 1, 1, None),  # 1x1: gemm
+    (5, 7, 7, 19, 1, 1, 0, 1, 1, ("clip", [0.0, 6.0])),  # gemm with odd M, N tails
+    (3, 17, 19, 10, 3, 2, 1, 1, 1, ("relu", [])),  # direct, stride 2
+    (6, 13, 21, 12, 3, 1, 1, 2, 1, ("leaky_relu", [0.1])),  # direct, grouped
+    (4, 12, 12, 6, 5, 1, 2, 1, 2, ("silu", [])),  # direct, dilated 5x5
+    (16, 15, 15, 16, 3, 1, 1, 16, 1, ("clip", [0.0, 6.0])),  # depthwise
+    (16, 28, 29, 16, 3, 2, 1, 16, 1, ("hard_swish", [])),  # depthwise stride 2
+    (8, 9, 40, 8, 5, 1, 2, 8, 1, ("sigmoid", [])),  # depthwise 5x5
+    (8, 12, 21, 8, 3, 1, 2, 8, 2, None),  # depthwise dilated
+    (8, 11, 23, 8, 3, 2, 1, 8, 1, None),  # depthwise stride 2, odd sizes
+    (4, 10, 10, 8, 2, 2, 0, 1, 1, ("tanh", [])),  # direct 2x2 stride 2, no pad
+]
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=[str(c) for c in CONV_CASES])
+def test_conv(case):
+    c, h, w, co, k, s, p, g, d, act = case
+    attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4, "group": g, "dilations": [d, d]}
+    if act:
+        attrs.update(activation=act[0], activation_params=act[1])
+    x = randn(1, c, h, w)
+    consts = {"W": randn(co, c // g, k, k), "B": randn(co)}
+    check_node("Conv", {"x": x}, consts, attrs, ["x", "W", "B"])
+
+
+def test_conv_with_residual_and_batch():
+    x = randn(2, 8, 6, 6)
+    z = randn(2, 16, 6, 6)
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0] * 4, "activation": "relu"}
+    explained = check_node("Conv", {"x": x, "z": z}, {"W": randn(16, 8, 1, 1)}, attrs, ["x", "W", "", "z"])
+    assert explained["kernel"] == "gemm"
+    attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4}
+    check_node("Conv", {"x": x, "z": z}, {"W": randn(16, 8, 3, 3), "B": randn(16)}, attrs, ["x", "W", "B", "z"])
+
+
+def test_gemm_and_matmul():
+    x = randn(3, 40)
+    consts = {"B": randn(24, 40), "C": randn(24)}
+    check_node("Gemm", {"x": x}, consts, {"transB": 1, "alpha": 0.5, "beta": 2.0}, ["x", "B", "C"])
+    check_node("MatMul", {"x": randn(2, 5, 40)}, {"B": randn(40, 7)}, {}, ["x", "B"])
+
+
+# ---------------------------------------------------------------- memory-bound ops
+
+
+@pytest.mark.parametrize(
+    "op,attrs",
+    [
+        ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 0, 0, 0]}),
+        ("MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "ceil_mode": 1}),
+        ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}),
+        ("AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1], "count_include_pad": 1}),
+        ("AveragePool", {"kernel_shape": [13, 13]}),
+        ("GlobalAveragePool", {}),
+        ("GlobalMaxPool", {}),
+    ],
+)
+def test_pool(op, attrs):
+    check_node(op, {"x": randn(1, 5, 13, 13)}, {}, attrs, ["x"])
+
+
+@pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "HardSwish", "LeakyRelu"])
+def test_unary(op):
+    check_node(op, {"x": randn(3, 7, 11)}, {}, {}, ["x"])
+
+
+def test_clip():
+    bounds = {"lo": np.array(-0.5, np.float32), "hi": np.array(0.7, np.float32)}
+    check_node("Clip", {"x": randn(2, 33)}, bounds, {}, ["x", "lo", "hi"])
+
+
+@pytest.mark.parametrize("op", ["Add", "Sub", "Mul", "Div", "Max"])
+@pytest.mark.parametrize("b_shape", [(2, 3, 5, 7), (1,), (3, 1, 1), (5, 1)])
+def test_binary(op, b_shape):
+    b = np.abs(randn(*b_shape)) + 0.5 if op == "Div" else randn(*b_shape)
+    check_node(op, {"a": randn(2, 3, 5, 7), "b": b}, {}, {}, ["a", "b"])
+
+
+def test_binary_with_constant_first_operand():
+    check_node("Sub", {"b": randn(4, 6)}, {"a": randn(6)}, {}, ["a", "b"])
+
+
+def test_data_movement():
+    x = randn(2, 3, 4, 5)
+    check_node("Transpose", {"x": x}, {}, {"perm": [0, 2, 3, 1]}, ["x"])
+    ints = {k: np.array(v, np.int64) for k, v in
+            {"starts": [1, -1], "ends": [4, -100], "axes": [2, 3], "steps": [2, -2]}.items()}  # fmt: skip
+    check_node("Slice", {"x": x}, ints, {}, ["x", "starts", "ends", "axes", "steps"])
+    check_node("Concat", {"x": x, "y": randn(2, 2, 4, 5)}, {"c": randn(2, 1, 4, 5)}, {"axis": 1}, ["x", "c", "y"])
+    check_node("Reshape", {"x": x}, {"s": np.array([2, -1], np.int64)}, {}, ["x", "s"])
+    check_node("Gather", {"x": x}, {"i": np.array(2, np.int64)}, {"axis": 3}, ["x", "i"])
+    check_node("Gather", {"x": x}, {"i": np.array([[0, -1], [1, 1]], np.int64)}, {"axis": 1}, ["x", "i"])
+    check_node("Split", {"x": x}, {"s": np.array([1, 3], np.int64)}, {"axis": 2}, ["x", "s"], n_outputs=2)
+    check_node("Expand", {"x": randn(3, 1, 5)}, {"s": np.array([2, 3, 4, 5], np.int64)}, {}, ["x", "s"])
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
+def test_pad(mode):
+    consts = {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "v": np.array(1.5, np.float32)}
+    check_node("Pad", {"x": randn(1, 2, 5, 6)}, consts, {"mode": mode}, ["x", "p", "v"])
+
+
+@pytest.mark.parametrize(
+    "attrs",
+    [
+        {"mode": "nearest"},
+        {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
+        {"mode": "linear"},
+        {"mode": "linear", "coordinate_transformation_mode": "align_corners"},
+        {"mode": "linear", "coordinate_transformation_mode": "pytorch_half_pixel"},
+    ],
+)
+def test_resize(attrs):
+    scales = {"scales": np.array([1, 1, 2, 2], np.float32)}
+    check_node("Resize", {"x": randn(1, 3, 5, 7)}, scales, attrs, ["x", "", "scales"])
+
+
+@pytest.mark.parametrize("axis", [-1, 1])
+def test_softmax(axis):
+    check_node("Softmax", {"x": randn(2, 10, 3)}, {}, {"axis": axis}, ["x"])
+    check_node("LogSoftmax", {"x": randn(2, 10, 3)}, {}, {"axis": axis}, ["x"])
+
+
+def test_quantize_dequantize():
+    x = randn(4, 50) * 3
+    consts = {"s": np.array(0.05, np.float32), "z": np.array(128, np.uint8)}
+    check_node("QuantizeLinear", {"x": x}, consts, {}, ["x", "s", "z"])
+    q = RNG.integers(0, 256, (4, 50)).astype(np.uint8)
+    check_node("DequantizeLinear", {"q": q}, consts, {}, ["q", "s", "z"])
+
+
+# ---------------------------------------------------------------- devices, cache, configs, profiling
+
+
+def conv_graph(channels: int = 8) -> tuple[Graph, dict]:
+    attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1], "activation": "relu"}
+    x = randn(1, channels, 12, 12)
+    graph, _ = single_node_graph("Conv", {"x": x}, {"W": randn(16, channels, 3, 3)}, attrs, ["x", "W"])
+    return graph, {"x": x}
+
+
+def test_list_devices_and_selection():
+    from edgeinfer.backends import opencl
+    from edgeinfer.errors import DeviceError
+
+    devices = opencl.list_devices()
+    assert all(d.backend == "opencl" and d.device_key and d.spec.startswith("opencl:") for d in devices)
+    assert all(d.usable or d.reason for d in devices)
+    with pytest.raises(DeviceError, match="no OpenCL device 'opencl:9:9'"):
+        opencl.prepare(conv_graph()[0], "opencl:9:9")
+
+
+def test_second_load_compiles_nothing(tmp_path, monkeypatch):
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import program_cache
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(program_cache, "_memo", {})
+    graph, feeds = conv_graph(channels=5)  # a config no other test builds
+    compiled = program_cache.STATS["compiled"]
+    first = opencl.prepare(graph, DEVICE.spec).run(feeds)
+    assert program_cache.STATS["compiled"] > compiled
+    assert list((tmp_path / "opencl").glob("*.bin"))
+    monkeypatch.setattr(program_cache, "_memo", {})  # a new process: only the disk cache remains
+    compiled, from_disk = program_cache.STATS["compiled"], program_cache.STATS["from_disk"]
+    second = opencl.prepare(graph, DEVICE.spec).run(feeds)
+    assert program_cache.STATS["compiled"] == compiled
+    assert program_cache.STATS["from_disk"] > from_disk
+    np.testing.assert_array_equal(first["y0"], second["y0"])
+
+
+def test_config_table_lookup_and_explain(tmp_path, monkeypatch):
+    from edgeinfer import tuned_configs
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import executor
+
+    table = tuned_configs.ConfigTable("opencl", DEVICE.device_key)
+    table.add("conv2d", {"C": 8, "Co": 16, "H": 12, "W": 12, "KH": 3, "KW": 3, "S": 1, "G": 1},
+              {"TM": 4, "TN": 4, "local": [1, 1, 1]}, time_ms=0.1)  # fmt: skip
+    table.add("conv2d", {"C": 64, "Co": 64, "H": 56, "W": 56, "KH": 3, "KW": 3, "S": 1, "G": 1},
+              {"TM": 8, "TN": 8, "local": [2, 1, 1]})  # fmt: skip
+    path = tmp_path / "table.json"
+    tuned_configs.write_table(table, path)
+    table = tuned_configs.read_table(path, "opencl", DEVICE.device_key)
+    default = dict
+    near = {"C": 16, "Co": 16, "H": 14, "W": 14, "KH": 3, "KW": 3, "S": 1, "G": 1}
+    assert table.lookup("conv2d", near, default)[1].startswith("nearest (C=8,")
+    assert table.lookup("gemm", {"M": 1, "N": 1, "K": 1}, lambda: {"TM": 1}) == ({"TM": 1}, "default")
+
+    monkeypatch.setattr(executor, "load_table", lambda backend, key: table)
+    graph, feeds = conv_graph()
+    executable = opencl.prepare(graph, DEVICE.spec)
+    row = executable.explain()[0]
+    assert (row["kernel"], row["config_source"], row["config"]["TM"]) == ("conv2d", "tuned", 4)
+    _, expected = single_node_graph("Conv", feeds, dict(graph.constants), graph.nodes[0].attrs, ["x", "W"])
+    assert rel_l2(executable.run(feeds)["y0"], expected["y0"]) <= 1e-5
+
+
+def test_data_dir_finds_kernels_and_tables():
+    from edgeinfer.tuned_configs import data_dir
+
+    assert (data_dir("kernels") / "opencl" / "gemm.cl").is_file()
+    assert (data_dir("tuned_configs") / "opencl").is_dir()
+
+
+def test_profile_rows():
+    from edgeinfer.backends import opencl
+
+    graph, feeds = conv_graph()
+    graph.metadata["node_flops"] = {"node": 2 * 16 * 8 * 9 * 144}
+    rows = opencl.prepare(graph, DEVICE.spec).profile(feeds, repeat=3)
+    node = next(r for r in rows if r["name"] == "node")
+    assert node["kernel"] == "conv2d" and node["time_ms"] > 0 and node["gflops"] > 0 and node["gbps"] > 0
+    assert abs(sum(r["share"] for r in rows) - 1.0) < 1e-6
+
+
+# ---------------------------------------------------------------- placement and fallback, whole models
+
+
+def topk_gather_model():
+    """x -> Conv (device) -> Reshape -> TopK (CPU only) -> Gather with the indices (no kernel: NumPy) ->
+    Add with the doubled TopK values (device) -> y."""
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    inits = [
+        numpy_helper.from_array(rng.standard_normal((4, 3, 1, 1)).astype(np.float32), "W"),
+        numpy_helper.from_array(np.array([4, 64], np.int64), "shape"),
+        numpy_helper.from_array(np.array([5], np.int64), "k"),
+        numpy_helper.from_array(rng.standard_normal(64).astype(np.float32), "table"),
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+    ]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Reshape", ["c", "shape"], ["r"]),
+        helper.make_node("TopK", ["r", "k"], ["values", "indices"], axis=1),
+        helper.make_node("Gather", ["table", "indices"], ["picked"], axis=0),
+        helper.make_node("Mul", ["values", "two"], ["doubled"]),
+        helper.make_node("Add", ["doubled", "picked"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "topk_gather", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 5])], inits,
+    )  # fmt: skip
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_device_cpu_device_chain_matches_onnxruntime():
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinfer.backends import opencl
+    from edgeinfer.compiler import compile_model
+
+    model = topk_gather_model()
+    x = randn(1, 3, 8, 8)
+    expected = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    executable = opencl.prepare(compile_model(model), DEVICE.spec)
+    rows = {row["op"]: row for row in executable.explain()}
+    assert rows["Conv"]["placement"] == rows["Add"]["placement"] == "device"
+    assert rows["TopK"]["placement"] == rows["Gather"]["placement"] == "cpu"
+    assert rows["Gather"]["config_source"] == "numpy fallback: indices are not a constant"
+    assert rel_l2(executable.run({"x": x})["y"], expected[0]) <= 1e-6
+
+
+def test_concat_of_device_results_is_zero_copy():
+    """Producers computed on the device write straight into the Concat output; a graph input is copied."""
+    from edgeinfer.backends import numpy_backend, opencl
+
+    x, other = randn(1, 4, 8, 8), randn(1, 2, 8, 8)  # 256-byte channels: every slice is a valid sub-buffer
+    attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0] * 4}
+    tensors = {name: TensorInfo(name, (1, c, 8, 8), "float32") for name, c in
+               {"x": 4, "other": 2, "a": 3, "b": 5, "y": 10}.items()}  # fmt: skip
+    nodes = [
+        Node("conv_a", "Conv", ["x", "Wa"], ["a"], attrs),
+        Node("conv_b", "Conv", ["x", "Wb"], ["b"], {**attrs, "activation": "relu"}),
+        Node("concat", "Concat", ["a", "other", "b"], ["y"], {"axis": 1}),
+    ]
+    graph = Graph(nodes, ["x", "other"], ["y"], tensors, {"Wa": randn(3, 4, 1, 1), "Wb": randn(5, 4, 1, 1)})
+    executable = opencl.prepare(graph, DEVICE.spec)
+    row = executable.explain()[2]
+    assert row["config"] == {"zero_copy_inputs": 2, "copies": 1}
+    feeds = {"x": x, "other": other}
+    expected = numpy_backend.prepare(graph).run(feeds)["y"]
+    assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-6
+
+
+SHARED = Path(os.environ.get("EDGEINFER_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+MODELS = [
+    "squeezenet1.1.onnx",
+    "mobilenet_v2_1.0_224.onnx",
+    "mobilenet_v1_0.25_128.onnx",
+    "mobilenet_v2_1.0_224_qdq_uint8.onnx",
+    "yolox_nano_416.onnx",
+    "fastestdet_352.onnx",
+    "ultraface_rfb_320.onnx",
+]
+
+
+@pytest.mark.parametrize("file", MODELS)
+def test_shared_model_matches_onnxruntime(file):
+    """Every node on the device and relative L2 <= 1e-4 against onnxruntime. onnxruntime's graph
+    optimisations are off: for the QDQ model they would fuse into integer kernels that round differently
+    from the ONNX definition (DequantizeLinear -> float Conv -> QuantizeLinear) that edgeinfer follows."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinfer.backends import opencl
+    from edgeinfer.compiler import compile_model
+
+    path = SHARED / "models" / file
+    if not path.exists():
+        pytest.skip(f"{path} not found (set EDGEINFER_SHARED to the folder holding models/)")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    graph = compile_model(path)
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for spec in session.get_inputs():
+        shape = graph.tensors[spec.name].shape
+        feeds[spec.name] = (rng.integers(0, 256, shape).astype(np.uint8) if "uint8" in spec.type
+                            else rng.uniform(0, 1, shape).astype(np.float32))  # fmt: skip
+    expected = session.run(None, feeds)
+    executable = opencl.prepare(graph, DEVICE.spec)
+    fallbacks = [(row["name"], row["config_source"]) for row in executable.explain() if row["placement"] != "device"]
+    assert not fallbacks, fallbacks
+    actual = executable.run(feeds)
+    for spec, value in zip(session.get_outputs(), expected):
+        assert rel_l2(actual[spec.name], value) <= 1e-4, (spec.name, rel_l2(actual[spec.name], value))
