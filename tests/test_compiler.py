@@ -38,7 +38,7 @@ def model(nodes, inputs, outputs, consts=None, opset=17) -> onnx.ModelProto:
         [helper.make_empty_tensor_value_info(o) for o in outputs],
         inits,
     )
-    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8)
     m.ir_version = 7 if opset < 15 else 8
     return m
 
@@ -424,7 +424,7 @@ def dynamic_model() -> onnx.ModelProto:
         [helper.make_tensor_value_info("images", F, ["N", 3, "height", "width"])],
         [helper.make_tensor_value_info("y", F, ["N", 3, "height", "width"])],
     )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
 def test_dynamic_dims_without_input_shape_raise_compile_error():

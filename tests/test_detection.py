@@ -133,7 +133,7 @@ def head_model(heads: dict[str, tuple[int, ...]], size=(64, 64)):
         outputs.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)))
         nodes.append(helper.make_node("Identity", [f"{name}_in"], [name]))
     graph = helper.make_graph(nodes, "heads", inputs, outputs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
 
 
 def run_heads(pipeline: dict, heads: dict[str, np.ndarray], size=(64, 64)) -> dict:
