@@ -6,7 +6,7 @@
 
 Each round runs every contender for a block of runs on the same seeded input, so drift on a shared
 machine hits all of them alike; medians over all runs are reported with ratios to onnxruntime with 2
-threads. Blocks, and a short pause between contenders, keep onnxruntime's spinning worker threads (they
+threads. Blocks, and a pause between contenders, keep the spinning worker threads of onnxruntime and OpenBLAS (they
 busy-wait for a while after each run) from stealing the cores of the contender that follows. Outputs are
 checked against onnxruntime in the same run (relative L2 error), so a fast wrong answer shows.
 """
@@ -94,10 +94,10 @@ def bench_model(model: Path, backends: list[str], runs: int, warmup: int) -> lis
         for fn in contenders.values():
             fn()
     times: dict[str, list[float]] = {label: [] for label in contenders}
-    block = 5
+    block = 10
     for _ in range(max(1, runs // block)):
         for label, fn in contenders.items():
-            time.sleep(0.05)
+            time.sleep(0.3)  # OpenBLAS and onnxruntime worker threads spin for up to ~0.1 s after work
             for _ in range(block):
                 t0 = time.perf_counter()
                 fn()
