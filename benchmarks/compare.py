@@ -143,7 +143,7 @@ def main() -> None:
         rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup))
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}, {args.runs} rounds"
+        f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}, {args.runs} runs each"
     )
     if args.markdown:
         print("| model | runner | median ms | p90 ms | x ORT 2t | rel L2 vs ORT |")
