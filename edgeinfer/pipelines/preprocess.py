@@ -8,6 +8,7 @@ post-processing can map boxes back.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +32,36 @@ def load_image(image: ImageLike) -> Image.Image:
     raise TypeError(f"image must be an HxWx3 uint8 array, a path or a PIL image, got {type(image).__name__}")
 
 
-def resize_image(img: Image.Image, pipeline: dict[str, Any]) -> tuple[Image.Image, dict[str, Any]]:
-    """Apply the pipeline's resize mode; return the network-sized image and the coordinate context."""
+@dataclass(frozen=True)
+class Geometry:
+    """Where the network input comes from: a source crop, resized, of which a window is placed on the canvas.
+
+    ``src`` (x, y, w, h) is the integer crop of the frame that PIL resizes to ``resized`` (w, h);
+    ``window`` (x, y) is the top-left of the part of the resized image that is kept (centre-crop);
+    ``place`` (x, y, w, h) is where that part lands on the ``out`` (w, h) canvas, the rest being padding.
+    """
+
+    src: tuple[int, int, int, int]
+    resized: tuple[int, int]
+    window: tuple[int, int]
+    place: tuple[int, int, int, int]
+    out: tuple[int, int]
+    context: dict[str, Any]
+
+
+def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
+    """The resize plan and coordinate context for a ``w`` x ``h`` frame: one definition that the PIL path
+    (``resize_image``) and the OpenCL kernels (``backends/opencl/preprocess.py``) both follow."""
     out_h, out_w = pipeline["size"]
-    w, h = img.size
     mode = pipeline["resize"]
+    src, window, place = (0, 0, w, h), (0, 0), (0, 0, out_w, out_h)
     if mode == "plain":
+        resized = (out_w, out_h)
         sx, sy, ox, oy = out_w / w, out_h / h, 0.0, 0.0
-        net = img.resize((out_w, out_h), Image.BILINEAR)
     elif mode == "square-crop":
         side = min(w, h)
         left, top = (w - side) // 2, (h - side) // 2
-        net = img.crop((left, top, left + side, top + side)).resize((out_w, out_h), Image.BILINEAR)
+        src, resized = (left, top, side, side), (out_w, out_h)
         sx, sy = out_w / side, out_h / side
         ox, oy = -left * sx, -top * sy
     elif mode == "centre-crop":
@@ -51,21 +70,42 @@ def resize_image(img: Image.Image, pipeline: dict[str, Any]) -> tuple[Image.Imag
         r = short / min(w, h)
         nw, nh = max(out_w, round(w * r)), max(out_h, round(h * r))
         left, top = (nw - out_w) // 2, (nh - out_h) // 2
-        net = img.resize((nw, nh), Image.BILINEAR).crop((left, top, left + out_w, top + out_h))
+        resized, window = (nw, nh), (left, top)
         sx, sy, ox, oy = nw / w, nh / h, -float(left), -float(top)
     elif mode in ("letterbox-topleft", "letterbox-centre"):
         r = min(out_w / w, out_h / h)
         nw, nh = int(w * r), int(h * r)
         left, top = (0, 0) if mode == "letterbox-topleft" else ((out_w - nw) // 2, (out_h - nh) // 2)
-        pad = int(round(pipeline["pad_value"]))
-        net = Image.new("RGB", (out_w, out_h), (pad, pad, pad))
-        net.paste(img.resize((nw, nh), Image.BILINEAR), (left, top))
+        resized = (nw, nh)
+        place = (left, top, min(nw, out_w - left), min(nh, out_h - top))  # PIL's paste clips to the canvas
         # The reference divides boxes by r, not by nw / w.
         sx, sy, ox, oy = r, r, float(left), float(top)
     else:
         raise ValueError(f"unknown resize mode {mode!r}")
+    if min(resized) < 1:
+        raise ValueError(f"a {w}x{h} frame resizes to {resized[0]}x{resized[1]} for {mode!r}: nothing to place")
     context = {"orig_hw": [h, w], "input_hw": [out_h, out_w], "scale_xy": [sx, sy], "offset_xy": [ox, oy]}
-    return net, context
+    return Geometry(src, resized, window, place, (out_w, out_h), context)
+
+
+def resize_image(img: Image.Image, pipeline: dict[str, Any]) -> tuple[Image.Image, dict[str, Any]]:
+    """Apply the pipeline's resize mode; return the network-sized image and the coordinate context."""
+    g = geometry(img.size[0], img.size[1], pipeline)
+    left, top, src_w, src_h = g.src
+    if (src_w, src_h) != img.size:
+        img = img.crop((left, top, left + src_w, top + src_h))
+    resized = img.resize(g.resized, Image.BILINEAR)
+    out_w, out_h = g.out
+    if pipeline["resize"].startswith("letterbox"):
+        pad = int(round(pipeline["pad_value"]))
+        net = Image.new("RGB", (out_w, out_h), (pad, pad, pad))
+        net.paste(resized, g.place[:2])
+    elif g.resized != g.out:
+        wl, wt = g.window
+        net = resized.crop((wl, wt, wl + out_w, wt + out_h))
+    else:
+        net = resized
+    return net, g.context
 
 
 def to_tensor(img: Image.Image, pipeline: dict[str, Any]) -> np.ndarray:

@@ -30,66 +30,11 @@ from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.kernels import local_size, template_source
 from edgeinfer.backends.opencl.runtime import device_key as make_device_key
 from edgeinfer.backends.opencl.runtime import select_device
+from edgeinfer.pipelines.preprocess import Geometry, geometry
 
 MF = cl.mem_flags
 PRECISION_BITS = 22  # Resample.c: 32 - 8 bits of result - 2 bits of overflow
 _TABLE_CACHE_SIZE = 8  # frame geometries whose device tables a preprocessor keeps
-
-
-@dataclass(frozen=True)
-class Geometry:
-    """Where the network input comes from: a source crop, resized, of which a window is placed on the canvas.
-
-    ``src`` (x, y, w, h) is the integer crop of the frame that PIL resizes to ``resized`` (w, h);
-    ``window`` (x, y) is the top-left of the part of the resized image that is kept (centre-crop);
-    ``place`` (x, y, w, h) is where that part lands on the ``out`` (w, h) canvas, the rest being padding.
-    """
-
-    src: tuple[int, int, int, int]
-    resized: tuple[int, int]
-    window: tuple[int, int]
-    place: tuple[int, int, int, int]
-    out: tuple[int, int]
-    context: dict[str, Any]
-
-
-def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
-    """The resize plan and context of ``pipelines.preprocess.resize_image`` for a ``w`` x ``h`` frame.
-
-    Mirrors ``resize_image`` line for line (it does not expose its geometry; see the module's report).
-    """
-    out_h, out_w = pipeline["size"]
-    mode = pipeline["resize"]
-    src, window, place = (0, 0, w, h), (0, 0), (0, 0, out_w, out_h)
-    if mode == "plain":
-        resized = (out_w, out_h)
-        sx, sy, ox, oy = out_w / w, out_h / h, 0.0, 0.0
-    elif mode == "square-crop":
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        src, resized = (left, top, side, side), (out_w, out_h)
-        sx, sy = out_w / side, out_h / side
-        ox, oy = -left * sx, -top * sy
-    elif mode == "centre-crop":
-        short = round(min(out_h, out_w) * 256 / 224)
-        r = short / min(w, h)
-        nw, nh = max(out_w, round(w * r)), max(out_h, round(h * r))
-        left, top = (nw - out_w) // 2, (nh - out_h) // 2
-        resized, window = (nw, nh), (left, top)
-        sx, sy, ox, oy = nw / w, nh / h, -float(left), -float(top)
-    elif mode in ("letterbox-topleft", "letterbox-centre"):
-        r = min(out_w / w, out_h / h)
-        nw, nh = int(w * r), int(h * r)
-        left, top = (0, 0) if mode == "letterbox-topleft" else ((out_w - nw) // 2, (out_h - nh) // 2)
-        resized = (nw, nh)
-        place = (left, top, min(nw, out_w - left), min(nh, out_h - top))  # PIL's paste clips to the canvas
-        sx, sy, ox, oy = r, r, float(left), float(top)
-    else:
-        raise ValueError(f"unknown resize mode {mode!r}")
-    if min(resized) < 1:
-        raise ValueError(f"a {w}x{h} frame resizes to {resized[0]}x{resized[1]} for {mode!r}: nothing to place")
-    context = {"orig_hw": [h, w], "input_hw": [out_h, out_w], "scale_xy": [sx, sy], "offset_xy": [ox, oy]}
-    return Geometry(src, resized, window, place, (out_w, out_h), context)
 
 
 @lru_cache(maxsize=64)
