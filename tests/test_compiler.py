@@ -541,3 +541,21 @@ def test_memory_plan_never_overlaps_live_tensors():
     plan = graph.memory_plan
     assert 0 < plan.arena_bytes < plan.naive_bytes
     assert not set(plan.offsets) & (set(graph.inputs) | set(graph.outputs) | set(graph.constants))
+
+
+@pytest.mark.skipif("TopK" not in OPS, reason="TopK op not implemented yet")
+def test_cpu_tail_stays_on_cpu_and_device_consumers_stay_on_device():
+    """After TopK (CPU only), a Mul fed only by it stays on the CPU (no upload + download for one op);
+    an Add that also reads a device result goes back to the device."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("TopK", ["r", "k"], ["values", "indices"], axis=1),
+        helper.make_node("Mul", ["values", "two"], ["doubled"]),
+        helper.make_node("ReduceMax", ["r"], ["peak"], axes=[1], keepdims=1),
+        helper.make_node("Add", ["doubled", "peak"], ["y"]),
+        helper.make_node("Neg", ["doubled"], ["z"]),
+    ]
+    consts = {"k": np.array([3], np.int64), "two": np.array(2.0, np.float32)}
+    graph = compile_model(model(nodes, [("x", [1, 8])], ["y", "z"], consts))
+    placement = {n.op: n.placement for n in graph.nodes}
+    assert placement == {"Relu": DEVICE, "TopK": CPU, "Mul": CPU, "ReduceMax": DEVICE, "Add": DEVICE, "Neg": CPU}
