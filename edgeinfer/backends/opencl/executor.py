@@ -60,6 +60,7 @@ class NodeRecord:
 
 class OpenCLExecutable:
     def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
+        self._closed = False
         self.graph = graph
         self.device = device
         self.context = device.context
@@ -151,12 +152,18 @@ class OpenCLExecutable:
 
     def _allocate(self) -> None:
         """Every device tensor gets a guarded buffer (memory.py): a slice of the arena when the memory plan
-        places it, a slice of its Concat's output when zero-copy, else a buffer of its own."""
+        places it, a slice of its Concat's output when zero-copy, else a buffer of its own. Tensors starting
+        at the same place share one sub-buffer (memory.py says why)."""
         plan = self.graph.memory_plan
         memory = self.memory = GuardedAllocator(self.context, self.device.device)
-        arena = memory.arena(plan.arena_bytes)
         roots = {root for root, _ in self.aliases.values()}
         names = self._device_tensors() | roots | set(self.aliases)
+        extents: dict[int, int] = {}  # planned offset -> largest arena tensor there (one sub-buffer each)
+        for name in names - roots - set(self.aliases) - set(self.graph.constants):
+            offset = plan.offsets.get(name)
+            if offset is not None:
+                extents[offset] = max(extents.get(offset, 0), self.graph.tensors[name].nbytes)
+        arena = memory.arena(plan.arena_bytes, extents)
         for name in sorted(names, key=lambda n: (n in self.aliases, n)):  # roots before their slices
             if name in self.aliases:
                 root, offset = self.aliases[name]
@@ -264,9 +271,41 @@ class OpenCLExecutable:
 
         return Step(index, "to_device", write, f"write {name}")
 
+    # ------------------------------------------------------------------ teardown
+
+    def close(self) -> None:
+        """Free the device objects now, in an order every driver accepts: wait for the queues, drop the steps
+        (the kernel objects, which reference the buffers without retaining them, and the copy closures), then
+        release the sub-buffers newest first and only then the parent buffers (memory.py: NVIDIA's driver
+        segfaults on other orders, e.g. the one Python's deallocation of this object's attributes produced).
+        Called by ``__del__``; the executable cannot run afterwards."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        for queue in (getattr(self, "queue", None), getattr(self, "_profiling_queue", None)):
+            if queue is not None:
+                try:
+                    queue.finish()
+                except cl.Error:
+                    pass
+        self.steps = []
+        self.buffers = {}
+        self.constant_buffers = []
+        memory = getattr(self, "memory", None)
+        if memory is not None:
+            memory.release()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - never raise from a finaliser (e.g. at interpreter shutdown)
+            pass
+
     # ------------------------------------------------------------------ running
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        if self._closed:
+            raise RuntimeError("this OpenCL executable was closed")
         env: dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(feeds)
         queue = self.queue
