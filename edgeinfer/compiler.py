@@ -10,9 +10,7 @@ This module imports onnx (through the frontend); the runtime (``import edgeinfer
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from typing import Any
 
 import onnx
 
@@ -28,6 +26,8 @@ from edgeinfer.passes.memory_plan import plan_memory
 from edgeinfer.passes.placement import place_nodes
 from edgeinfer.passes.shape_inference import infer_shapes
 from edgeinfer.passes.simplify import remove_dead_code, remove_no_ops
+from edgeinfer.pipelines.config import bind_to_model
+from edgeinfer.pipelines.decode_graph import append_postprocessing
 
 
 def compile_model(
@@ -46,7 +46,7 @@ def compile_model(
     """
     proto, sha256, name = load_model(model)
     if pipeline and "decoder" in pipeline:
-        proto = _append_postprocessing(proto, pipeline)
+        proto = append_postprocessing(proto, pipeline)
     graph = import_onnx(proto, input_shapes)
     stats: dict[str, int] = {}
     infer_shapes(graph)
@@ -71,26 +71,9 @@ def compile_model(
         optimized=optimize,
     )
     if pipeline is not None:
-        graph.metadata["pipeline"] = _bind_pipeline(pipeline, graph)
+        # Presets leave the image input and size open: bind them to this model's first input.
+        graph.metadata["pipeline"] = bind_to_model(pipeline, {i: graph.tensors[i].shape for i in graph.inputs})
     return graph
-
-
-def _bind_pipeline(pipeline: dict[str, Any], graph: Graph) -> dict[str, Any]:
-    """Presets leave the image input and size open; bind them to this model's first input."""
-    if importlib.util.find_spec("edgeinfer.pipelines.config") is None:
-        return pipeline
-    from edgeinfer.pipelines.config import bind_to_model
-
-    return bind_to_model(pipeline, {name: graph.tensors[name].shape for name in graph.inputs})
-
-
-def _append_postprocessing(model: onnx.ModelProto, pipeline: dict[str, Any]) -> onnx.ModelProto:
-    """Hook for in-graph decoders (edgeinfer.pipelines.decode_graph), used when that module exists."""
-    if importlib.util.find_spec("edgeinfer.pipelines.decode_graph") is None:
-        return model
-    from edgeinfer.pipelines.decode_graph import append_postprocessing
-
-    return append_postprocessing(model, pipeline)
 
 
 def _check_ops(graph: Graph) -> None:
