@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-n", "--runs", type=int, default=50)
     b.add_argument("--warmup", type=int, default=5)
     b.add_argument("--image", help="time whole frames (pre-process, inference, post-process) on this image")
-    b.add_argument("--profile", action="store_true", help="per-node times (OpenCL profiling events)")
+    b.add_argument("--profile", action="store_true", help="per-node times, slowest first (OpenCL profiling events)")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=cmd_bench)
 

@@ -127,7 +127,7 @@ class Session:
         return self._executable.explain()
 
     def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
-        """Per-node times on backends that can measure them (OpenCL profiling events)."""
+        """Per-node times: OpenCL profiling events on OpenCL, wall time per node on NumPy."""
         self.check_feeds(feeds)
         profile = getattr(self._executable, "profile", None)
         if profile is None:

@@ -67,3 +67,11 @@ def test_bad_pack_is_a_clear_error(tmp_path, capsys):
 def test_bad_input_shape_flag(tmp_path, capsys):
     assert main(["compile", str(SQUEEZENET), "-o", str(tmp_path / "x.pack"), "--input-shape", "data_0"]) == 2
     assert "NAME=1x3x224x224" in capsys.readouterr().err
+
+
+def test_bench_profile_lists_nodes_slowest_first(demo_pack, capsys):
+    assert main(["bench", str(demo_pack), "--device", "cpu", "--profile", "-n", "2", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)["nodes"]
+    assert len(rows) > 20 and rows[0]["op"] == "Conv"
+    assert [r["time_ms"] for r in rows] == sorted((r["time_ms"] for r in rows), reverse=True)
+    assert abs(sum(r["share"] for r in rows) - 1) < 1e-6

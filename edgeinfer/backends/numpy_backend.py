@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -49,6 +50,26 @@ class NumpyExecutable:
             for name in release:
                 env.pop(name, None)
         return {name: env[name] for name in self.graph.outputs}
+
+    def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
+        """Per node: median wall time over ``repeat`` runs, achieved GFLOP/s and share of the total."""
+        node_flops = self.graph.metadata.get("node_flops", {})
+        samples: list[list[float]] = [[] for _ in self.graph.nodes]
+        for _ in range(max(repeat, 1)):
+            env: dict[str, np.ndarray] = dict(self.graph.constants)
+            env.update(feeds)
+            for node, times in zip(self.graph.nodes, samples):
+                t0 = time.perf_counter()
+                run_node(node, env)
+                times.append(time.perf_counter() - t0)
+        medians = [float(np.median(t)) for t in samples]
+        total = sum(medians) or 1.0
+        rows = [
+            {"name": n.name, "op": n.op, "kernel": "numpy", "time_ms": t * 1e3,
+             "gflops": node_flops.get(n.name, 0) / t / 1e9 if t else 0.0, "share": t / total}
+            for n, t in zip(self.graph.nodes, medians)
+        ]  # fmt: skip
+        return sorted(rows, key=lambda r: -r["time_ms"])
 
     def explain(self) -> list[dict[str, Any]]:
         return [
