@@ -7,12 +7,13 @@
 // Knobs: TM (1, 2, 4, 8, 16), TN (4, 8, 16). KH, KW, SW, DW are compile-time so the tap loops unroll.
 // Work: dim 0 = column blocks, dim 1 = output rows, dim 2 = batch * groups * channel blocks.
 
-__kernel void conv2d(__global const float *restrict X, __global const float *restrict Wp,
+__kernel void conv2d(__global const float *restrict X, int x_off, __global const float *restrict Wp,
                      __global const float *restrict bias, __global const float *restrict Z,
                      __global float *restrict Y, int C, int H, int W, int Co, int Ho, int Wo, int groups,
                      int cig, int cog, int co_blocks, int stride_h, int pad_t, int pad_l, int dil_h,
                      int has_z, int act, float p0, float p1)
 {
+    X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
     const int x0 = get_global_id(0) * TN;
     const int oy = get_global_id(1);
     if (x0 >= Wo || oy >= Ho)

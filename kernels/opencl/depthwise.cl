@@ -6,11 +6,12 @@
 // Knobs: TN (4, 8, 16), TY (1, 2, 4). KH, KW, SH, SW, DH, DW compile-time.
 // Work: dim 0 = column blocks, dim 1 = row blocks, dim 2 = batch * channels.
 
-__kernel void depthwise(__global const float *restrict X, __global const float *restrict Wt,
+__kernel void depthwise(__global const float *restrict X, int x_off, __global const float *restrict Wt,
                         __global const float *restrict bias, __global const float *restrict Z,
                         __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
                         int pad_l, int has_z, int act, float p0, float p1)
 {
+    X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
     const int x0 = get_global_id(0) * TN;
     const int y0 = get_global_id(1) * TY;
     if (x0 >= Wo || y0 >= Ho)

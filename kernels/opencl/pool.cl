@@ -63,10 +63,11 @@ __kernel void global_pool(__global const float *restrict X, __global float *rest
 // row, every tap one vector load (window.cl, placed before this file) with the lanes outside the row
 // replaced by -inf (max) or 0 (average). Knobs: TN; SW (horizontal stride) and DW compile-time.
 // Work: dim 0 = column blocks, dim 1 = output rows, dim 2 = batch * channels.
-__kernel void pool2d_vec(__global const float *restrict X, __global float *restrict Y, int H, int W, int Ho,
+__kernel void pool2d_vec(__global const float *restrict X, int x_off, __global float *restrict Y, int H, int W, int Ho,
                          int Wo, int kh_size, int kw_size, int stride_h, int pad_t, int pad_l, int dil_h,
                          int is_max, int count_include_pad, int pad_h_end, int pad_w_end)
 {
+    X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
     const int x0 = get_global_id(0) * TN;
     const int oy = get_global_id(1);
     if (x0 >= Wo || oy >= Ho)

@@ -21,17 +21,20 @@ from edgeinfer.backends.numpy_backend import run_node
 from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.kernels import (
     BufferCopy,
+    GuardedTensorArg,
     KernelPlan,
     Launch,
     NoKernel,
     PlanContext,
     TensorArg,
     build_options,
+    local_size,
     plan_node,
     template_source,
 )
+from edgeinfer.backends.opencl.kernels_tensor import strided_copy
 from edgeinfer.backends.opencl.memory import GuardedAllocator
-from edgeinfer.backends.opencl.runtime import OpenCLDevice
+from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
 from edgeinfer.ir import CPU, Graph, Node
 from edgeinfer.tuned_configs import load_table
 
@@ -64,8 +67,9 @@ class OpenCLExecutable:
         self.graph = graph
         self.device = device
         self.context = device.context
-        self.queue = cl.CommandQueue(self.context)
+        self.queue = shared_queue(self.context)  # one per context (runtime.py says why)
         self._profiling_queue: cl.CommandQueue | None = None
+        self.local_fits: list[tuple[str, tuple[int, ...], tuple[int, ...], int]] = []  # (kernel, wanted, used, limit)
         cl_device = device.device
         plan_ctx = PlanContext(
             graph,
@@ -183,14 +187,25 @@ class OpenCLExecutable:
         return cl.Buffer(self.context, MF.READ_ONLY | MF.COPY_HOST_PTR, hostbuf=array)
 
     def _kernel(self, launch: Launch) -> cl.Kernel:
-        options = build_options(launch.defines)
+        cl_device = self.device.device
+        options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
         program = program_cache.build_program(
-            self.context, self.device.device, self.device.info.device_key, template_source(launch.template), options
+            self.context, cl_device, self.device.info.device_key, template_source(launch.template), options
         )
         kernel = cl.Kernel(program, launch.kernel)
+        # The largest work-group this compiled kernel can run with on this device (register use included):
+        # a larger local size fails at enqueue (NVIDIA: CL_OUT_OF_RESOURCES). Shrink the group to fit.
+        limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device)
+        if int(np.prod(launch.local)) > limit:
+            fitted = local_size(launch.local, launch.local, limit)
+            self.local_fits.append((launch.kernel, tuple(launch.local), fitted, int(limit)))
+            launch.local = fitted
         args = []
         for arg in launch.args:
-            if isinstance(arg, TensorArg):
+            if isinstance(arg, GuardedTensorArg):  # (sub-buffer from the guard before the tensor, offset)
+                itemsize = np.dtype(self._dtype(arg.name)).itemsize
+                args += [self.memory.with_front_guard(self.buffers[arg.name]), np.int32(self.memory.guard // itemsize)]
+            elif isinstance(arg, TensorArg):
                 args.append(self.buffers[arg.name])
             elif isinstance(arg, np.ndarray):
                 # Kernels do not retain their buffer arguments: the executable must keep them alive.
@@ -230,13 +245,21 @@ class OpenCLExecutable:
         self.output_reads = [name for name in graph.outputs if name not in on_host]
         return steps
 
+    def _dtype(self, name: str) -> str:
+        return str(self.graph.constants[name].dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
+
     def _launch_step(self, index: int, launch: Launch | BufferCopy) -> Step:
         if isinstance(launch, BufferCopy):
-            src, dst = self.buffers[launch.src], self.buffers[launch.dst]
+            # A copy kernel, not clEnqueueCopyBuffer: on NVIDIA (580.159, H100) copies between sub-buffers of
+            # the arena corrupted other live tensors (UltraFace's Reshape outputs read by the boxes Concat were
+            # overwritten later; with a kernel copy the model is exact). Whole 4-byte words where possible.
             nbytes = self.graph.tensors[launch.dst].nbytes
-            if nbytes == 0:  # OpenCL rejects empty copies
+            if nbytes == 0:
                 return Step(index, "copy", lambda env, queue: None, "empty copy")
-            return Step(index, "copy", lambda env, queue: cl.enqueue_copy(queue, dst, src, byte_count=nbytes), "copy")
+            element, count = ("int", nbytes // 4) if nbytes % 4 == 0 else ("uchar", nbytes)
+            copy = strided_copy(TensorArg(launch.src), launch.dst, element, [count], [1], [1])
+            step = self._launch_step(index, copy)
+            return Step(index, "copy", step.fn, "copy")
         if 0 in launch.work:  # an empty tensor: nothing to compute
             return Step(index, "kernel", lambda env, queue: None, "empty")
         kernel = self._kernel(launch)
@@ -331,8 +354,8 @@ class OpenCLExecutable:
         """Per node: median time over ``repeat`` runs (OpenCL profiling events; wall time for host nodes),
         achieved GFLOP/s and GB/s, and share of the total; slowest first."""
         if self._profiling_queue is None:
-            profiling = cl.command_queue_properties.PROFILING_ENABLE
-            self._profiling_queue = cl.CommandQueue(self.context, properties=profiling)
+            self._profiling_queue = shared_queue(self.context, profiling=True)
+            self.queue.finish()  # commands of the run queue (uploads) before those of the profiling queue
         queue = self._profiling_queue
         samples: dict[int, list[float]] = {i: [] for i in range(-1, len(self.records))}
         for _ in range(max(repeat, 1)):

@@ -36,6 +36,13 @@ class TensorArg:
     name: str
 
 
+@dataclass(frozen=True)
+class GuardedTensorArg(TensorArg):
+    """A tensor the kernel also reads up to the allocator's guard BEFORE its first element (window.cl's row
+    taps): bound as two arguments, a sub-buffer that starts that many bytes earlier and the offset (in
+    elements) of the tensor in it; the kernel adds the offset to the pointer (memory.py says why)."""
+
+
 @dataclass
 class Launch:
     """One kernel enqueue. ``args`` are TensorArg, numpy arrays (constants uploaded once) or numpy scalars."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeinfer.backends.opencl.kernels import (
+    GuardedTensorArg,
     KernelPlan,
     Launch,
     NoKernel,
@@ -177,7 +178,7 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
     work = (-(-wo // tn), -(-ho // ty), n * c)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
-    args = [TensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw), bias, z, TensorArg(y),
+    args = [GuardedTensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw), bias, z, TensorArg(y),
             i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]
     defines = {"TN": tn, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
     check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
@@ -207,7 +208,7 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     work = (-(-wo // tn), ho, n * groups * co_blocks)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
-    args = [TensorArg(node.inputs[0]), packed, bias, z, TensorArg(y), i32(c), i32(h), i32(w), i32(co), i32(ho),
+    args = [GuardedTensorArg(node.inputs[0]), packed, bias, z, TensorArg(y), i32(c), i32(h), i32(w), i32(co), i32(ho),
             i32(wo), i32(groups), i32(cig), i32(cog), i32(co_blocks), i32(sh), i32(pads[0]), i32(pads[1]),
             i32(dilations[0]), *tail]
     defines = {"TM": tm, "TN": tn, "KH": kh, "KW": kw, "SW": sw, "DW": dilations[1]}

@@ -12,6 +12,7 @@ import numpy as np
 from edgeinfer.backends.opencl.kernels import (
     ACTIVATIONS,
     BufferCopy,
+    GuardedTensorArg,
     KernelPlan,
     Launch,
     NoKernel,
@@ -117,7 +118,8 @@ def plan_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     last_read = ((-(-wo // tn) - 1) * tn * sw - pads[1] + (kernel[1] - 1) * dw + tn * sw) - w
     if max(pads[1], last_read) <= GUARD_BYTES // 4:  # vector loads stay inside the buffers' guard bands
         work = (-(-wo // tn), ho, n * c)
-        args = [TensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, kernel[0], kernel[1], sh, pads[0], pads[1], dh))]
+        sizes = (h, w, ho, wo, kernel[0], kernel[1], sh, pads[0], pads[1], dh)
+        args = [GuardedTensorArg(x), TensorArg(y), *map(i32, sizes)]
         launch = Launch("pool", "pool2d_vec", args + tail, work, local_size(work, (4, 2, 1), ctx.max_work_group_size),
                         {"TN": tn, "SW": sw, "DW": dw})  # fmt: skip
         return plan("pool", [launch], kernel="pool2d_vec", TN=tn)

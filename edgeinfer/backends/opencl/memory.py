@@ -13,7 +13,19 @@ executable's attributes released them in such an order, so every whole-model run
 executable was freed. Hence :meth:`GuardedAllocator.release`, which the executable calls to release the
 sub-buffers newest first and then the parents. Also, to have fewer nested sub-buffers, one sub-buffer per
 (parent, origin), as large as the largest tensor placed there, is shared by those tensors (a kernel never
-touches bytes of its buffer beyond its tensor).
+writes bytes of its buffer beyond its tensor).
+
+The guard must lie INSIDE the sub-buffer a kernel is given: NVIDIA's driver does not treat a sub-buffer as a
+bare pointer into its parent. A kernel reading outside the range of its sub-buffer faults (measured: with
+sub-buffers cut to the exact tensor size, the first depthwise convolution of UltraFace killed the queue), and
+the fault is reported later, at some following enqueue, as CL_OUT_OF_RESOURCES, after which the context is
+dead (clEnqueueWriteBuffer OUT_OF_RESOURCES, clBuildProgram -9999). That was "YOLOX fails after SqueezeNet
+and MobileNetV2 in one process": the address layout decided whether the reads just outside a sub-buffer hit
+unmapped memory. So every sub-buffer reaches ``guard`` bytes past its tensor (clipped to the parent, which
+has the guard), and the kernels that read before a tensor (the row taps of window.cl) get a second
+sub-buffer that starts ``guard`` bytes earlier, with that offset as an argument (:meth:`with_front_guard`).
+Device-to-device copies between sub-buffers (clEnqueueCopyBuffer) corrupted live tensors on NVIDIA
+(UltraFace's boxes): the executor copies with a kernel instead.
 """
 
 from __future__ import annotations
@@ -24,6 +36,10 @@ import pyopencl as cl
 GUARD_BYTES = 256  # at least this much slack on both sides (more where the device aligns sub-buffers coarser)
 
 MF = cl.mem_flags
+
+# Test hook: when set, every parent buffer is filled with this byte when allocated (0xFF: every float lane
+# a NaN), so that a kernel which lets uninitialised memory reach an output shows it on any device.
+FILL_BYTE: int | None = None
 
 
 class GuardedAllocator:
@@ -39,16 +55,26 @@ class GuardedAllocator:
         self._extents: dict[int, dict[int, int]] = {}  # arena handle -> offset -> largest tensor there
 
     def _view(self, parent: cl.Buffer, origin: int, nbytes: int) -> cl.Buffer:
-        """The sub-buffer of ``parent`` starting at ``origin``: shared with every tensor starting there."""
+        """The sub-buffer of ``parent`` starting at ``origin``: shared with every tensor starting there. It
+        reaches ``guard`` bytes past ``nbytes`` (where the parent has them): the kernels' reads past the end of
+        a tensor must stay inside the sub-buffer they are given (see the module docstring)."""
+        size = min(max(nbytes, 4) + self.guard, parent.size - origin)
         key = (parent.int_ptr, origin)
         view = self._at.get(key)
-        if view is None or view.size < max(nbytes, 4):
-            # A later, larger request at an origin already cut would need a second sub-buffer there: the
-            # callers avoid it (arena extents are known up front, Concat outputs come before their slices).
-            view = parent.get_sub_region(origin, max(nbytes, 4))
+        if view is None or view.size < size:
+            # A later, larger request at an origin already cut needs a second sub-buffer there (nested, released
+            # newest first); the callers mostly avoid it (arena extents are known up front, Concat outputs come
+            # before their slices).
+            view = parent.get_sub_region(origin, size)
             self.views.append(view)
             self._at[key] = view
         return view
+
+    def _fill(self, buffer: cl.Buffer) -> None:
+        if FILL_BYTE is not None:
+            queue = cl.CommandQueue(self.context)
+            cl.enqueue_fill_buffer(queue, buffer, np.uint8(FILL_BYTE), 0, buffer.size)
+            queue.finish()
 
     def arena(self, nbytes: int, extents: dict[int, int] | None = None) -> cl.Buffer | None:
         """One buffer for the memory plan: tensor offsets are taken relative to the guard. ``extents`` maps
@@ -56,6 +82,7 @@ class GuardedAllocator:
         if not nbytes:
             return None
         arena = cl.Buffer(self.context, MF.READ_WRITE, nbytes + 2 * self.guard)
+        self._fill(arena)
         self.parents.append(arena)
         self._extents[arena.int_ptr] = dict(extents or {})
         return arena
@@ -70,6 +97,7 @@ class GuardedAllocator:
     def tensor(self, nbytes: int) -> cl.Buffer:
         """A buffer of its own for a tensor (graph inputs and outputs, Concat outputs, unplanned tensors)."""
         parent = cl.Buffer(self.context, MF.READ_WRITE, max(nbytes, 4) + 2 * self.guard)
+        self._fill(parent)
         self.parents.append(parent)
         return self._view(parent, self.guard, nbytes)
 
@@ -78,6 +106,16 @@ class GuardedAllocator:
         parent = view.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
         origin = view.get_info(cl.mem_info.OFFSET) + offset
         return self._view(parent, origin, nbytes)
+
+    def with_front_guard(self, view: cl.Buffer) -> cl.Buffer:
+        """A sub-buffer that starts ``guard`` bytes before ``view`` (made by this allocator) and ends where it
+        ends: for the kernels that also read up to the guard before a tensor (window.cl, with the offset
+        ``guard`` as a kernel argument)."""
+        parent = view.get_info(cl.mem_info.ASSOCIATED_MEMOBJECT)
+        origin = view.get_info(cl.mem_info.OFFSET)
+        if origin < self.guard:
+            raise ValueError("a tensor without a guard before it")
+        return self._view(parent, origin - self.guard, view.size)
 
     def constant_tensor(self, queue: cl.CommandQueue, array: np.ndarray) -> cl.Buffer:
         """A guarded buffer holding a constant graph tensor that a kernel reads as a tensor."""
