@@ -78,7 +78,10 @@ def kernel_ms(executable, feeds: dict[str, np.ndarray], repeat: int) -> float:
 
 
 def tune_workload(single: Graph, feeds, device, template: str, configs: list[dict], rounds: int, repeat: int):
-    """(best config, its ms, default ms): every candidate timed once per round, best round kept."""
+    """(best config, its ms, default ms): every candidate timed once per round, best round kept.
+
+    The default config competes too: where no candidate beats it, the table records the default itself, so
+    that a tuned table never makes a workload slower than an untuned device."""
     executables = [opencl.prepare(single, device, overrides={template: c}) for c in configs]
     default = opencl.prepare(single, device)
     best = [float("inf")] * len(configs)
@@ -88,6 +91,8 @@ def tune_workload(single: Graph, feeds, device, template: str, configs: list[dic
         for index, executable in enumerate(executables):
             best[index] = min(best[index], kernel_ms(executable, feeds, repeat))
     winner = int(np.argmin(best))
+    if default_best <= best[winner]:
+        return default.explain()[0]["config"], default_best, default_best
     return configs[winner], best[winner], default_best
 
 
