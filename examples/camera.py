@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _demo import DATA, DETECTOR, demo_pack  # noqa: E402
 
 import edgeinfer  # noqa: E402
-from edgeinfer.pipelines import Detections, draw_detections, finish, prepare_input  # noqa: E402
+from edgeinfer.pipelines import Detections, draw_detections  # noqa: E402
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -136,16 +136,16 @@ def main(argv: list[str] | None = None) -> int:
         save_dir.mkdir(parents=True, exist_ok=True)
     print(f"{what} -> {sess.path.name} on {sess.backend}")
 
-    input_name = sess.pipeline.get("input") or sess.inputs[0].name
+    input_name = sess.pipeline["input"]
     fps, last = 0.0, time.perf_counter()
     count = 0
     for frame in frames:
         t0 = time.perf_counter()
-        tensor, context = prepare_input(frame, sess.pipeline)
+        tensor, context = sess.preprocess(frame)  # device kernels on OpenCL, PIL + NumPy on the CPU
         t1 = time.perf_counter()
         outputs = sess.run({input_name: tensor})
         t2 = time.perf_counter()
-        result = finish(outputs, sess.pipeline, sess.labels, context)
+        result = sess.postprocess(outputs, context)
         t3 = time.perf_counter()
         count += 1
         # Frame rate over the whole loop (capture and drawing included), smoothed.
