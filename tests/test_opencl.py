@@ -137,6 +137,53 @@ def test_pool(op, attrs):
     check_node(op, {"x": randn(1, 5, 13, 13)}, {}, attrs, ["x"])
 
 
+@pytest.mark.parametrize(
+    "kernel,pads,shape",
+    [
+        (5, [2, 2, 2, 2], (1, 5, 13, 13)),
+        (9, [4, 4, 4, 4], (1, 3, 13, 13)),
+        (13, [6, 6, 6, 6], (1, 4, 13, 13)),
+        (3, [1, 1, 1, 1], (2, 3, 20, 37)),
+        (4, [0, 2, 3, 1], (1, 2, 9, 21)),
+        (3, [0, 0, 0, 0], (1, 2, 5, 4)),
+    ],
+)
+@pytest.mark.parametrize("strides,ceil_mode", [([1, 1], 0), ([2, 2], 0), ([2, 2], 1), ([2, 1], 1), ([1, 2], 0)])
+def test_max_pool_runs_separably(kernel, pads, shape, strides, ceil_mode):
+    """YOLOX's SPP pools, SqueezeNet's 3x3/2 pools: the separable maxpool_rows kernel (row maxima in a shift
+    register)."""
+    attrs = {"kernel_shape": [kernel, kernel], "strides": strides, "pads": pads, "ceil_mode": ceil_mode}
+    explained = check_node("MaxPool", {"x": randn(*shape)}, {}, attrs, ["x"], tol=0.0)
+    assert explained["config"]["kernel"] == "maxpool_rows"
+
+
+def test_slice_of_slice_reads_the_first_input_and_drops_the_unread_slice():
+    """YOLOX's Focus: Slice(rows) then Slice(columns) is one strided copy from the graph input; a first Slice
+    still read by another node keeps its launch."""
+    from edgeinfer.backends import numpy_backend, opencl
+
+    x = randn(1, 3, 10, 70)  # 35 output columns: two whole 16-element chunks of strided_copy and a partial one
+    ints = {"s0": [0], "s1": [1], "e": [1 << 30], "a2": [2], "a3": [3], "st": [2]}
+    constants = {k: np.array(v, np.int64) for k, v in ints.items()}
+    shapes = {"x": (1, 3, 10, 70), "r0": (1, 3, 5, 70), "r1": (1, 3, 5, 70), "y0": (1, 3, 5, 35),
+              "y1": (1, 3, 5, 35), "y2": (1, 3, 5, 70)}  # fmt: skip
+    tensors = {name: TensorInfo(name, shape, "float32") for name, shape in shapes.items()}
+    nodes = [
+        Node("rows0", "Slice", ["x", "s0", "e", "a2", "st"], ["r0"], {}),
+        Node("cols0", "Slice", ["r0", "s1", "e", "a3", "st"], ["y0"], {}),
+        Node("rows1", "Slice", ["x", "s1", "e", "a2", "st"], ["r1"], {}),
+        Node("cols1", "Slice", ["r1", "s0", "e", "a3", "st"], ["y1"], {}),
+        Node("relu", "Relu", ["r1"], ["y2"], {}),
+    ]
+    graph = Graph(nodes, ["x"], ["y0", "y1", "y2"], tensors, constants)
+    executable = opencl.prepare(graph, DEVICE.spec)
+    launches = {row["name"]: row["launches"] for row in executable.explain()}
+    assert launches == {"rows0": 0, "cols0": 1, "rows1": 1, "cols1": 1, "relu": 1}
+    actual, expected = executable.run({"x": x}), numpy_backend.prepare(graph).run({"x": x})
+    for name in graph.outputs:
+        assert np.array_equal(actual[name], expected[name]), name
+
+
 @pytest.mark.parametrize("op", ["Relu", "Sigmoid", "Tanh", "Exp", "Neg", "Abs", "HardSwish", "LeakyRelu"])
 def test_unary(op):
     check_node(op, {"x": randn(3, 7, 11)}, {}, {}, ["x"])
@@ -191,6 +238,23 @@ def test_pad(mode):
 def test_resize(attrs):
     scales = {"scales": np.array([1, 1, 2, 2], np.float32)}
     check_node("Resize", {"x": randn(1, 3, 5, 7)}, scales, attrs, ["x", "", "scales"])
+
+
+@pytest.mark.parametrize(
+    "shape,scales,kernel",
+    [
+        ((1, 3, 5, 20), [1, 1, 2, 2], "upsample_nearest_w2"),
+        ((2, 2, 4, 13), [1, 1, 3, 2], "upsample_nearest_w2"),
+        ((1, 2, 4, 16), [1, 1, 2, 3], "resize2d"),
+        ((1, 2, 4, 16), [1, 1, 1.5, 2], "resize2d"),
+    ],
+)
+def test_nearest_integer_upsampling(shape, scales, kernel):
+    """Nearest 2x column upsampling (YOLO necks) takes the vector kernel; other factors the gathering one."""
+    attrs = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"}
+    constants = {"scales": np.array(scales, np.float32)}
+    explained = check_node("Resize", {"x": randn(*shape)}, constants, attrs, ["x", "", "scales"], tol=0.0)
+    assert explained["config"]["kernel"] == kernel
 
 
 @pytest.mark.parametrize("axis", [-1, 1])
@@ -340,6 +404,45 @@ def test_device_cpu_device_chain_matches_onnxruntime():
     assert rows["TopK"]["placement"] == rows["Gather"]["placement"] == "cpu"
     assert rows["Gather"]["config_source"] == "numpy fallback: placed on the CPU by the compiler"
     assert rel_l2(executable.run({"x": x})["y"], expected[0]) <= 1e-6
+
+
+@pytest.mark.parametrize("second", ["pointwise", "depthwise", "direct", "pointwise_few_columns"])
+@pytest.mark.parametrize("swap", [False, True])
+def test_residual_add_after_the_activation_runs_in_the_conv_epilogue(second, swap):
+    """YOLOX's bottleneck y = silu(conv(a)) + a: the conv writes y (epilogue has_z 2) and the Add has no launch,
+    with the arena plan of the compiler (which puts y where the conv's input was: y then gets its own buffer)."""
+    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.passes.memory_plan import plan_memory
+
+    size = 2 if second == "pointwise_few_columns" else 10
+    shape = (1, 8, size, size)
+    one = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0] * 4, "activation": "silu"}
+    three = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1] * 4, "activation": "silu"}
+    attrs, weights = {
+        "pointwise": (one, randn(8, 8, 1, 1)),
+        "pointwise_few_columns": (one, randn(8, 8, 1, 1)),
+        "depthwise": ({**three, "group": 8}, randn(8, 1, 3, 3)),
+        "direct": (three, randn(8, 8, 3, 3)),
+    }[second]
+    tensors = {name: TensorInfo(name, shape, "float32") for name in ("x", "a", "m", "b", "c", "y")}
+    nodes = [
+        Node("first", "Conv", ["x", "Wa", "Ba"], ["a"], one),
+        Node("mid", "Conv", ["a", "Wm"], ["m"], one),
+        Node("second", "Conv", ["m", "Wb", "Bb"], ["b"], attrs),
+        Node("add", "Add", ["a", "b"] if swap else ["b", "a"], ["c"], {}),
+        Node("last", "Conv", ["c", "Wc"], ["y"], one),
+    ]
+    constants = {"Wa": randn(8, 8, 1, 1), "Ba": randn(8), "Wm": randn(8, 8, 1, 1), "Wb": weights, "Bb": randn(8),
+                 "Wc": randn(8, 8, 1, 1)}  # fmt: skip
+    graph = Graph(nodes, ["x"], ["y"], tensors, constants)
+    plan = plan_memory(graph)
+    assert plan.offsets["c"] == plan.offsets["m"]  # the conv's input: c must not stay there
+    executable = opencl.prepare(graph, DEVICE.spec)
+    assert executable.own_buffers == {"c"}
+    rows = {row["name"]: row for row in executable.explain()}
+    assert rows["add"]["launches"] == 0 and rows["second"]["config"]["residual_add"] == "add"
+    feeds = {"x": randn(*shape)}
+    assert rel_l2(executable.run(feeds)["y"], numpy_backend.prepare(graph).run(feeds)["y"]) <= 1e-5
 
 
 def test_concat_of_device_results_is_zero_copy():

@@ -1,4 +1,5 @@
-// Tiled GEMM with a fused epilogue: C = act(A * B + bias[m] + Z), batched over get_global_id(2).
+// Tiled GEMM with a fused epilogue: C = act(A * B + bias[m] + Z) (has_z 1; has_z 2: act(A * B + bias[m]) + Z,
+// a residual Add after the activation), batched over get_global_id(2).
 // Serves 1x1 convolutions (A = weights [Co][Ci], B = input [Ci][H*W]) and Gemm/MatMul.
 //
 // Each work-item computes a TM x TN tile of C: TM rows (output channels) by TN consecutive columns
@@ -70,18 +71,22 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
         const size_t row = (size_t)(m0 + i) * N + n0;
         VEC v = acc[i] + (VEC)(bias[m0 + i]);
         if (full) {
-            if (has_z)
+            if (has_z == 1)
                 v += VLOAD(0, Z + row);
             APPLY_ACTIVATION(VEC, v, act, p0, p1);
+            if (has_z == 2)
+                v += VLOAD(0, Z + row);
             VSTORE(v, 0, C + row);
         } else {
             float lanes[TN];
             VSTORE(v, 0, lanes);
             for (int j = 0; j < TN && n0 + j < N; ++j) {
                 float s = lanes[j];
-                if (has_z)
+                if (has_z == 1)
                     s += Z[row + j];
                 APPLY_ACTIVATION(float, s, act, p0, p1);
+                if (has_z == 2)
+                    s += Z[row + j];
                 C[row + j] = s;
             }
         }
@@ -123,12 +128,17 @@ __kernel void gemm_vec_m(__global const float *restrict A, __global const float 
     for (int j = 0; j < columns; ++j) {
         VEC v = acc[j] + bias_v;
         float lanes[TM];
+        VEC z = (VEC)(0.0f);
         if (has_z) {
             for (int i = 0; i < TM; ++i)
                 lanes[i] = i < rows ? Z[(size_t)(m0 + i) * N + n0 + j] : 0.0f;
-            v += VLOAD(0, lanes);
+            z = VLOAD(0, lanes);
         }
+        if (has_z == 1)
+            v += z;
         APPLY_ACTIVATION(VEC, v, act, p0, p1);
+        if (has_z == 2)
+            v += z;
         VSTORE(v, 0, lanes);
         for (int i = 0; i < rows; ++i)
             C[(size_t)(m0 + i) * N + n0 + j] = lanes[i];

@@ -114,4 +114,62 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
         out[j] = value;
     }
 }
+
+#ifdef KH
+// Max pooling without dilation, separably (YOLOX's SPP 5x5/9x9/13x13 with stride 1, SqueezeNet's 3x3 with stride
+// 2): each work-item owns TN output columns of one channel over all output rows; the horizontal max of every
+// input row is computed once (KW vector taps, lanes outside the row -inf) and kept in a KH-deep shift register,
+// from which each output row takes the vertical max: (Hp * KW + Ho * KH) vector ops instead of Ho * KH * KW.
+// Knobs: TN; KH, KW, SH, SW compile-time (DW = 1). Work: dim 0 = column blocks, dim 1 = batch * channels.
+__kernel void maxpool_rows(__global const float *restrict X, int x_off, __global float *restrict Y, int H, int W,
+                           int Ho, int Wo, int pad_t, int pad_l, int nc_count)
+{
+    X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
+    const int x0 = get_global_id(0) * TN;
+    if (x0 >= Wo || get_global_id(1) >= nc_count)
+        return;
+    const size_t nc = get_global_id(1);
+    __global const float *plane = X + nc * H * W;
+    __global float *out = Y + nc * Ho * Wo + x0;
+    const int ix0 = x0 * SW - pad_l;
+    const int valid = min(TN, Wo - x0);
+    ROW_MASKS(keep, ix0, W)
+    VEC ring[KH];
+#pragma unroll
+    for (int k = 0; k < KH; ++k)
+        ring[k] = (VEC)(-INFINITY);
+    // Padded row r is input row r - pad_t; output row oy takes padded rows oy * SH .. oy * SH + KH - 1.
+    const int rows = (Ho - 1) * SH + KH;
+    for (int r = 0; r < rows; ++r) {
+        const int iy = r - pad_t;
+        VEC h = (VEC)(-INFINITY);
+        if (iy >= 0 && iy < H) {
+            __global const float *row = plane + (size_t)iy * W;
+#pragma unroll
+            for (int kw = 0; kw < KW; ++kw)
+                h = fmax(h, select((VEC)(-INFINITY), row_tap(row, ix0, kw), keep[kw]));
+        }
+#pragma unroll
+        for (int k = 0; k < KH - 1; ++k)
+            ring[k] = ring[k + 1];
+        ring[KH - 1] = h;
+        const int first = r - (KH - 1);
+        if (first < 0 || first % SH)
+            continue;
+        const int oy = first / SH;
+        VEC m = ring[0];
+#pragma unroll
+        for (int k = 1; k < KH; ++k)
+            m = fmax(m, ring[k]);
+        if (valid == TN) {
+            VSTORE(m, 0, out + (size_t)oy * Wo);
+        } else {
+            float lanes[TN];
+            VSTORE(m, 0, lanes);
+            for (int j = 0; j < valid; ++j)
+                out[(size_t)oy * Wo + j] = lanes[j];
+        }
+    }
+}
+#endif
 #endif

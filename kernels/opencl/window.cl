@@ -59,23 +59,28 @@ inline VEC row_tap(__global const float *row, int ix, int kw)
 // row_tap with the lanes outside the row set to 0 (zero padding). NaN-safe: a select, not a product.
 #define PADDED_TAP(row, ix, kw, keep) select((VEC)(0.0f), row_tap(row, ix, kw), keep[kw])
 
-// Writes act(v + Z) for the outputs of one block that exist (valid of them, TN for all but the last).
+// Writes act(v + Z) (has_z 1), act(v) + Z (has_z 2, a residual Add after the activation, executor.py) or act(v)
+// for the outputs of one block that exist (valid of them, TN for all but the last).
 inline void store_block(VEC v, __global float *Y, __global const float *Z, size_t out, int valid, int has_z,
                         int act, float p0, float p1)
 {
     if (valid == TN) {
-        if (has_z)
+        if (has_z == 1)
             v += VLOAD(0, Z + out);
         APPLY_ACTIVATION(VEC, v, act, p0, p1);
+        if (has_z == 2)
+            v += VLOAD(0, Z + out);
         VSTORE(v, 0, Y + out);
     } else {
         float lanes[TN];
         VSTORE(v, 0, lanes);
         for (int j = 0; j < valid; ++j) {
             float s = lanes[j];
-            if (has_z)
+            if (has_z == 1)
                 s += Z[out + j];
             APPLY_ACTIVATION(float, s, act, p0, p1);
+            if (has_z == 2)
+                s += Z[out + j];
             Y[out + j] = s;
         }
     }

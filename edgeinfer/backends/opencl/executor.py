@@ -40,6 +40,9 @@ from edgeinfer.tuned_configs import load_table
 
 MF = cl.mem_flags
 
+# Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
+RESIDUAL_EPILOGUE_KERNELS = ("gemm_vec_n", "gemm_vec_m", "depthwise", "conv2d")
+
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
 StepFn = Callable[[dict[str, np.ndarray], cl.CommandQueue], Any]
 
@@ -79,6 +82,10 @@ class OpenCLExecutable:
             overrides or {},
         )
         self.records = [self._plan(node, plan_ctx) for node in graph.nodes]
+        self.redirected: dict[int, str] = {}  # record index -> the tensor its launch writes instead of its output
+        self.own_buffers: set[str] = set()  # planned tensors that get a buffer outside the arena nonetheless
+        self._fuse_residual_adds()
+        self._drop_unread()
         self.aliases = self._zero_copy_concats()
         self.buffers: dict[str, cl.Buffer] = {}
         self.constant_buffers: list[cl.Buffer] = []
@@ -97,6 +104,71 @@ class OpenCLExecutable:
             return NodeRecord(node, plan_node(node, ctx))
         except NoKernel as e:
             return NodeRecord(node, None, str(e))
+
+    def _fuse_residual_adds(self) -> None:
+        """y = Add(act(Conv(x)), r) right after its Conv (YOLOX's CSP bottlenecks, SiLU before the Add, so the
+        compiler's Z fusion, which adds before the activation, does not apply): the conv launch writes
+        act(conv) + r into y (epilogue has_z 2, window.cl/gemm.cl) and the Add has no launch.
+
+        The conv then writes y one node early. That is safe for the memory plan where y's arena range does not
+        meet any tensor the conv reads (guard bands included): the tensors alive at the conv and dead at the
+        Add are the conv's inputs, and its own output, which nothing writes or reads any more. Where it does
+        meet one (the plan mostly puts y where the conv's input x was), y gets a buffer outside the arena."""
+        graph, plan = self.graph, self.graph.memory_plan
+        consumers = graph.consumers()
+        guard = max(256, self.device.device.mem_base_addr_align // 8)
+
+        def extent(name: str) -> tuple[int, int] | None:
+            offset = plan.offsets.get(name)
+            return None if offset is None else (offset - guard, offset + graph.tensors[name].nbytes + guard)
+
+        for index in range(1, len(self.records)):
+            add, conv = self.records[index], self.records[index - 1]
+            if add.node.op != "Add" or add.plan is None or conv.plan is None or conv.node.op != "Conv":
+                continue
+            c_out, y = conv.node.outputs[0], add.node.outputs[0]
+            others = [name for name in add.node.inputs if name != c_out]
+            if len(add.node.inputs) != 2 or len(others) != 1 or c_out in graph.outputs:
+                continue
+            other = others[0]
+            shapes = {graph.tensors[name].shape for name in (other, c_out, y)}
+            if (other in graph.constants or len(consumers.get(c_out, [])) != 1 or len(conv.plan.launches) != 1
+                    or graph.tensors[other].dynamic or graph.tensors[y].dtype != "float32"
+                    or len(shapes) != 1):  # fmt: skip
+                continue
+            launch = conv.plan.launches[0]
+            if not isinstance(launch, Launch) or launch.kernel not in RESIDUAL_EPILOGUE_KERNELS:
+                continue
+            slots = [i for i, arg in enumerate(launch.args) if type(arg) is TensorArg and arg.name == c_out]  # Z, Y
+            if int(launch.args[-4]) != 0 or len(slots) != 2:
+                continue
+            reads = {arg.name for arg in launch.args if isinstance(arg, TensorArg)} - {c_out} | {other}
+            target = extent(y)
+            if target is not None and any(
+                (r := extent(name)) is not None and r[0] < target[1] and target[0] < r[1] for name in reads
+            ):
+                self.own_buffers.add(y)  # the plan put y where the conv's input was: y gets a buffer of its own
+            args = list(launch.args)
+            args[slots[0]], args[slots[1]], args[-4] = TensorArg(other), TensorArg(y), np.int32(2)
+            launch.args = args
+            conv.plan.config = {**conv.plan.config, "residual_add": add.node.name}
+            add.plan = KernelPlan("fused", {"into": conv.node.name}, "default", [])
+            self.redirected[index - 1] = y
+
+    def _drop_unread(self) -> None:
+        """Empty the plans of device nodes whose outputs nothing reads (e.g. a Slice that the next Slice reads
+        through, kernels_tensor.plan_slice): what is read is what the launches and host nodes name."""
+        live = set(self.graph.outputs)
+        for index, record in reversed(list(enumerate(self.records))):
+            if record.plan is None:
+                live.update(name for name in record.node.inputs if name)
+                continue
+            outputs = [*record.node.outputs, self.redirected.get(index, "")]
+            if record.plan.launches and not any(name in live for name in outputs if name):
+                record.plan = KernelPlan(record.plan.template, {**record.plan.config, "dropped": "output unread"},
+                                         record.plan.config_source, [])  # fmt: skip
+                continue
+            live.update(_launch_reads(record.plan))
 
     def _zero_copy_concats(self) -> dict[str, tuple[str, int]]:
         """Let producers write straight into their Concat's output: input -> (concat output, byte offset).
@@ -163,7 +235,7 @@ class OpenCLExecutable:
         roots = {root for root, _ in self.aliases.values()}
         names = self._device_tensors() | roots | set(self.aliases)
         extents: dict[int, int] = {}  # planned offset -> largest arena tensor there (one sub-buffer each)
-        for name in names - roots - set(self.aliases) - set(self.graph.constants):
+        for name in names - roots - set(self.aliases) - set(self.graph.constants) - self.own_buffers:
             offset = plan.offsets.get(name)
             if offset is not None:
                 extents[offset] = max(extents.get(offset, 0), self.graph.tensors[name].nbytes)
@@ -176,7 +248,7 @@ class OpenCLExecutable:
                 self.buffers[name] = memory.constant_tensor(self.queue, self.graph.constants[name])
             else:
                 nbytes = self.graph.tensors[name].nbytes
-                offset = plan.offsets.get(name) if name not in roots else None
+                offset = plan.offsets.get(name) if name not in roots and name not in self.own_buffers else None
                 buffer = memory.in_arena(arena, offset, nbytes) if arena is not None and offset is not None else None
                 self.buffers[name] = buffer if buffer is not None else memory.tensor(nbytes)
 
@@ -224,6 +296,9 @@ class OpenCLExecutable:
         for index, record in enumerate(self.records):
             node = record.node
             inputs = [name for name in node.inputs if name]
+            if record.plan is not None:  # a launch may read another tensor than the node's inputs (plan_slice)
+                written = {*node.outputs, self.redirected.get(index, "")}
+                inputs += sorted(_launch_reads(record.plan) - set(inputs) - written)
             if record.plan is None:
                 for name in inputs:
                     if name not in on_host:
@@ -238,7 +313,7 @@ class OpenCLExecutable:
                     on_device.add(name)
             for launch in record.plan.launches:
                 steps.append(self._launch_step(index, launch))
-            on_device.update(n for n in node.outputs if n)
+            on_device.update(n for n in [*node.outputs, self.redirected.get(index, "")] if n)
         for name in graph.outputs:
             if name not in on_host:
                 steps.append(self._to_host(-1, name))
@@ -410,6 +485,17 @@ class OpenCLExecutable:
         if name in self.graph.constants:
             return self.graph.constants[name].nbytes
         return self.graph.tensors[name].nbytes
+
+
+def _launch_reads(plan: KernelPlan) -> set[str]:
+    """Every tensor the launches of ``plan`` name (read or written)."""
+    names: set[str] = set()
+    for launch in plan.launches:
+        if isinstance(launch, BufferCopy):
+            names.add(launch.src)
+        else:
+            names.update(arg.name for arg in launch.args if isinstance(arg, TensorArg))
+    return names
 
 
 def _copies_one_of(launch: Launch | BufferCopy, names: set[str]) -> bool:

@@ -115,8 +115,21 @@ def plan_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     include_pad = int(node.attrs.get("count_include_pad", 0))
     tail = [i32(is_max), i32(include_pad), i32(pads[2]), i32(pads[3])]
     tn = 16 if wo >= 12 else 8 if wo > 4 else 4
-    last_read = ((-(-wo // tn) - 1) * tn * sw - pads[1] + (kernel[1] - 1) * dw + tn * sw) - w
-    if max(pads[1], last_read) <= GUARD_BYTES // 4:  # vector loads stay inside the buffers' guard bands
+
+    def reach(tn: int) -> int:  # how far the vector loads reach past either end of a row
+        return max(pads[1], ((-(-wo // tn) - 1) * tn * sw - pads[1] + (kernel[1] - 1) * dw + tn * sw) - w)
+
+    if reach(tn) <= GUARD_BYTES // 4:  # vector loads stay inside the buffers' guard bands
+        tn_rows = tn if sw == 1 else min(tn, 8)
+        if (is_max and (dh, dw) == (1, 1) and sw in (1, 2) and sh <= kernel[0] <= 16 and pads[0] < kernel[0]
+                and reach(tn_rows) <= GUARD_BYTES // 4):  # fmt: skip
+            # Separable (pool.cl maxpool_rows); with stride 2 the 8-wide taps are one 16-wide load (window.cl).
+            work = (-(-wo // tn_rows), n * c)
+            args = [GuardedTensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, pads[0], pads[1], n * c))]
+            defines = {"TN": tn_rows, "SW": sw, "DW": 1, "KH": int(kernel[0]), "KW": int(kernel[1]), "SH": sh}
+            launch = Launch("pool", "maxpool_rows", args, work, local_size(work, (1, 4), ctx.max_work_group_size),
+                            defines)  # fmt: skip
+            return plan("pool", [launch], kernel="maxpool_rows", TN=tn_rows)
         work = (-(-wo // tn), ho, n * c)
         sizes = (h, w, ho, wo, kernel[0], kernel[1], sh, pads[0], pads[1], dh)
         args = [GuardedTensorArg(x), TensorArg(y), *map(i32, sizes)]
@@ -251,24 +264,50 @@ def plan_transpose(node: Node, ctx: PlanContext) -> KernelPlan:
 
 @kernel_for("Slice")
 def plan_slice(node: Node, ctx: PlanContext) -> KernelPlan:
-    x, y = node.inputs[0], node.outputs[0]
+    """One strided copy. A Slice of a Slice (YOLOX's Focus: rows, then columns) reads straight from the first
+    Slice's input when that tensor lives outside the arena (a graph input or constant), so the memory plan's
+    lifetimes stay valid; the first Slice is then dropped by the executor if nothing else reads its output."""
+    y = node.outputs[0]
+    source, offset, strides = slice_view(node, ctx, compose=True)
+    out_shape = ctx.shape(y)
+    launch = strided_copy(TensorArg(source), y, element_type(ctx, node.inputs[0]), out_shape, strides,
+                          contiguous_strides(out_shape), offset)  # fmt: skip
+    return plan("tensor", [launch], kernel="strided_copy", composed=source != node.inputs[0])
+
+
+def slice_view(node: Node, ctx: PlanContext, compose: bool) -> tuple[str, int, list[int]]:
+    """(source tensor, offset, per-axis strides in source elements) of a Slice node's output."""
+    x = node.inputs[0]
     shape = ctx.shape(x)
     values = [ctx.constant(name) if name else None for name in node.inputs[1:]] + [None] * 4
     starts, ends, axes, steps = values[:4]
     if starts is None or ends is None or any(n and ctx.constant(n) is None for n in node.inputs[1:]):
         raise NoKernel("Slice starts/ends/axes/steps are not constants")
+    source, offset, src_strides = x, 0, contiguous_strides(shape)
+    producer = _producer(ctx, x) if compose else None
+    if producer is not None and producer.op == "Slice" and producer.placement == node.placement:
+        try:
+            inner = slice_view(producer, ctx, compose=False)
+        except NoKernel:
+            inner = None
+        graph = ctx.graph
+        if inner is not None and inner[0] not in graph.memory_plan.offsets and not graph.tensors[inner[0]].dynamic:
+            source, offset, src_strides = inner
     axes = [int(a) % len(shape) for a in (axes if axes is not None else range(len(starts)))]
     steps = steps if steps is not None else [1] * len(axes)
-    src_strides = contiguous_strides(shape)
-    offset, strides = 0, list(src_strides)
+    strides = list(src_strides)
     for axis, start, end, step in zip(axes, starts, ends, steps):
         first, _, _ = slice(int(start), int(end), int(step)).indices(shape[axis])
         offset += first * src_strides[axis]
         strides[axis] = int(step) * src_strides[axis]
-    out_shape = ctx.shape(y)
-    element = element_type(ctx, x)
-    launch = strided_copy(TensorArg(x), y, element, out_shape, strides, contiguous_strides(out_shape), offset)
-    return plan("tensor", [launch], kernel="strided_copy")
+    return source, offset, strides
+
+
+def _producer(ctx: PlanContext, name: str) -> Node | None:
+    for candidate in ctx.graph.nodes:
+        if name in candidate.outputs:
+            return candidate
+    return None
 
 
 @kernel_for("Concat")
@@ -394,6 +433,14 @@ def axis_table(out_size: int, in_size: int, scale: float, attrs: dict) -> tuple[
     return np.stack([first, second], 1).astype(np.int32), (coords - first).astype(np.float32)
 
 
+def is_integer_upsampling(index: np.ndarray, weight: np.ndarray, out_size: int, in_size: int) -> bool:
+    """Whether an axis table reads source index o // f for output o (f = out_size / in_size, an integer)."""
+    if out_size % in_size or np.any(weight != 0):
+        return False
+    expected = np.arange(out_size) // (out_size // in_size)
+    return bool(np.array_equal(index[:, 0], expected) and np.array_equal(index[:, 1], expected))
+
+
 @kernel_for("Resize")
 def plan_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     x, y = node.inputs[0], node.outputs[0]
@@ -416,6 +463,13 @@ def plan_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     x_index, x_weight = axis_table(out_shape[3], in_shape[3], scale_w, attrs)
     n, c, h, w = in_shape
     ho, wo = out_shape[2:]
+    upsampling = is_integer_upsampling(y_index, y_weight, ho, h) and is_integer_upsampling(x_index, x_weight, wo, w)
+    if wo == 2 * w and upsampling:
+        work = (-(-w // 8), h, n * c)
+        args = [TensorArg(x), TensorArg(y), i32(h), i32(w), i32(ho // h), i32(n * c)]
+        local = local_size(work, (4, 2, 1), ctx.max_work_group_size)
+        launch = Launch("resize", "upsample_nearest_w2", args, work, local)
+        return plan("resize", [launch], kernel="upsample_nearest_w2", mode="nearest")
     work = (wo, ho, n * c)
     args = [TensorArg(x), TensorArg(y), y_index.reshape(-1), y_weight, x_index.reshape(-1), x_weight]
     args += [i32(h), i32(w), i32(ho), i32(wo)]
