@@ -24,18 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
-DEFAULT_MODELS = [
-    "mobilenet_v2_1.0_224.onnx",
-    "squeezenet1.1.onnx",
-    "yolox_nano_416.onnx",
-    "mobilenet_v1_0.25_128.onnx",
-    "fastestdet_352.onnx",
-    "ultraface_rfb_320.onnx",
-    "mobilenet_v2_1.0_224_qdq_uint8.onnx",
-]
+from common import REPO, SHARED, SHARED_MODELS, random_feeds, rel_l2  # noqa: E402
 
 
 def ort_session(model: Path, threads: int):
@@ -45,22 +34,6 @@ def ort_session(model: Path, threads: int):
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
-
-
-def random_feeds(specs, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds = {}
-    for spec in specs:
-        if np.issubdtype(np.dtype(spec.dtype), np.integer):
-            feeds[spec.name] = rng.integers(0, 256, spec.shape).astype(spec.dtype)
-        else:
-            feeds[spec.name] = rng.uniform(-1, 1, spec.shape).astype(spec.dtype)
-    return feeds
-
-
-def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a.astype(np.float64), b.astype(np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def bench_model(model: Path, backends: list[str], runs: int, warmup: int) -> list[dict]:
@@ -128,7 +101,7 @@ def git_commit() -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", nargs="*", default=DEFAULT_MODELS)
+    p.add_argument("--models", nargs="*", default=SHARED_MODELS)
     p.add_argument("--backends", default="cpu,opencl", help="comma-separated edgeinfer devices")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)

@@ -22,38 +22,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import SHARED, SHARED_MODELS, random_feeds, rel_l2  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
-MODELS = [
-    "mobilenet_v2_1.0_224.onnx",
-    "squeezenet1.1.onnx",
-    "yolox_nano_416.onnx",
-    "mobilenet_v1_0.25_128.onnx",
-    "fastestdet_352.onnx",
-    "ultraface_rfb_320.onnx",
-    "mobilenet_v2_1.0_224_qdq_uint8.onnx",
-]
+MODELS = SHARED_MODELS
 TORCHVISION_EQUIVALENTS = {"mobilenet_v2_1.0_224.onnx": "mobilenet_v2", "squeezenet1.1.onnx": "squeezenet1_1"}
-
-
-def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
-    actual, expected = actual.astype(np.float64), expected.astype(np.float64)
-    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
-
-
-def random_feeds(graph) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(0)
-    feeds = {}
-    for name in graph.inputs:
-        info = graph.tensors[name]
-        if info.dtype == "uint8":
-            feeds[name] = rng.integers(0, 256, info.shape).astype(np.uint8)
-        else:
-            feeds[name] = rng.uniform(0, 1, info.shape).astype(info.dtype)
-    return feeds
 
 
 def reference_outputs(path: Path, graph, feeds) -> tuple[dict[str, np.ndarray], str]:
@@ -101,7 +73,7 @@ def check_model(model_file: str, device: str, runs: int, warmup: int) -> dict:
 
     path = SHARED / "models" / model_file
     graph = compile_model(path)
-    feeds = random_feeds(graph)
+    feeds = random_feeds([graph.tensors[name] for name in graph.inputs])
     start = time.perf_counter()
     executable = opencl.prepare(graph, device)
     prepare_s = time.perf_counter() - start
