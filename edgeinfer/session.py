@@ -81,18 +81,30 @@ class Session:
                 f"{', '.join(map(str, self.inputs))}; got {_describe(data)} (compile with --preset or --pipeline "
                 "to run images)"
             )
-        tensor, context = self.preprocess(data)
-        outputs = self._run_raw({self.pipeline["input"]: tensor})
+        name = self.pipeline["input"]
+        buffer = self._executable.device_input(name) if self._device_preprocessor is not None else None
+        if buffer is not None:  # pre-process straight into the model's input buffer: no host round trip
+            _, context = self._device_preprocessor.run(self._frame(data), out=buffer)
+            outputs = self._executable.run({}, filled_on_device=frozenset({name}))
+        else:
+            tensor, context = self.preprocess(data)
+            outputs = self._run_raw({name: tensor})
         return self.postprocess(outputs, context)
 
     def preprocess(self, image: Any) -> tuple[np.ndarray, dict[str, Any]]:
         """The network input for ``image`` and the context that maps boxes back to the original image."""
-        from edgeinfer.pipelines.preprocess import load_image, prepare_input
+        from edgeinfer.pipelines.preprocess import prepare_input
 
         if self._device_preprocessor is None:
             return prepare_input(image, self.pipeline)
-        frame = image if isinstance(image, np.ndarray) else np.asarray(load_image(image))
-        return self._device_preprocessor.run(frame)
+        return self._device_preprocessor.run(self._frame(image))
+
+    @staticmethod
+    def _frame(image: Any) -> np.ndarray:
+        """An HxWx3 uint8 RGB array from an array, a path or a PIL image."""
+        from edgeinfer.pipelines.preprocess import load_image
+
+        return image if isinstance(image, np.ndarray) else np.asarray(load_image(image))
 
     def postprocess(self, outputs: dict[str, np.ndarray], context: dict[str, Any]) -> Any:
         """Top-k labels (classifier) or Detections in original-image pixels (detector)."""

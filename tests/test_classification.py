@@ -37,6 +37,8 @@ def test_top1_matches_manifest(classifier, backend):
         sess = edgeinfer.Session(path, device=backend)
     except edgeinfer.DeviceError as e:
         pytest.skip(f"backend {backend} unavailable: {e}")
+    if backend == "opencl":  # the frame is pre-processed straight into the model's input buffer
+        assert sess._executable.device_input(sess.pipeline["input"]) is not None
     # A uint8 (QDQ) output moves in whole quantisation steps: one rounding-boundary flip in an early layer
     # grows to a few steps at the output (onnxruntime's own optimised and basic paths differ by 4).
     tolerance = 4.0 if sess.outputs[0].dtype == "uint8" else 0.01

@@ -67,6 +67,7 @@ class NodeRecord:
 class OpenCLExecutable:
     def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
         self._closed = False
+        self._filled_on_device: frozenset[str] = frozenset()  # graph inputs that run() must not upload
         self.graph = graph
         self.device = device
         self.context = device.context
@@ -289,6 +290,7 @@ class OpenCLExecutable:
         return kernel
 
     def _build_steps(self) -> list[Step]:
+        self.host_read_inputs: set[str] = set()
         steps: list[Step] = []
         graph = self.graph
         on_host = set(graph.inputs) | set(graph.constants)
@@ -300,6 +302,7 @@ class OpenCLExecutable:
                 written = {*node.outputs, self.redirected.get(index, "")}
                 inputs += sorted(_launch_reads(record.plan) - set(inputs) - written)
             if record.plan is None:
+                self.host_read_inputs.update(name for name in inputs if name in graph.inputs)
                 for name in inputs:
                     if name not in on_host:
                         steps.append(self._to_host(index, name))
@@ -363,6 +366,8 @@ class OpenCLExecutable:
         info = self.graph.tensors.get(name)
 
         def write(env: dict[str, np.ndarray], queue: cl.CommandQueue):
+            if name in self._filled_on_device:
+                return None
             host = np.ascontiguousarray(env[name], dtype=info.dtype if info else None)
             env[name] = host  # keeps the array alive until the queue has read it
             return cl.enqueue_copy(queue, buffer, host, is_blocking=False)
@@ -401,15 +406,34 @@ class OpenCLExecutable:
 
     # ------------------------------------------------------------------ running
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def device_input(self, name: str) -> cl.Buffer | None:
+        """The device buffer of graph input ``name`` when only device kernels read it, else None.
+
+        Work queued on ``self.queue`` may fill it (device pre-processing); ``run(..., filled_on_device={name})``
+        then skips the upload, so the frame never makes a host round trip.
+        """
+        if name not in self.graph.inputs or name in self.host_read_inputs:
+            return None
+        return self.buffers.get(name)
+
+    def run(
+        self, feeds: dict[str, np.ndarray], filled_on_device: frozenset[str] = frozenset()
+    ) -> dict[str, np.ndarray]:
         if self._closed:
             raise RuntimeError("this OpenCL executable was closed")
+        for name in filled_on_device:
+            if self.device_input(name) is None:
+                raise ValueError(f"input {name!r} cannot be filled on the device: it is read on the host or unknown")
         env: dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(feeds)
+        self._filled_on_device = filled_on_device
         queue = self.queue
-        for step in self.steps:
-            step.fn(env, queue)
-        queue.finish()
+        try:
+            for step in self.steps:
+                step.fn(env, queue)
+            queue.finish()
+        finally:
+            self._filled_on_device = frozenset()
         return {name: env[name] for name in self.graph.outputs}
 
     def explain(self) -> list[dict[str, Any]]:
