@@ -49,3 +49,13 @@ def tiny_graph() -> Graph:
 @pytest.fixture
 def tiny() -> Graph:
     return tiny_graph()
+
+
+def usable_opencl_device():
+    """The first usable OpenCL device, or None (no pyopencl, no platform, or every device broken)."""
+    try:
+        from edgeinfer.backends import opencl
+    except ImportError:
+        return None
+    usable = [d for d in opencl.list_devices() if d.usable]
+    return usable[0] if usable else None

@@ -10,20 +10,12 @@ import pytest
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 
-from conftest import IMAGES  # noqa: E402
+from conftest import IMAGES, usable_opencl_device  # noqa: E402
 from edgeinfer.pipelines.config import resolve_pipeline  # noqa: E402
 from edgeinfer.pipelines.preprocess import prepare_input  # noqa: E402
 from edgeinfer.pipelines.presets import PRESETS  # noqa: E402
 
-
-def _usable_device():
-    from edgeinfer.backends import opencl
-
-    usable = [d for d in opencl.list_devices() if d.usable]
-    return usable[0] if usable else None
-
-
-DEVICE = _usable_device()
+DEVICE = usable_opencl_device()
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
 RNG = np.random.default_rng(0)
 _PREPROCESSORS: dict[str, object] = {}

@@ -12,18 +12,11 @@ import pytest
 
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 
+from conftest import usable_opencl_device  # noqa: E402
 from edgeinfer.ir import Graph, Node, TensorInfo  # noqa: E402
 from edgeinfer.ops import get_op  # noqa: E402
 
-
-def _usable_device():
-    from edgeinfer.backends import opencl
-
-    usable = [d for d in opencl.list_devices() if d.usable]
-    return usable[0] if usable else None
-
-
-DEVICE = _usable_device()
+DEVICE = usable_opencl_device()
 pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
 RNG = np.random.default_rng(0)
 
