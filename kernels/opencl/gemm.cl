@@ -6,11 +6,18 @@
 // (pixels), held in TM vector registers of width TN. A is packed by the host as [ceil(M/TM)][K][TM] so
 // the TM weights of one k are one vector load (broadcast lane by lane: FMA_ROWS in common.cl); B rows are
 // read with one vector load per k.
-// Two kernels, chosen by the host per workload (config "VEC"):
-//   gemm_vec_n: the TN columns form the vector (wide pixel rows: 56x56 and up);
-//   gemm_vec_m: the TM rows form the vector (few columns: 7x7, 14x14, Gemm with one row).
-// Knobs: TM, TN (the vector one is 4, 8 or 16; the other 1..16), UNROLL_K (k steps per unrolled loop body).
-// B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 floats past it.
+// Three kernels, chosen by the host per workload (config "VEC"):
+//   gemm_bcast ("B"): NV vectors of 16 columns x TM rows; each weight is broadcast straight from memory
+//     (one load per row and k, no lane shuffles). On PoCL/AVX-512 it beat gemm_vec_n on most MobileNetV2
+//     workloads by 1.1-2x (benchmarks/opencl_tune.py): the TM lane swizzles of FMA_ROWS compete with
+//     the FMAs for the vector ports, broadcast loads do not.
+//   gemm_vec_n ("N"): the TN columns form the vector, the TM weights of one k are one vector load whose
+//     lanes are broadcast by swizzles (FMA_ROWS);
+//   gemm_vec_m ("M"): the TM rows form the vector (few columns: Gemm with one row).
+// Knobs: TM, TN (the vector one is 4, 8 or 16; the other 1..16), UNROLL_K (k steps per unrolled loop body);
+// for gemm_bcast TM (1..16) and NV (1..4).
+// B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 (16 * NV - 1)
+// floats past it.
 
 #ifdef VEC_N
 #define VEC CAT(float, TN)
@@ -36,7 +43,77 @@
             acc[j] = fma(w, (VEC)(b[j]), acc[j]);                   \
     }
 
-#ifdef VEC_N
+#if defined(NV)
+__kernel void gemm_bcast(__global const float *restrict A, __global const float *restrict B,
+                         __global const float *restrict bias, __global const float *restrict Z,
+                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+                         int has_z, int act, float p0, float p1)
+{
+    const int n0 = get_global_id(0) * (16 * NV);
+    const int mb = get_global_id(1);
+    const int m0 = mb * TM;
+    if (n0 >= N || m0 >= M)
+        return;
+    const size_t batch = get_global_id(2);
+    B += batch * b_batch_stride + n0;
+    C += batch * M * N;
+    Z += batch * M * N;
+    __global const float *a = A + (size_t)mb * K * TM;
+
+    float16 acc[TM][NV];
+#pragma unroll
+    for (int i = 0; i < TM; ++i)
+#pragma unroll
+        for (int v = 0; v < NV; ++v)
+            acc[i][v] = (float16)(0.0f);
+    // As in gemm_vec_n, a partial last block reads (and ignores) columns past N.
+    for (int k = 0; k < K; ++k) {
+        float16 x[NV];
+#pragma unroll
+        for (int v = 0; v < NV; ++v)
+            x[v] = vload16(v, B + (size_t)k * N);
+#pragma unroll
+        for (int i = 0; i < TM; ++i) {
+            const float16 w = (float16)(a[k * TM + i]);
+#pragma unroll
+            for (int v = 0; v < NV; ++v)
+                acc[i][v] = fma(w, x[v], acc[i][v]);
+        }
+    }
+
+    for (int i = 0; i < TM && m0 + i < M; ++i) {
+        const float b = bias[m0 + i];
+#pragma unroll
+        for (int v = 0; v < NV; ++v) {
+            const int c0 = n0 + 16 * v;
+            if (c0 >= N)
+                break;
+            const size_t row = (size_t)(m0 + i) * N + c0;
+            float16 s = acc[i][v] + (float16)(b);
+            if (c0 + 16 <= N) {
+                if (has_z == 1)
+                    s += vload16(0, Z + row);
+                APPLY_ACTIVATION(float16, s, act, p0, p1);
+                if (has_z == 2)
+                    s += vload16(0, Z + row);
+                vstore16(s, 0, C + row);
+            } else {
+                float lanes[16];
+                vstore16(s, 0, lanes);
+                for (int j = 0; j < 16 && c0 + j < N; ++j) {
+                    float t = lanes[j];
+                    if (has_z == 1)
+                        t += Z[row + j];
+                    APPLY_ACTIVATION(float, t, act, p0, p1);
+                    if (has_z == 2)
+                        t += Z[row + j];
+                    C[row + j] = t;
+                }
+            }
+        }
+    }
+}
+#elif defined(VEC_N)
 __kernel void gemm_vec_n(__global const float *restrict A, __global const float *restrict B,
                    __global const float *restrict bias, __global const float *restrict Z,
                    __global float *restrict C, int M, int N, int K, int b_batch_stride,

@@ -41,7 +41,9 @@ from edgeinfer.tuned_configs import load_table
 MF = cl.mem_flags
 
 # Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
-RESIDUAL_EPILOGUE_KERNELS = ("gemm_vec_n", "gemm_vec_m", "depthwise", "conv2d")
+RESIDUAL_EPILOGUE_KERNELS = (
+    "gemm_bcast", "gemm_vec_n", "gemm_vec_m", "depthwise", "depthwise_rows", "depthwise_flat", "conv2d"
+)
 
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
 StepFn = Callable[[dict[str, np.ndarray], cl.CommandQueue], Any]

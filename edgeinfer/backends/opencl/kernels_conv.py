@@ -118,11 +118,14 @@ def pick_column_block(n: int, largest: int = 16) -> int:
 
 
 def default_gemm_config(m: int, n: int) -> dict:
-    """Vectors over columns (16 rows x 16 columns) wherever there are 4 columns or more: with the weights
-    loaded as one vector (FMA_ROWS) this won every MobileNetV2 workload on PoCL, 7x7 ones included. Vectors
-    over rows only for Gemm-like products with 1-3 columns."""
+    """Weights broadcast from memory over 2 column vectors (gemm_bcast, 8 rows x 32 columns) wherever there
+    are 16 columns or more: never far from the best tuned config on the MobileNetV2 / SqueezeNet / YOLOX
+    workloads on PoCL (benchmarks/opencl_tune.py). Vectors over columns with lane swizzles for 4-15
+    columns, vectors over rows only for Gemm-like products with 1-3 columns."""
+    if n >= 16:
+        return {"VEC": "B", "TM": min(8, m), "NV": 2 if n >= 32 else 1}
     if n >= 4:
-        return {"VEC": "N", "TM": pick_row_block(m, 16), "TN": 16 if n >= 16 else 8 if n >= 8 else 4, "UNROLL_K": 4}
+        return {"VEC": "N", "TM": pick_row_block(m, 16), "TN": 8 if n >= 8 else 4, "UNROLL_K": 4}
     rows = 16 if m >= 16 else 8 if m >= 8 else 4  # a vector width: rows past M are zero padding
     return {"VEC": "M", "TM": rows, "TN": pick_column_block(n), "UNROLL_K": 4}
 
@@ -135,23 +138,32 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         if ctx.device_kind != "cpu":  # small register tiles: GPUs run many work-items, each with few registers
             return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
         config = default_gemm_config(m, columns)
-        if config["VEC"] == "M":
-            config["local"] = [2, 1, 1]
+        # gemm_vec_m: 2 items per group; gemm_bcast: each item is a large tile, one per group (one PoCL task).
+        config["local"] = {"M": [2, 1, 1], "B": [1, 1, 1]}.get(config["VEC"], config.get("local"))
+        if config["local"] is None:
+            del config["local"]
         return config
 
     config, source = ctx.config("gemm", workload, default)
-    vec, tm, tn = config.get("VEC", "N"), int(config["TM"]), int(config["TN"])
+    vec, tm = config.get("VEC", "N"), int(config["TM"])
+    tn = 16 * int(config["NV"]) if vec == "B" else int(config["TN"])
     work = (-(-columns // tn), -(-m // tm), batch)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
     padded_bias = np.zeros(-(-m // tm) * tm, np.float32)
     padded_bias[:m] = bias
-    defines = {"TM": tm, "TN": tn, "UNROLL_K": int(config.get("UNROLL_K", 4))}
-    if vec == "N":
-        defines["VEC_N"] = 1
+    if vec == "B":
+        if tn - 1 > GUARD_FLOATS:
+            raise NoKernel(f"gemm_bcast with {tn} columns reads past the guard band ({GUARD_FLOATS} floats)")
+        kernel, defines = "gemm_bcast", {"TM": tm, "NV": int(config["NV"])}
+    else:
+        kernel = "gemm_vec_n" if vec == "N" else "gemm_vec_m"
+        defines = {"TM": tm, "TN": tn, "UNROLL_K": int(config.get("UNROLL_K", 4))}
+        if vec == "N":
+            defines["VEC_N"] = 1
     launch = Launch(
         "gemm",
-        "gemm_vec_n" if vec == "N" else "gemm_vec_m",
+        kernel,
         [pack_rows(matrix.astype(np.float32), tm), TensorArg(x_name), padded_bias, z, TensorArg(y),
          i32(m), i32(columns), i32(k), i32(batch_stride), *tail],
         work,
@@ -159,6 +171,26 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         defines,
     )  # fmt: skip
     return KernelPlan("gemm", config, source, [launch])
+
+
+def flat_depthwise_fits(dims, kernel, strides, pads, dilations, tn: int) -> bool:
+    """depthwise_flat needs stride 1 and Ho == H, Wo == W; its reads before/after a plane must stay within
+    the guard band."""
+    n, c, h, w, ho, wo = dims
+    (kh, kw), (dh, dw) = kernel, dilations
+    if strides != (1, 1) or (ho, wo) != (h, w):
+        return False
+    before = pads[0] * w + pads[1]
+    after = (kh - 1) * dh * w - pads[0] * w + (kw - 1) * dw - pads[1] + tn
+    return max(before, after) <= GUARD_FLOATS
+
+
+def channels_per_item(channels: int, wanted: int = 8) -> int:
+    """The largest of wanted, wanted/2, ... 1 that divides the batch * channels count (depthwise_flat)."""
+    block = wanted
+    while channels % block:
+        block //= 2
+    return block
 
 
 def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilations, tail) -> KernelPlan:
@@ -170,20 +202,35 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
     def default():  # what won most often on PoCL (benchmarks/opencl_tune.py)
         if ctx.device_kind != "cpu":
             return {"TN": 4, "TY": 1}
+        if wo <= 28 and flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, 16):
+            return {"MODE": "flat", "TN": 16, "TC": channels_per_item(n * c), "local": [1, 1]}
         rows = 4 if sh == 1 else 2  # stride 1: neighbouring output rows share input rows (depthwise.cl)
-        return {"TN": 16 if wo >= 32 else 8 if wo > 4 else 4, "TY": min(rows, ho), "local": [1, 4, 1]}
+        tn = 16 if wo >= 32 else 8 if wo > 4 else 4
+        if wo >= 56:  # large planes: one work-item per row block, walking the columns
+            return {"MODE": "rows", "TN": tn if sw == 1 else 8, "TY": min(rows, ho), "local": [1, 1]}
+        return {"TN": tn, "TY": min(rows, ho), "local": [1, 4, 1]}
 
     config, source = ctx.config("depthwise", workload, default)
-    tn, ty = int(config["TN"]), int(config["TY"])
-    work = (-(-wo // tn), -(-ho // ty), n * c)
+    mode, tn = config.get("MODE", "block"), int(config["TN"])
+    defines = {"TN": tn, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
+    if mode == "flat":
+        tc = int(config["TC"])
+        if not flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, tn) or (n * c) % tc:
+            raise NoKernel(f"depthwise_flat does not fit this workload: {workload}, TN {tn}, TC {tc}")
+        kernel, work, defines["TC"] = "depthwise_flat", (-(-(h * w) // tn), n * c // tc), tc
+    else:
+        ty = int(config["TY"])
+        check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
+        defines["TY"] = ty
+        if mode == "rows":
+            kernel, work = "depthwise_rows", (-(-ho // ty), n * c)
+        else:
+            kernel, work = "depthwise", (-(-wo // tn), -(-ho // ty), n * c)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
     args = [GuardedTensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw), bias, z, TensorArg(y),
             i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]
-    defines = {"TN": tn, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
-    check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
-    work = (-(-wo // tn), -(-ho // ty), n * c)
-    return KernelPlan("depthwise", config, source, [Launch("depthwise", "depthwise", args, work, local, defines)])
+    return KernelPlan("depthwise", config, source, [Launch("depthwise", kernel, args, work, local, defines)])
 
 
 def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dilations, tail) -> KernelPlan:
