@@ -47,17 +47,32 @@ def local_candidates(kind: str) -> list[list[int]]:
 def candidates(template: str, workload: dict, kind: str) -> list[dict]:
     """Configs worth trying for one workload (the kernels' knob ranges, pruned by the workload's shape)."""
     locals_ = local_candidates(kind)
+    few_locals = [[1, 1, 1], [2, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_
     if template == "gemm":
         pairs = [(tm, tn) for tm, tn in itertools.product((4, 8, 16), (8, 16)) if tn <= 2 * workload["N"]]
-        shapes = [{"VEC": "N", "TM": tm, "TN": tn} for tm, tn in pairs]
+        shapes = [{"VEC": "N", "TM": tm, "TN": tn, "UNROLL_K": 4} for tm, tn in pairs]
         column_blocks = sorted({pick_column_block(workload["N"]), min(4, workload["N"]), min(8, workload["N"])})
-        shapes += [{"VEC": "M", "TM": tm, "TN": tn} for tm, tn in itertools.product((8, 16), column_blocks)]
-        return [{**shape, "UNROLL_K": 4, "local": lo} for shape in shapes for lo in locals_]
-    if template == "depthwise":
-        widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
-        return [{"TN": tn, "TY": ty, "local": lo} for tn in widths for ty in (1, 2, 4) for lo in locals_]
+        pairs = itertools.product((8, 16), column_blocks)
+        shapes += [{"VEC": "M", "TM": tm, "TN": tn, "UNROLL_K": 4} for tm, tn in pairs]
+        found = [{**shape, "local": lo} for shape in shapes for lo in locals_]
+        vectors = [nv for nv in (1, 2, 3, 4) if 16 * (nv - 1) < workload["N"]]  # at most one partial vector
+        rows = [tm for tm in (4, 6, 8, 12, 14, 16) if tm < 2 * workload["M"]]
+        found += [{"VEC": "B", "TM": tm, "NV": nv, "local": lo} for tm in rows for nv in vectors for lo in few_locals]
+        return found
     widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
-    return [{"TM": tm, "TN": tn, "local": lo} for tm in (4, 8, 16) for tn in widths for lo in locals_]
+    if template == "depthwise":
+        found = [{"TN": tn, "TY": ty, "local": lo} for tn in widths for ty in (1, 2, 4, 8) for lo in locals_]
+        two_d = [lo[:2] for lo in few_locals]
+        found += [{"MODE": "rows", "TN": tn, "TY": ty, "local": lo} for tn in widths for ty in (1, 2, 4, 8)
+                  for lo in two_d]  # fmt: skip
+        if workload["S"] == 1:  # depthwise_flat (the planner refuses it where the plane is too wide)
+            channels = [tc for tc in (1, 2, 4, 8, 16) if workload["C"] % tc == 0]
+            found += [{"MODE": "flat", "TN": tn, "TC": tc, "local": lo} for tn in (8, 16) for tc in channels
+                      for lo in two_d]  # fmt: skip
+        return found
+    found = [{"TM": tm, "TN": tn, "local": lo} for tm in (4, 8, 16) for tn in widths for lo in locals_]
+    rows = [tm for tm in (4, 6, 8, 12, 16) if tm < 2 * workload["Co"]]
+    return found + [{"TM": tm, "TN": tn, "BCAST": 1, "local": lo} for tm in rows for tn in widths for lo in few_locals]
 
 
 def single_node_graph(graph: Graph, node: Node) -> tuple[Graph, dict[str, np.ndarray]]:
@@ -82,7 +97,10 @@ def tune_workload(single: Graph, feeds, device, template: str, configs: list[dic
 
     The default config competes too: where no candidate beats it, the table records the default itself, so
     that a tuned table never makes a workload slower than an untuned device."""
-    executables = [opencl.prepare(single, device, overrides={template: c}) for c in configs]
+    prepared = [(c, opencl.prepare(single, device, overrides={template: c})) for c in configs]
+    # A config the planner refuses for this workload (NoKernel) leaves the node on the CPU: not a candidate.
+    prepared = [(c, e) for c, e in prepared if e.explain()[0]["placement"] == "device"]
+    configs, executables = [c for c, _ in prepared], [e for _, e in prepared]
     default = opencl.prepare(single, device)
     best = [float("inf")] * len(configs)
     default_best = float("inf")

@@ -94,6 +94,49 @@ def test_conv(case):
     check_node("Conv", {"x": x}, consts, attrs, ["x", "W", "B"])
 
 
+KNOB_CASES = [  # (template, config, x shape, weight shape, conv attributes): every kernel variant of a template
+    *[("depthwise", config, (2, 6, 13, 15), (6, 1, 3, 3), {"pads": [1] * 4, "group": 6})
+      for config in ({"TN": 8, "TY": 8}, {"MODE": "rows", "TN": 16, "TY": 4}, {"MODE": "rows", "TN": 4, "TY": 1},
+                     {"MODE": "flat", "TN": 16, "TC": 4}, {"MODE": "flat", "TN": 8, "TC": 1})],
+    ("depthwise", {"MODE": "rows", "TN": 8, "TY": 2}, (1, 4, 23, 21), (4, 1, 3, 3),
+     {"pads": [1] * 4, "group": 4, "strides": [2, 2]}),
+    ("depthwise", {"MODE": "flat", "TN": 16, "TC": 2}, (1, 4, 9, 9), (4, 1, 5, 5), {"pads": [2] * 4, "group": 4}),
+    ("depthwise", {"MODE": "flat", "TN": 8, "TC": 4}, (1, 4, 9, 11), (4, 1, 3, 3),
+     {"pads": [2] * 4, "group": 4, "dilations": [2, 2]}),
+    *[("conv2d", config, (2, 6, 11, 19), (14, 3, 3, 3), {"pads": [1] * 4, "group": 2, "strides": [1, 2]})
+      for config in ({"TM": 8, "TN": 8}, {"TM": 6, "TN": 16, "BCAST": 1}, {"TM": 16, "TN": 4, "BCAST": 1})],
+    *[("gemm", config, (2, 20, 7, 9), (13, 20, 1, 1), {})
+      for config in ({"VEC": "B", "TM": 6, "NV": 1}, {"VEC": "B", "TM": 16, "NV": 4}, {"VEC": "B", "TM": 1, "NV": 2},
+                     {"VEC": "N", "TM": 8, "TN": 16}, {"VEC": "M", "TM": 8, "TN": 3})],
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("has_z", [False, True])
+@pytest.mark.parametrize("case", KNOB_CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}" for c in KNOB_CASES])
+def test_every_kernel_variant_matches_numpy(case, has_z):
+    """Each mode/knob of the conv templates (as the tuner may pick them) against the NumPy Conv, with batch 2,
+    partial blocks, odd channel counts and the residual input Z."""
+    from edgeinfer.backends import opencl
+
+    template, config, x_shape, w_shape, extra = case
+    kernel = w_shape[2:]
+    attrs = {"kernel_shape": list(kernel), "strides": [1, 1], "pads": [0] * 4, "activation": "clip",
+             "activation_params": [-1.0, 1.5], **extra}  # fmt: skip
+    inputs = {"x": randn(*x_shape)}
+    order = ["x", "W", "B"]
+    consts = {"W": randn(*w_shape), "B": randn(w_shape[0])}
+    if has_z:
+        graph, expected = single_node_graph("Conv", inputs, consts, attrs, order)
+        inputs["z"] = randn(*expected["y0"].shape)
+        order.append("z")
+    graph, expected = single_node_graph("Conv", inputs, consts, attrs, order)
+    executable = opencl.prepare(graph, DEVICE.spec, overrides={template: dict(config)})
+    explained = executable.explain()[0]
+    assert explained["placement"] == "device" and explained["kernel"] == template, explained
+    assert explained["config_source"] == "override"
+    assert rel_l2(executable.run(inputs)["y0"], expected["y0"]) <= 1e-5
+
+
 def test_conv_with_residual_and_batch():
     x = randn(2, 8, 6, 6)
     z = randn(2, 16, 6, 6)

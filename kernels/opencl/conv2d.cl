@@ -4,7 +4,9 @@
 // Each work-item computes TM output channels x TN consecutive output columns of one output row, in TM
 // vector registers of width TN; every input vector loaded is used by the TM channels.
 // The host packs W as [groups][ceil(Cog/TM)][Cig][KH][KW][TM].
-// Knobs: TM (1, 2, 4, 8, 16), TN (4, 8, 16). KH, KW, SW, DW are compile-time so the tap loops unroll.
+// Knobs: TM (1, 2, 4, 8, 16; with BCAST any 1..16), TN (4, 8, 16), BCAST (0: the TM weights of a tap are one
+// vector load broadcast lane by lane, FMA_ROWS; 1: each weight is a broadcast load). KH, KW, SW, DW are
+// compile-time so the tap loops unroll.
 // Work: dim 0 = column blocks, dim 1 = output rows, dim 2 = batch * groups * channel blocks.
 
 __kernel void conv2d(__global const float *restrict X, int x_off, __global const float *restrict Wp,
@@ -45,7 +47,13 @@ __kernel void conv2d(__global const float *restrict X, int x_off, __global const
 #pragma unroll
             for (int kw = 0; kw < KW; ++kw) {
                 const VEC x = PADDED_TAP(row, ix0, kw, keep);
+#if BCAST  // each weight broadcast from memory (gemm.cl gemm_bcast): no lane swizzles, any TM
+#pragma unroll
+                for (int i = 0; i < TM; ++i)
+                    acc[i] = fma((VEC)(wk[kw * TM + i]), x, acc[i]);
+#else
                 FMA_ROWS(acc, wk + kw * TM, x)
+#endif
             }
         }
     }

@@ -203,7 +203,7 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
         if ctx.device_kind != "cpu":
             return {"TN": 4, "TY": 1}
         if wo <= 28 and flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, 16):
-            return {"MODE": "flat", "TN": 16, "TC": channels_per_item(n * c), "local": [1, 1]}
+            return {"MODE": "flat", "TN": 16, "TC": channels_per_item(n * c, 16), "local": [1, 1]}
         rows = 4 if sh == 1 else 2  # stride 1: neighbouring output rows share input rows (depthwise.cl)
         tn = 16 if wo >= 32 else 8 if wo > 4 else 4
         if wo >= 56:  # large planes: one work-item per row block, walking the columns
@@ -211,12 +211,16 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
         return {"TN": tn, "TY": min(rows, ho), "local": [1, 4, 1]}
 
     config, source = ctx.config("depthwise", workload, default)
+    if config.get("MODE") == "flat" and not (
+        flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, int(config["TN"])) and (n * c) % config["TC"] == 0
+    ):
+        if source == "override":
+            raise NoKernel(f"depthwise_flat does not fit this workload: {workload}, config {config}")
+        config, source = default(), f"default (the {source} config is flat, which does not fit)"
     mode, tn = config.get("MODE", "block"), int(config["TN"])
     defines = {"TN": tn, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
     if mode == "flat":
         tc = int(config["TC"])
-        if not flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, tn) or (n * c) % tc:
-            raise NoKernel(f"depthwise_flat does not fit this workload: {workload}, TN {tn}, TC {tc}")
         kernel, work, defines["TC"] = "depthwise_flat", (-(-(h * w) // tn), n * c // tc), tc
     else:
         ty = int(config["TY"])
@@ -240,10 +244,11 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     cig, cog = c // groups, co // groups
     workload = {"C": cig, "Co": cog, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "G": groups}
 
-    def default():  # 16 x 16 blocks won on every 3x3 of SqueezeNet and on the stems on PoCL
+    def default():  # 16 x 16 blocks with broadcast weights won on every 3x3 of SqueezeNet on PoCL
         if ctx.device_kind != "cpu":
             return {"TM": pick_row_block(cog, 4), "TN": 4}
-        return {"TM": pick_row_block(cog, 16), "TN": 16 if wo >= 12 else 8 if wo > 4 else 4, "local": [8, 1, 1]}
+        tn = 16 if wo >= 12 else 8 if wo > 4 else 4
+        return {"TM": min(16, cog), "TN": tn, "BCAST": 1, "local": [2, 1, 1]}
 
     config, source = ctx.config("conv2d", workload, default)
     tm, tn = int(config["TM"]), int(config["TN"])
@@ -259,6 +264,7 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
             i32(wo), i32(groups), i32(cig), i32(cog), i32(co_blocks), i32(sh), i32(pads[0]), i32(pads[1]),
             i32(dilations[0]), *tail]
     defines = {"TM": tm, "TN": tn, "KH": kh, "KW": kw, "SW": sw, "DW": dilations[1]}
+    defines["BCAST"] = int(config.get("BCAST", 0))
     check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
     work = (-(-wo // tn), ho, n * groups * co_blocks)
     return KernelPlan("conv2d", config, source, [Launch("conv2d", "conv2d", args, work, local, defines)])
