@@ -518,10 +518,12 @@ def _conv_chain_graph(channels=(4, 8, 4, 8, 4)):
     return graph
 
 
-def test_tensors_at_one_arena_offset_share_one_sub_buffer():
+def test_tensors_at_one_arena_offset_share_one_sub_buffer(monkeypatch):
     """NVIDIA's driver crashes releasing overlapping sub-buffers in some orders (memory.py): the executable
     cuts one sub-buffer per arena origin, sized for the largest tensor placed there."""
     from edgeinfer.backends import numpy_backend, opencl
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "1")  # the arena also where it is off by default (NVIDIA)
 
     graph = _conv_chain_graph()
     offsets = graph.memory_plan.offsets
@@ -759,3 +761,39 @@ def test_programs_get_correctly_rounded_division_where_offered(monkeypatch):
     offered = executable.device.device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT
     assert (flag == "-cl-fp32-correctly-rounded-divide-sqrt") == bool(offered)
     assert seen and all(flag in options for options in seen)
+
+
+@pytest.mark.parametrize("arena", ["0", "1"])
+def test_buffer_per_tensor_or_arena_give_the_same_results(monkeypatch, arena):
+    """memory.use_arena: NVIDIA gets a buffer per tensor (enqueues on overlapping sub-buffers are slow there),
+    other drivers the memory plan's arena; both must compute the same thing."""
+    from edgeinfer.backends import numpy_backend, opencl
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", arena)
+    graph = _conv_chain_graph()
+    executable = opencl.prepare(graph, DEVICE.spec)
+    assert executable.uses_arena == (arena == "1")
+    planned = [name for name in graph.memory_plan.offsets if name in executable.buffers]
+    assert planned
+    arena_parents = {executable.buffers[name].get_info(cl.mem_info.ASSOCIATED_MEMOBJECT).int_ptr for name in planned}
+    assert len(arena_parents) == (1 if arena == "1" else len(planned))
+    first, last = graph.inputs[0], graph.outputs[0]
+    feeds = {first: randn(*graph.tensors[first].shape)}
+    assert rel_l2(executable.run(feeds)[last], numpy_backend.prepare(graph).run(feeds)[last]) <= 1e-5
+
+
+def test_arena_is_off_on_nvidia_only_unless_forced(monkeypatch):
+    from types import SimpleNamespace
+
+    from edgeinfer.backends.opencl.memory import use_arena
+
+    def device(vendor):
+        return SimpleNamespace(platform=SimpleNamespace(vendor=vendor))
+
+    monkeypatch.delenv("EDGEINFER_OPENCL_ARENA", raising=False)
+    assert not use_arena(device("NVIDIA Corporation"))
+    assert use_arena(device("The pocl project")) and use_arena(device("Intel(R) Corporation"))
+    monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "1")
+    assert use_arena(device("NVIDIA Corporation"))
+    monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "0")
+    assert not use_arena(device("The pocl project"))

@@ -33,7 +33,7 @@ from edgeinfer.backends.opencl.kernels import (
     template_source,
 )
 from edgeinfer.backends.opencl.kernels_tensor import strided_copy
-from edgeinfer.backends.opencl.memory import GuardedAllocator
+from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
 from edgeinfer.ir import CPU, Graph, Node
 from edgeinfer.tuned_configs import load_table
@@ -231,8 +231,8 @@ class OpenCLExecutable:
 
     def _allocate(self) -> None:
         """Every device tensor gets a guarded buffer (memory.py): a slice of the arena when the memory plan
-        places it, a slice of its Concat's output when zero-copy, else a buffer of its own. Tensors starting
-        at the same place share one sub-buffer (memory.py says why)."""
+        places it (on devices where an arena pays off: memory.use_arena), a slice of its Concat's output when
+        zero-copy, else a buffer of its own. Tensors starting at the same place share one sub-buffer."""
         plan = self.graph.memory_plan
         memory = self.memory = GuardedAllocator(self.context, self.device.device)
         roots = {root for root, _ in self.aliases.values()}
@@ -242,7 +242,8 @@ class OpenCLExecutable:
             offset = plan.offsets.get(name)
             if offset is not None:
                 extents[offset] = max(extents.get(offset, 0), self.graph.tensors[name].nbytes)
-        arena = memory.arena(plan.arena_bytes, extents)
+        self.uses_arena = use_arena(self.device.device)
+        arena = memory.arena(plan.arena_bytes, extents) if self.uses_arena else None
         for name in sorted(names, key=lambda n: (n in self.aliases, n)):  # roots before their slices
             if name in self.aliases:
                 root, offset = self.aliases[name]

@@ -26,9 +26,18 @@ has the guard), and the kernels that read before a tensor (the row taps of windo
 sub-buffer that starts ``guard`` bytes earlier, with that offset as an argument (:meth:`with_front_guard`).
 Device-to-device copies between sub-buffers (clEnqueueCopyBuffer) corrupted live tensors on NVIDIA
 (UltraFace's boxes): the executor copies with a kernel instead.
+
+The arena is not used on NVIDIA (:func:`use_arena`): there every enqueue of a kernel whose sub-buffers overlap
+other sub-buffers of the same parent costs ~80-200 us of host time instead of ~9 us (benchmarks/
+launch_overhead.py on the H100: 50 kernels on overlapping sub-buffers 79 us a launch, on disjoint ones 8.7 us),
+and a liveness-planned arena is all overlapping sub-buffers. With a buffer per tensor MobileNetV2 ran in
+3.1 ms instead of 6.2 ms and YOLOX-nano in 3.5 ms instead of 9-12 ms. The price is memory: the sum of the
+tensors instead of the planned arena (``edgeinfer info`` prints both).
 """
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import pyopencl as cl
@@ -40,6 +49,15 @@ MF = cl.mem_flags
 # Test hook: when set, every parent buffer is filled with this byte when allocated (0xFF: every float lane
 # a NaN), so that a kernel which lets uninitialised memory reach an output shows it on any device.
 FILL_BYTE: int | None = None
+
+
+def use_arena(device: cl.Device) -> bool:
+    """Whether tensors share the memory plan's arena on ``device`` (else each gets a buffer of its own).
+    ``EDGEINFER_OPENCL_ARENA=0|1`` overrides; by default every driver but NVIDIA's (see the module docstring)."""
+    forced = os.environ.get("EDGEINFER_OPENCL_ARENA", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    return "nvidia" not in device.platform.vendor.lower()
 
 
 class GuardedAllocator:
