@@ -107,7 +107,10 @@ KNOB_CASES = [  # (template, config, x shape, weight shape, conv attributes): ev
       for config in ({"TM": 8, "TN": 8}, {"TM": 6, "TN": 16, "BCAST": 1}, {"TM": 16, "TN": 4, "BCAST": 1})],
     *[("gemm", config, (2, 20, 7, 9), (13, 20, 1, 1), {})
       for config in ({"VEC": "B", "TM": 6, "NV": 1}, {"VEC": "B", "TM": 16, "NV": 4}, {"VEC": "B", "TM": 1, "NV": 2},
-                     {"VEC": "N", "TM": 8, "TN": 16}, {"VEC": "M", "TM": 8, "TN": 3})],
+                     {"VEC": "N", "TM": 8, "TN": 16}, {"VEC": "M", "TM": 8, "TN": 3},
+                     {"VEC": "L", "TM": 4, "TN": 2, "WM": 4, "WN": 8, "BK": 8},
+                     {"VEC": "L", "TM": 1, "TN": 4, "WM": 16, "WN": 16, "BK": 16})],
+    ("gemm", {"VEC": "L", "TM": 4, "TN": 4, "WM": 8, "WN": 8, "BK": 16}, (1, 37, 21, 23), (70, 37, 1, 1), {}),
 ]  # fmt: skip
 
 

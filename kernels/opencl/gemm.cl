@@ -14,8 +14,13 @@
 //   gemm_vec_n ("N"): the TN columns form the vector, the TM weights of one k are one vector load whose
 //     lanes are broadcast by swizzles (FMA_ROWS);
 //   gemm_vec_m ("M"): the TM rows form the vector (few columns: Gemm with one row).
+//   gemm_local ("L", GPUs): the classic local-memory tiling. A work-group of WN x WM work-items computes a
+//     (WM*TM) x (WN*TN) block of C; per BK-deep slice of K it stages the A and B tiles in local memory
+//     (coalesced loads: A is packed [K][M], B rows are contiguous), then every work-item accumulates its
+//     TM x TN outputs from local memory. Rows/columns of a work-item are strided by WM/WN so neighbouring
+//     work-items read and write neighbouring addresses.
 // Knobs: TM, TN (the vector one is 4, 8 or 16; the other 1..16), UNROLL_K (k steps per unrolled loop body);
-// for gemm_bcast TM (1..16) and NV (1..4).
+// for gemm_bcast TM (1..16) and NV (1..4); for gemm_local TM, TN (1..8), WM, WN (work-group shape), BK.
 // B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 (16 * NV - 1)
 // floats past it.
 
@@ -43,7 +48,72 @@
             acc[j] = fma(w, (VEC)(b[j]), acc[j]);                   \
     }
 
-#if defined(NV)
+#if defined(WM)
+// A: [K][Mp] (Mp = M rounded up to WM*TM, zero-padded); bias zero-padded to Mp.
+__kernel void gemm_local(__global const float *restrict A, __global const float *restrict B,
+                         __global const float *restrict bias, __global const float *restrict Z,
+                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+                         int has_z, int act, float p0, float p1)
+{
+    __local float As[BK][WM * TM];
+    __local float Bs[BK][WN * TN];
+    const int tx = get_local_id(0), ty = get_local_id(1);
+    const int n_base = get_group_id(0) * (WN * TN);
+    const int m_base = get_group_id(1) * (WM * TM);
+    const int mp = (M + WM * TM - 1) / (WM * TM) * (WM * TM);
+    const size_t batch = get_global_id(2);
+    B += batch * b_batch_stride;
+    C += batch * M * N;
+    Z += batch * M * N;
+    const int lid = ty * WN + tx;
+
+    float acc[TM][TN];
+    for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j)
+            acc[i][j] = 0.0f;
+    for (int k0 = 0; k0 < K; k0 += BK) {
+        for (int e = lid; e < BK * WM * TM; e += WM * WN) {  // A tile: BK rows of WM*TM weights
+            const int kk = e / (WM * TM), mm = e % (WM * TM);
+            As[kk][mm] = k0 + kk < K ? A[(size_t)(k0 + kk) * mp + m_base + mm] : 0.0f;
+        }
+        for (int e = lid; e < BK * WN * TN; e += WM * WN) {  // B tile: BK rows of WN*TN pixels
+            const int kk = e / (WN * TN), nn = e % (WN * TN);
+            Bs[kk][nn] = k0 + kk < K && n_base + nn < N ? B[(size_t)(k0 + kk) * N + n_base + nn] : 0.0f;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+#pragma unroll
+        for (int kk = 0; kk < BK; ++kk) {
+            float a[TM], b[TN];
+            for (int i = 0; i < TM; ++i)
+                a[i] = As[kk][ty + i * WM];
+            for (int j = 0; j < TN; ++j)
+                b[j] = Bs[kk][tx + j * WN];
+            for (int i = 0; i < TM; ++i)
+                for (int j = 0; j < TN; ++j)
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    for (int i = 0; i < TM; ++i) {
+        const int m = m_base + ty + i * WM;
+        if (m >= M)
+            break;
+        for (int j = 0; j < TN; ++j) {
+            const int n = n_base + tx + j * WN;
+            if (n >= N)
+                break;
+            const size_t at = (size_t)m * N + n;
+            float v = acc[i][j] + bias[m];
+            if (has_z == 1)
+                v += Z[at];
+            APPLY_ACTIVATION(float, v, act, p0, p1);
+            if (has_z == 2)
+                v += Z[at];
+            C[at] = v;
+        }
+    }
+}
+#elif defined(NV)
 __kernel void gemm_bcast(__global const float *restrict A, __global const float *restrict B,
                          __global const float *restrict bias, __global const float *restrict Z,
                          __global float *restrict C, int M, int N, int K, int b_batch_stride,

@@ -135,8 +135,11 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
     m, k = matrix.shape
     workload = {"M": m, "N": columns, "K": k}
     def default():
-        if ctx.device_kind != "cpu":  # small register tiles: GPUs run many work-items, each with few registers
-            return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
+        if ctx.device_kind != "cpu":
+            if columns >= 16 and m >= 16 and ctx.max_work_group_size >= 256:  # local-memory tiles (gemm_local)
+                return {"VEC": "L", "TM": 4, "TN": 4 if columns >= 512 else 2 if columns >= 64 else 1,
+                        "WM": 16, "WN": 16, "BK": 16}  # fmt: skip
+            return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}  # small register tiles, many work-items
         config = default_gemm_config(m, columns)
         # gemm_vec_m: 2 items per group; gemm_bcast: each item is a large tile, one per group (one PoCL task).
         config["local"] = {"M": [2, 1, 1], "B": [1, 1, 1]}.get(config["VEC"], config.get("local"))
@@ -145,6 +148,8 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         return config
 
     config, source = ctx.config("gemm", workload, default)
+    if config.get("VEC") == "L":
+        return plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
     vec, tm = config.get("VEC", "N"), int(config["TM"])
     tn = 16 * int(config["NV"]) if vec == "B" else int(config["TN"])
     work = (-(-columns // tn), -(-m // tm), batch)
@@ -191,6 +196,25 @@ def channels_per_item(channels: int, wanted: int = 8) -> int:
     while channels % block:
         block //= 2
     return block
+
+
+def plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail) -> KernelPlan:
+    """gemm_local (gemm.cl): one work-group per (WM*TM) x (WN*TN) block of C, tiles staged in local memory."""
+    m, k = matrix.shape
+    tm, tn, wm, wn = (int(config[key]) for key in ("TM", "TN", "WM", "WN"))
+    rows, cols = wm * tm, wn * tn
+    padded_m = -(-m // rows) * rows
+    packed = np.zeros((k, padded_m), np.float32)  # [K][Mp]: a k-slice of the A tile is one coalesced read
+    packed[:, :m] = matrix.T
+    padded_bias = np.zeros(padded_m, np.float32)
+    padded_bias[:m] = bias
+    work = (-(-columns // cols) * wn, padded_m // rows * wm, batch)
+    local = (wn, wm, 1)
+    config = {**config, "local": list(local)}
+    defines = {"TM": tm, "TN": tn, "WM": wm, "WN": wn, "BK": int(config.get("BK", 16))}
+    args = [packed, TensorArg(x_name), padded_bias, z, TensorArg(y), i32(m), i32(columns), i32(k), i32(batch_stride),
+            *tail]  # fmt: skip
+    return KernelPlan("gemm", config, source, [Launch("gemm", "gemm_local", args, work, local, defines)])
 
 
 def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilations, tail) -> KernelPlan:
