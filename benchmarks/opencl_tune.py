@@ -58,7 +58,8 @@ def candidates(template: str, workload: dict, kind: str) -> list[dict]:
         vectors = [nv for nv in (1, 2, 3, 4) if 16 * (nv - 1) < workload["N"]]  # at most one partial vector
         rows = [tm for tm in (4, 6, 8, 12, 14, 16) if tm < 2 * workload["M"]]
         if kind == "cpu":
-            found += [{"VEC": "B", "TM": tm, "NV": nv, "local": lo} for tm in rows for nv in vectors for lo in few_locals]
+            shapes = itertools.product(rows, vectors, few_locals)
+            found += [{"VEC": "B", "TM": tm, "NV": nv, "local": lo} for tm, nv, lo in shapes]
         elif workload["N"] >= 16 and workload["M"] >= 16:  # gemm_local: the work-group shape is part of the tile
             tiles = itertools.product((2, 4, 8), (1, 2, 4), ((16, 16), (8, 8), (16, 8), (8, 32)), (8, 16))
             found += [{"VEC": "L", "TM": tm, "TN": tn, "WM": wm, "WN": wn, "BK": bk}
