@@ -97,7 +97,10 @@ def test_conv(case):
 KNOB_CASES = [  # (template, config, x shape, weight shape, conv attributes): every kernel variant of a template
     *[("depthwise", config, (2, 6, 13, 15), (6, 1, 3, 3), {"pads": [1] * 4, "group": 6})
       for config in ({"TN": 8, "TY": 8}, {"MODE": "rows", "TN": 16, "TY": 4}, {"MODE": "rows", "TN": 4, "TY": 1},
-                     {"MODE": "flat", "TN": 16, "TC": 4}, {"MODE": "flat", "TN": 8, "TC": 1})],
+                     {"MODE": "flat", "TN": 16, "TC": 4}, {"MODE": "flat", "TN": 8, "TC": 1},
+                     {"MODE": "rows", "TN": 4, "TY": 2, "local": [4, 8]},  # global sizes rounded up past the
+                     {"MODE": "flat", "TN": 8, "TC": 1, "local": [4, 8]},  # tensor: the kernels must stop there
+                     {"TN": 4, "TY": 2, "local": [4, 4, 4]})],
     ("depthwise", {"MODE": "rows", "TN": 8, "TY": 2}, (1, 4, 23, 21), (4, 1, 3, 3),
      {"pads": [1] * 4, "group": 4, "strides": [2, 2]}),
     ("depthwise", {"MODE": "flat", "TN": 16, "TC": 2}, (1, 4, 9, 9), (4, 1, 5, 5), {"pads": [2] * 4, "group": 4}),

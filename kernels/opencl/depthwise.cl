@@ -16,9 +16,9 @@ __kernel void depthwise(__global const float *restrict X, int x_off, __global co
     X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
     const int x0 = get_global_id(0) * TN;
     const int y0 = get_global_id(1) * TY;
-    if (x0 >= Wo || y0 >= Ho)
-        return;
     const int nc = get_global_id(2);
+    if (x0 >= Wo || y0 >= Ho || nc >= NC)
+        return;
     const int c = nc % C;
     X += (size_t)nc * H * W;
     Y += (size_t)nc * Ho * Wo;
@@ -68,9 +68,9 @@ __kernel void depthwise_rows(__global const float *restrict X, int x_off, __glob
 {
     X += x_off;
     const int y0 = get_global_id(0) * TY;
-    if (y0 >= Ho)
-        return;
     const int nc = get_global_id(1);
+    if (y0 >= Ho || nc >= NC)  // NC = batch * channels: the global size is rounded up to the work-group
+        return;
     const int c = nc % C;
     X += (size_t)nc * H * W;
     Y += (size_t)nc * Ho * Wo;
@@ -131,6 +131,8 @@ __kernel void depthwise_flat(__global const float *restrict X, int x_off, __glob
     X += x_off;
     const int first = get_global_id(0) * TN;
     const int nc0 = get_global_id(1) * TC;
+    if (first >= H * W || nc0 >= NC)  // NC = batch * channels (a multiple of TC)
+        return;
     const int plane = H * W;
     const INTV pixel = IOTA + first;
     const INTV py = pixel / W;

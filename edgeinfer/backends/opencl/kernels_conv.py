@@ -242,7 +242,7 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
             raise NoKernel(f"depthwise_flat does not fit this workload: {workload}, config {config}")
         config, source = default(), f"default (the {source} config is flat, which does not fit)"
     mode, tn = config.get("MODE", "block"), int(config["TN"])
-    defines = {"TN": tn, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1]}
+    defines = {"TN": tn, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dilations[0], "DW": dilations[1], "NC": n * c}
     if mode == "flat":
         tc = int(config["TC"])
         kernel, work, defines["TC"] = "depthwise_flat", (-(-(h * w) // tn), n * c // tc), tc
