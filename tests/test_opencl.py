@@ -803,3 +803,29 @@ def test_arena_is_off_on_nvidia_only_unless_forced(monkeypatch):
     assert use_arena(device("NVIDIA Corporation"))
     monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "0")
     assert not use_arena(device("The pocl project"))
+
+
+def test_local_gemm_needs_its_whole_work_group_or_gives_way(monkeypatch):
+    """gemm_local's tiles are sized by its work-group; where the compiled kernel allows fewer work-items (as
+    NVIDIA reports for register-heavy kernels), the planner takes small register tiles instead of shrinking."""
+    from edgeinfer.backends import numpy_backend, opencl
+
+    original = cl.Kernel.get_work_group_info
+
+    def limited(self, param, device):
+        if param == cl.kernel_work_group_info.WORK_GROUP_SIZE:
+            return 64
+        return original(self, param, device)
+
+    monkeypatch.setattr(cl.Kernel, "get_work_group_info", limited)
+    graph = _conv_chain_graph()
+    tiles = {"VEC": "L", "TM": 2, "TN": 2, "WM": 16, "WN": 16, "BK": 8}
+    executable = opencl.prepare(graph, DEVICE.spec, overrides={"gemm": tiles})
+    rows = executable.explain()
+    assert all(row["config"]["VEC"] == "N" and row["config_source"].startswith("default (gemm_local") for row in rows)
+    executable_small = opencl.prepare(graph, DEVICE.spec, overrides={"gemm": {**tiles, "WM": 8, "WN": 8}})
+    assert all(row["config"]["VEC"] == "L" for row in executable_small.explain())
+    feeds = {"t0": randn(1, 4, 8, 16)}
+    expected = numpy_backend.prepare(graph).run(feeds)["t4"]
+    for prepared in (executable, executable_small):
+        assert rel_l2(prepared.run(feeds)["t4"], expected) <= 1e-5

@@ -83,6 +83,9 @@ class OpenCLExecutable:
             device.info.kind,
             cl_device.max_work_group_size,
             overrides or {},
+            lambda launch: self._compile(launch).get_work_group_info(
+                cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device
+            ),
         )
         self.records = [self._plan(node, plan_ctx) for node in graph.nodes]
         self.redirected: dict[int, str] = {}  # record index -> the tensor its launch writes instead of its output
@@ -262,13 +265,18 @@ class OpenCLExecutable:
             array = np.zeros(1, array.dtype)
         return cl.Buffer(self.context, MF.READ_ONLY | MF.COPY_HOST_PTR, hostbuf=array)
 
-    def _kernel(self, launch: Launch) -> cl.Kernel:
+    def _compile(self, launch: Launch) -> cl.Kernel:
+        """A new kernel object of ``launch`` (its program built once per process: program_cache)."""
         cl_device = self.device.device
         options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
         program = program_cache.build_program(
             self.context, cl_device, self.device.info.device_key, template_source(launch.template), options
         )
-        kernel = cl.Kernel(program, launch.kernel)
+        return cl.Kernel(program, launch.kernel)
+
+    def _kernel(self, launch: Launch) -> cl.Kernel:
+        cl_device = self.device.device
+        kernel = self._compile(launch)
         # The largest work-group this compiled kernel can run with on this device (register use included):
         # a larger local size fails at enqueue (NVIDIA: CL_OUT_OF_RESOURCES). Shrink the group to fit.
         limit = kernel.get_work_group_info(cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device)

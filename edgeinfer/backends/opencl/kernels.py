@@ -88,6 +88,9 @@ class PlanContext:
     device_kind: str  # "gpu", "cpu", "accelerator"
     max_work_group_size: int
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # template -> forced config (tuner)
+    # The largest work-group the compiled kernel of a launch can run with (None: not known while planning).
+    # Planners whose tiles need their whole work-group (gemm_local) check it and choose another kernel.
+    work_group_limit: Callable[[Launch], int] | None = None
 
     def config(self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]):
         """(config, source) for ``template`` on ``workload``."""

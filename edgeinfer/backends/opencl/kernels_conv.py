@@ -149,7 +149,14 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
 
     config, source = ctx.config("gemm", workload, default)
     if config.get("VEC") == "L":
-        return plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
+        plan = plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
+        launch = plan.launches[0]
+        limit = ctx.work_group_limit(launch) if ctx.work_group_limit else None
+        if limit is None or limit >= int(np.prod(launch.local)):
+            return plan
+        # The tiles need the whole work-group, which this compiled kernel cannot have: small register tiles.
+        config = {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
+        source = f"default (gemm_local needs {int(np.prod(launch.local))} work-items, the kernel allows {limit})"
     vec, tm = config.get("VEC", "N"), int(config["TM"])
     tn = 16 * int(config["NV"]) if vec == "B" else int(config["TN"])
     work = (-(-columns // tn), -(-m // tm), batch)
