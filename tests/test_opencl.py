@@ -114,6 +114,8 @@ KNOB_CASES = [  # (template, config, x shape, weight shape, conv attributes): ev
                      {"VEC": "L", "TM": 4, "TN": 2, "WM": 4, "WN": 8, "BK": 8},
                      {"VEC": "L", "TM": 1, "TN": 4, "WM": 16, "WN": 16, "BK": 16})],
     ("gemm", {"VEC": "L", "TM": 4, "TN": 4, "WM": 8, "WN": 8, "BK": 16}, (1, 37, 21, 23), (70, 37, 1, 1), {}),
+    ("gemm", {"VEC": "R", "RG": 8}, (1, 300, 1, 1), (13, 300, 1, 1), {}),  # matrix-vector (a classifier)
+    ("gemm", {"VEC": "R", "RG": 32}, (2, 37, 1, 3), (5, 37, 1, 1), {}),
 ]  # fmt: skip
 
 
@@ -829,3 +831,16 @@ def test_local_gemm_needs_its_whole_work_group_or_gives_way(monkeypatch):
     expected = numpy_backend.prepare(graph).run(feeds)["t4"]
     for prepared in (executable, executable_small):
         assert rel_l2(prepared.run(feeds)["t4"], expected) <= 1e-5
+
+
+@pytest.mark.parametrize("config", [{}, {"WG": 16}, {"WG": 64}])
+@pytest.mark.parametrize("op,shape,axis", [("Softmax", (2, 1001), -1), ("LogSoftmax", (2, 300, 3), 1)])
+def test_softmax_kernels(op, shape, axis, config):
+    """softmax (a work-item per line) and softmax_group (a work-group per line, the GPU default for long lines)."""
+    from edgeinfer.backends import opencl
+
+    x = randn(*shape) * 5
+    graph, expected = single_node_graph(op, {"x": x}, {}, {"axis": axis}, ["x"])
+    executable = opencl.prepare(graph, DEVICE.spec, overrides={"softmax": config})
+    assert executable.explain()[0]["config"]["kernel"] == ("softmax_group" if config else "softmax")
+    assert rel_l2(executable.run({"x": x})["y0"], expected["y0"]) <= 1e-6

@@ -19,6 +19,7 @@
 //     (coalesced loads: A is packed [K][M], B rows are contiguous), then every work-item accumulates its
 //     TM x TN outputs from local memory. Rows/columns of a work-item are strided by WM/WN so neighbouring
 //     work-items read and write neighbouring addresses.
+//   gemm_reduce ("R", GPUs): a work-group per row for 1-3 columns (matrix-vector products).
 // Knobs: TM, TN (the vector one is 4, 8 or 16; the other 1..16), UNROLL_K (k steps per unrolled loop body);
 // for gemm_bcast TM (1..16) and NV (1..4); for gemm_local TM, TN (1..8), WM, WN (work-group shape), BK.
 // B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 (16 * NV - 1)
@@ -48,7 +49,49 @@
             acc[j] = fma(w, (VEC)(b[j]), acc[j]);                   \
     }
 
-#if defined(WM)
+#if defined(RG)
+// gemm_reduce (GPUs, 1-3 columns: a classifier's Gemm is a matrix-vector product): one work-group of RG
+// work-items per row of C; each work-item sums a strided part of the K products, the group adds them up in
+// local memory. A is [M][K] (rows contiguous: neighbouring work-items read neighbouring weights).
+// Work: dim 0 = RG (local RG), dim 1 = M, dim 2 = batch.
+__kernel void gemm_reduce(__global const float *restrict A, __global const float *restrict B,
+                          __global const float *restrict bias, __global const float *restrict Z,
+                          __global float *restrict C, int M, int N, int K, int b_batch_stride,
+                          int has_z, int act, float p0, float p1)
+{
+    __local float partial[RG];
+    const int lid = get_local_id(0);
+    const int m = get_global_id(1);
+    const size_t batch = get_global_id(2);
+    B += batch * b_batch_stride;
+    C += batch * M * N;
+    Z += batch * M * N;
+    __global const float *a = A + (size_t)m * K;
+    for (int n = 0; n < N; ++n) {
+        float sum = 0.0f;
+        for (int k = lid; k < K; k += RG)
+            sum = fma(a[k], B[(size_t)k * N + n], sum);
+        partial[lid] = sum;
+        barrier(CLK_LOCAL_MEM_FENCE);
+        for (int step = RG / 2; step > 0; step /= 2) {
+            if (lid < step)
+                partial[lid] += partial[lid + step];
+            barrier(CLK_LOCAL_MEM_FENCE);
+        }
+        if (lid == 0) {
+            const size_t at = (size_t)m * N + n;
+            float v = partial[0] + bias[m];
+            if (has_z == 1)
+                v += Z[at];
+            APPLY_ACTIVATION(float, v, act, p0, p1);
+            if (has_z == 2)
+                v += Z[at];
+            C[at] = v;
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);  // partial is reused by the next column
+    }
+}
+#elif defined(WM)
 // A: [K][Mp] (Mp = M rounded up to WM*TM, zero-padded); bias zero-padded to Mp.
 __kernel void gemm_local(__global const float *restrict A, __global const float *restrict B,
                          __global const float *restrict bias, __global const float *restrict Z,

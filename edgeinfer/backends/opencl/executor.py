@@ -42,7 +42,8 @@ MF = cl.mem_flags
 
 # Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
 RESIDUAL_EPILOGUE_KERNELS = (
-    "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m", "depthwise", "depthwise_rows", "depthwise_flat", "conv2d"
+    "gemm_reduce", "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m",
+    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d",
 )
 
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.

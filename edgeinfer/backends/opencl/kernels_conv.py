@@ -139,6 +139,8 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
             if columns >= 16 and m >= 16 and ctx.max_work_group_size >= 256:  # local-memory tiles (gemm_local)
                 return {"VEC": "L", "TM": 4, "TN": 4 if columns >= 512 else 2 if columns >= 64 else 1,
                         "WM": 16, "WN": 16, "BK": 16}  # fmt: skip
+            if columns < 4 and k >= 256 and ctx.max_work_group_size >= 128:  # a matrix-vector product
+                return {"VEC": "R", "RG": 128}
             return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}  # small register tiles, many work-items
         config = default_gemm_config(m, columns)
         # gemm_vec_m: 2 items per group; gemm_bcast: each item is a large tile, one per group (one PoCL task).
@@ -148,6 +150,13 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         return config
 
     config, source = ctx.config("gemm", workload, default)
+    if config.get("VEC") == "R":
+        plan = plan_reduce_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
+        limit = ctx.work_group_limit(plan.launches[0]) if ctx.work_group_limit else None
+        if limit is None or limit >= int(config["RG"]):
+            return plan
+        source = f"default (gemm_reduce needs {config['RG']} work-items, the kernel allows {limit})"
+        config = {"VEC": "M", "TM": 4, "TN": pick_column_block(columns), "UNROLL_K": 4}
     if config.get("VEC") == "L":
         plan = plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
         launch = plan.launches[0]
@@ -203,6 +212,18 @@ def channels_per_item(channels: int, wanted: int = 8) -> int:
     while channels % block:
         block //= 2
     return block
+
+
+def plan_reduce_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail) -> KernelPlan:
+    """gemm_reduce (gemm.cl): a work-group of RG work-items per output row, for 1-3 columns on GPUs."""
+    m, k = matrix.shape
+    group = int(config["RG"])
+    local = (group, 1, 1)
+    config = {**config, "local": list(local)}
+    args = [np.ascontiguousarray(matrix, np.float32), TensorArg(x_name), np.asarray(bias, np.float32), z,
+            TensorArg(y), i32(m), i32(columns), i32(k), i32(batch_stride), *tail]  # fmt: skip
+    launch = Launch("gemm", "gemm_reduce", args, (group, m, batch), local, {"RG": group})
+    return KernelPlan("gemm", config, source, [launch])
 
 
 def plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail) -> KernelPlan:
