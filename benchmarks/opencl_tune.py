@@ -60,6 +60,8 @@ def candidates(template: str, workload: dict, kind: str) -> list[dict]:
         if kind == "cpu":
             shapes = itertools.product(rows, vectors, few_locals)
             found += [{"VEC": "B", "TM": tm, "NV": nv, "local": lo} for tm, nv, lo in shapes]
+        elif workload["N"] < 4:  # gemm_reduce: a work-group per row
+            found += [{"VEC": "R", "RG": group} for group in (32, 64, 128, 256)]
         elif workload["N"] >= 16 and workload["M"] >= 16:  # gemm_local: the work-group shape is part of the tile
             tiles = itertools.product((2, 4, 8), (1, 2, 4), ((16, 16), (8, 8), (16, 8), (8, 32)), (8, 16))
             found += [{"VEC": "L", "TM": tm, "TN": tn, "WM": wm, "WN": wn, "BK": bk}

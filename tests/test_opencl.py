@@ -844,3 +844,28 @@ def test_softmax_kernels(op, shape, axis, config):
     executable = opencl.prepare(graph, DEVICE.spec, overrides={"softmax": config})
     assert executable.explain()[0]["config"]["kernel"] == ("softmax_group" if config else "softmax")
     assert rel_l2(executable.run({"x": x})["y0"], expected["y0"]) <= 1e-6
+
+
+def test_a_nearest_config_lends_tile_sizes_not_its_kernel():
+    """A 1x1 conv with one pixel must not inherit gemm_bcast from the table's only (many-pixel) entry."""
+    from edgeinfer.backends.opencl.kernels import PlanContext, plan_node
+    from edgeinfer.tuned_configs import ConfigTable
+
+    table = ConfigTable("opencl", "test")
+    table.add("gemm", {"M": 16, "N": 3136, "K": 32}, {"VEC": "B", "TM": 8, "NV": 2, "local": [1, 1, 1]})
+    table.add("gemm", {"M": 64, "N": 2, "K": 256}, {"VEC": "M", "TM": 16, "TN": 2, "UNROLL_K": 4})
+
+    def planned(pixels, channels):
+        attrs = {"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0] * 4}
+        graph, _ = single_node_graph("Conv", {"x": randn(1, 32, 1, pixels)}, {"W": randn(channels, 32, 1, 1)}, attrs,
+                                     ["x", "W"])  # fmt: skip
+        result = plan_node(graph.nodes[0], PlanContext(graph, table, "cpu", 4096))
+        return result.config, result.config_source
+
+    config, source = planned(1, 1000)  # nearest entry by size: the 2-column one, same kernel family
+    assert config["VEC"] == "M" and source.startswith("nearest")
+    table.entries["gemm"].pop("K=256,M=64,N=2")
+    config, source = planned(1, 1000)  # only the many-pixel entry left: the default instead
+    assert config["VEC"] == "M" and "another kernel" in source
+    config, source = planned(3000, 16)
+    assert config["VEC"] == "B" and source.startswith("nearest")

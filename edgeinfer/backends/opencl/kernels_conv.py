@@ -150,6 +150,10 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         return config
 
     config, source = ctx.config("gemm", workload, default)
+    if source.startswith("nearest") and config.get("VEC", "N") != default().get("VEC", "N"):
+        # A nearest workload lends its tile sizes, not its kernel: a matrix-vector product must not inherit
+        # gemm_local from a 7x7 layer, nor a 56x56 layer gemm_vec_m from a classifier.
+        config, source = default(), f"default (the {source} config is for another kernel)"
     if config.get("VEC") == "R":
         plan = plan_reduce_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
         limit = ctx.work_group_limit(plan.launches[0]) if ctx.work_group_limit else None
