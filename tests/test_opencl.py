@@ -263,6 +263,30 @@ def test_data_movement():
     check_node("Expand", {"x": randn(3, 1, 5)}, {"s": np.array([2, 3, 4, 5], np.int64)}, {}, ["x", "s"])
 
 
+def test_gather_by_block_copies_or_per_element():
+    """Up to GATHER_AS_COPIES constant indices: one strided copy per index (ShuffleNet's channel split);
+    more: the per-element gather kernel."""
+    shuffled = randn(2, 1, 24, 5, 7)
+    for index in (0, 1, -1):
+        explained = check_node("Gather", {"x": shuffled}, {"i": np.array(index, np.int64)}, {"axis": 0}, ["x", "i"])
+        assert explained["config"]["kernel"] == "strided_copy"
+    x = np.arange(2 * 9 * 3, dtype=np.int64).reshape(2, 9, 3)
+    explained = check_node("Gather", {"x": x}, {"i": np.array([8, 0, -2], np.int64)}, {"axis": 1}, ["x", "i"])
+    assert explained["config"]["copies"] == 3
+    explained = check_node("Gather", {"x": x}, {"i": np.array([1, 2, 3, 4, 5], np.int64)}, {"axis": 1}, ["x", "i"])
+    assert explained["config"]["kernel"] == "gather"
+
+
+def test_constant_pad_is_a_fill_and_a_copy_and_crops_use_the_pad_kernel():
+    x = (RNG.integers(0, 255, (1, 3, 4, 5))).astype(np.uint8)
+    consts = {"p": np.array([0, 1, 2, 0, 0, 0, 1, 3], np.int64), "v": np.array(7, np.uint8)}
+    explained = check_node("Pad", {"x": x}, consts, {"mode": "constant"}, ["x", "p", "v"])
+    assert explained["config"]["kernel"] == "fill+strided_copy"
+    consts = {"p": np.array([0, 0, -1, 2, 0, 0, 1, -2], np.int64), "v": np.array(0.5, np.float32)}
+    explained = check_node("Pad", {"x": randn(1, 2, 5, 6)}, consts, {"mode": "constant"}, ["x", "p", "v"])
+    assert explained["config"]["kernel"] == "pad"
+
+
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
 def test_pad(mode):
     consts = {"p": np.array([0, 0, 1, 2, 0, 0, 2, 1], np.int64), "v": np.array(1.5, np.float32)}

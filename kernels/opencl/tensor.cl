@@ -66,6 +66,14 @@ __kernel void gather(__global const T *restrict src, __global const int *restric
     dst[i] = src[((size_t)o * axis_len + idx) * inner + in];
 }
 
+// Every element of dst set to value (constant Pad: the fill, then a strided copy of the input).
+__kernel void fill(__global T *restrict dst, int n, float value)
+{
+    const int i = get_global_id(0);
+    if (i < n)
+        dst[i] = (T)value;
+}
+
 // meta for pad: out shape[MAX_RANK], in shape[MAX_RANK], pads at the start[MAX_RANK].
 // mode 0 constant, 1 reflect, 2 edge.
 __kernel void pad(__global const T *restrict src, __global T *restrict dst, __constant int *meta, int n, int mode,

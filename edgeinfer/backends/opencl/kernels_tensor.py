@@ -81,6 +81,9 @@ def merge_axes(shape, src_strides, dst_strides) -> tuple[list[int], list[int], l
     return [a[0] for a in merged], [a[1] for a in merged], [a[2] for a in merged]
 
 
+GATHER_AS_COPIES = 4  # Gathers with at most this many constant indices run as block copies
+
+
 def strided_copy(src, dst: str, element: str, shape, src_strides, dst_strides, src_offset=0, dst_offset=0) -> Launch:
     shape, src_strides, dst_strides = merge_axes(shape, src_strides, dst_strides)
     meta = padded(shape, 1) + padded(src_strides, 0) + padded(dst_strides, 0)
@@ -370,6 +373,14 @@ def plan_gather(node: Node, ctx: PlanContext) -> KernelPlan:
     outer = int(np.prod(shape[:axis], dtype=np.int64))
     inner = int(np.prod(shape[axis + 1 :], dtype=np.int64))
     flat = (indices.astype(np.int64).reshape(-1) % shape[axis]).astype(np.int32)
+    if 0 < flat.size <= GATHER_AS_COPIES:
+        # A few indices (ShuffleNet's channel split: index 0 and 1 of axis 0): one block copy per index with the
+        # vector strided copy (10+ GB/s on PoCL) instead of a division-heavy gather per element (1.7 GB/s).
+        element = element_type(ctx, x)
+        launches = [strided_copy(TensorArg(x), y, element, [outer, inner], [shape[axis] * inner, 1],
+                                 [flat.size * inner, 1], int(index) * inner, j * inner)
+                    for j, index in enumerate(flat)]  # fmt: skip
+        return plan("tensor", launches, kernel="strided_copy", copies=len(launches))
     count = outer * flat.size * inner
     args = [TensorArg(x), flat, TensorArg(y), i32(outer), i32(shape[axis]), i32(inner), i32(flat.size)]
     launch = linear_launch("tensor", "gather", args, count, {"T": element_type(ctx, x)})
@@ -390,6 +401,18 @@ def plan_pad(node: Node, ctx: PlanContext) -> KernelPlan:
         raise NoKernel(f"Pad mode {node.attrs.get('mode')!r}")
     in_shape, out_shape = ctx.shape(x), ctx.shape(y)
     begins = [int(p) for p in pads[: len(in_shape)]]
+    if mode == 0 and all(p >= 0 for p in pads.reshape(-1)) and int(np.prod(in_shape, dtype=np.int64)):
+        # Constant padding: fill the output, then one strided copy of the input into its interior (FastestDet's
+        # Pad took 0.44 ms with the per-element index arithmetic of `pad`).
+        element = element_type(ctx, x)
+        count = int(np.prod(out_shape, dtype=np.int64))
+        fill = linear_launch("tensor", "fill", [TensorArg(y), i32(count), f32(float(value.reshape(-1)[0]))], count,
+                             {"T": element})  # fmt: skip
+        out_strides = contiguous_strides(out_shape)
+        offset = sum(b * st for b, st in zip(begins, out_strides))
+        copy = strided_copy(TensorArg(x), y, element, list(in_shape), contiguous_strides(in_shape), out_strides, 0,
+                            offset)  # fmt: skip
+        return plan("tensor", [fill, copy], kernel="fill+strided_copy")
     meta = np.array(padded(list(out_shape), 1) + padded(list(in_shape), 1) + padded(begins, 0), np.int32)
     count = int(np.prod(out_shape, dtype=np.int64))
     args = [TensorArg(x), TensorArg(y), meta, i32(count), i32(mode), f32(float(value.reshape(-1)[0]))]
