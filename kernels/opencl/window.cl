@@ -23,7 +23,7 @@
 #define IOTA ((int16)(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15))
 #endif
 
-// Stride 2: load 2*TN pixels as one vector and keep the even lanes.
+// Stride 2: load 2*TN pixels as one vector (two for TN 16) and keep the even lanes.
 #if SW == 2 && TN == 4
 #define VLOAD_PAIRS vload8
 #elif SW == 2 && TN == 8
@@ -37,6 +37,9 @@ inline VEC row_tap(__global const float *row, int ix, int kw)
     return VLOAD(0, row + ix + kw * DW);
 #elif defined(VLOAD_PAIRS)
     return VLOAD_PAIRS(0, row + ix + kw * DW).even;
+#elif SW == 2 && TN == 16  // two 16-wide loads, even lanes of each (the stems' stride-2 3x3 convolutions)
+    __global const float *p = row + ix + kw * DW;
+    return (float16)(vload16(0, p).even, vload16(1, p).even);
 #else
     float lanes[TN];
 #pragma unroll

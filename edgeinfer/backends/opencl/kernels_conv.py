@@ -52,7 +52,7 @@ def default_local(ctx: PlanContext, work: tuple[int, ...]) -> tuple[int, ...]:
 def check_row_reach(w: int, wo: int, tn: int, sw: int, dw: int, kw: int, pad_l: int) -> None:
     """The convolution kernels read whole vectors, also over the padding (window.cl); make sure they never
     reach further than the guard the executor leaves around every buffer."""
-    load_width = tn * sw if sw <= 2 and tn * sw <= 16 else (tn - 1) * sw + 1
+    load_width = tn * sw if sw <= 2 and tn * sw <= 32 else (tn - 1) * sw + 1  # window.cl row_tap
     last_x0 = (-(-wo // tn) - 1) * tn
     over_right = last_x0 * sw - pad_l + (kw - 1) * dw + load_width - w
     if max(pad_l, over_right) > GUARD_FLOATS:
