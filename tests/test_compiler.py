@@ -21,7 +21,7 @@ from edgeinfer.errors import CompileError, UnsupportedOpError  # noqa: E402
 from edgeinfer.frontend import onnx_import  # noqa: E402
 from edgeinfer.ir import CPU, DEVICE, Graph, Node, TensorInfo  # noqa: E402
 from edgeinfer.ops import OPS  # noqa: E402
-from edgeinfer.passes.memory_plan import lifetimes  # noqa: E402
+from edgeinfer.passes.memory_plan import lifetimes, planned_names, view_roots  # noqa: E402
 from edgeinfer.passes.shape_inference import infer_shapes  # noqa: E402
 
 F = TensorProto.FLOAT
@@ -507,8 +507,10 @@ def test_compile_from_file_hashes_the_file(tmp_path):
 def assert_plan_valid(graph: Graph) -> None:
     """Tensors whose lifetimes overlap never overlap in the arena; offsets are aligned."""
     plan = graph.memory_plan
-    spans = lifetimes(graph, plan.alignment)
-    assert {s.name for s in spans} == set(plan.offsets)
+    spans = lifetimes(graph, plan.alignment)  # a view's bytes are its root's: one span for both
+    views = view_roots(graph, planned_names(graph))
+    assert {s.name for s in spans} | set(views) == set(plan.offsets)
+    assert all(plan.offsets[view] == plan.offsets[root] for view, root in views.items())
     for s in spans:
         assert plan.offsets[s.name] % plan.alignment == 0
         assert plan.offsets[s.name] + s.size <= plan.arena_bytes
@@ -559,3 +561,28 @@ def test_cpu_tail_stays_on_cpu_and_device_consumers_stay_on_device():
     graph = compile_model(model(nodes, [("x", [1, 8])], ["y", "z"], consts))
     placement = {n.op: n.placement for n in graph.nodes}
     assert placement == {"Relu": DEVICE, "TopK": CPU, "Mul": CPU, "ReduceMax": DEVICE, "Add": DEVICE, "Neg": CPU}
+
+
+def test_views_share_their_input_bytes_which_live_until_the_last_reader_of_either(tmp_path):
+    """Reshape/Flatten outputs get their input's offset; the input's span is extended to the view's readers,
+    so nothing written meanwhile lands on those bytes."""
+    nodes = [
+        helper.make_node("Relu", ["x"], ["a"]),
+        helper.make_node("Reshape", ["a", "shape"], ["v"]),
+        helper.make_node("Sigmoid", ["x"], ["b"]),  # written while v is alive: must not take a's bytes
+        helper.make_node("Flatten", ["b"], ["b2"], axis=1),
+        helper.make_node("Flatten", ["v"], ["w"], axis=1),
+        helper.make_node("Add", ["w", "b2"], ["y"]),
+    ]
+    graph_proto = helper.make_graph(
+        nodes, "views", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [numpy_helper.from_array(np.array([1, 4, 64], np.int64), "shape")],
+    )  # fmt: skip
+    path = tmp_path / "views.onnx"
+    onnx.save(helper.make_model(graph_proto, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    graph = compile_model(path)
+    plan = graph.memory_plan
+    assert plan.offsets["v"] == plan.offsets["a"] == plan.offsets["w"]
+    assert plan.offsets["b"] != plan.offsets["a"]
+    assert_plan_valid(graph)

@@ -893,3 +893,39 @@ def test_a_nearest_config_lends_tile_sizes_not_its_kernel():
     assert config["VEC"] == "M" and "another kernel" in source
     config, source = planned(3000, 16)
     assert config["VEC"] == "B" and source.startswith("nearest")
+
+
+def test_views_in_the_arena_skip_their_copy(tmp_path, monkeypatch):
+    """A Reshape/Flatten chain between convolutions (ShuffleNet's channel shuffle) shares its input's bytes in
+    the memory plan: with the arena the executor drops those copies, without it (NVIDIA) it keeps them."""
+    pytest.importorskip("onnx")
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.compiler import compile_model
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(rng.standard_normal((8, 8, 1, 1)).astype(np.float32), name) for name in "WV"]
+    inits += [numpy_helper.from_array(np.array(s, np.int64), n) for n, s in (("s1", [4, 2, 36]), ("s2", [1, 8, 6, 6]))]
+    nodes = [
+        helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[1, 1]),
+        helper.make_node("Reshape", ["c", "s1"], ["r"]),
+        helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0, 2]),
+        helper.make_node("Reshape", ["t", "s2"], ["u"]),
+        helper.make_node("Relu", ["c"], ["k"]),  # reads c after the view of it was made
+        helper.make_node("Conv", ["u", "V"], ["d"], kernel_shape=[1, 1]),
+        helper.make_node("Add", ["d", "k"], ["y"]),
+    ]
+    proto = helper.make_graph(nodes, "shuffle", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 6, 6])], inits)  # fmt: skip
+    onnx.save(helper.make_model(proto, opset_imports=[helper.make_opsetid("", 13)]), str(tmp_path / "m.onnx"))
+    graph = compile_model(tmp_path / "m.onnx")
+    feeds = {"x": randn(1, 8, 6, 6)}
+    expected = numpy_backend.prepare(graph).run(feeds)["y"]
+    for arena in ("1", "0"):
+        monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", arena)
+        executable = opencl.prepare(graph, DEVICE.spec)
+        views = [step for step in executable.steps if step.label == "view"]
+        assert len(views) == (2 if arena == "1" else 0)
+        assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5

@@ -339,6 +339,9 @@ class OpenCLExecutable:
         return str(self.graph.constants[name].dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
 
     def _launch_step(self, index: int, launch: Launch | BufferCopy) -> Step:
+        if isinstance(launch, BufferCopy) and self.buffers.get(launch.src) is self.buffers.get(launch.dst):
+            # A view (memory_plan.VIEW_OPS) placed on its input's bytes: nothing to copy.
+            return Step(index, "copy", lambda env, queue: None, "view")
         if isinstance(launch, BufferCopy):
             # A copy kernel, not clEnqueueCopyBuffer: on NVIDIA (580.159, H100) copies between sub-buffers of
             # the arena corrupted other live tensors (UltraFace's Reshape outputs read by the boxes Concat were
