@@ -8,6 +8,31 @@
 // Work: dim 0 = column blocks, dim 1 = row blocks, dim 2 = batch * channels.
 
 #ifdef TY  // block and rows modes
+// The TY x TN block of one channel whose first input row is iy_first and first input column ix0, into a new
+// VEC acc[TY] (bias b, then the taps). Each input row is loaded once per tap and feeds every output row of the
+// block that reads it (with TY = 4: 18 vector loads instead of 36); the row/tap pairing is compile-time after
+// unrolling. Shared by depthwise and depthwise_rows.
+#define DEPTHWISE_BLOCK(acc, X, w, b, keep, iy_first, ix0, H, W)                                 \
+    VEC acc[TY];                                                                                \
+    _Pragma("unroll") for (int t_ = 0; t_ < TY; ++t_) acc[t_] = (VEC)(b);                       \
+    _Pragma("unroll") for (int r_ = 0; r_ < (TY - 1) * SH + (KH - 1) * DH + 1; ++r_)            \
+    {                                                                                           \
+        const int iy_ = (iy_first) + r_;                                                        \
+        if (iy_ < 0 || iy_ >= (H))                                                              \
+            continue;                                                                           \
+        __global const float *row_ = (X) + (size_t)iy_ * (W);                                   \
+        _Pragma("unroll") for (int kw_ = 0; kw_ < KW; ++kw_)                                    \
+        {                                                                                       \
+            const VEC x_ = PADDED_TAP(row_, ix0, kw_, keep);                                    \
+            _Pragma("unroll") for (int t_ = 0; t_ < TY; ++t_)                                   \
+            {                                                                                   \
+                const int dy_ = r_ - t_ * SH;                                                   \
+                if (dy_ >= 0 && dy_ % DH == 0 && dy_ / DH < KH)                                 \
+                    acc[t_] = fma((VEC)((w)[(dy_ / DH) * KW + kw_]), x_, acc[t_]);              \
+            }                                                                                   \
+        }                                                                                       \
+    }
+
 __kernel void depthwise(__global const float *restrict X, int x_off, __global const float *restrict Wt,
                         __global const float *restrict bias, __global const float *restrict Z,
                         __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
@@ -30,29 +55,7 @@ __kernel void depthwise(__global const float *restrict X, int x_off, __global co
 
     const int ix0 = x0 * SW - pad_l;
     ROW_MASKS(keep, ix0, W)
-    VEC acc[TY];
-    for (int t = 0; t < TY; ++t)
-        acc[t] = (VEC)(bias[c]);
-    // Each input row is loaded once per tap and feeds every output row of the block that reads it (with
-    // TY = 4 that is 18 vector loads instead of 36); the row/tap pairing is compile-time after unrolling.
-    const int iy_first = y0 * SH - pad_t;
-#pragma unroll
-    for (int r = 0; r < (TY - 1) * SH + (KH - 1) * DH + 1; ++r) {
-        const int iy = iy_first + r;
-        if (iy < 0 || iy >= H)
-            continue;
-        __global const float *row = X + (size_t)iy * W;
-#pragma unroll
-        for (int kw = 0; kw < KW; ++kw) {
-            const VEC x = PADDED_TAP(row, ix0, kw, keep);
-#pragma unroll
-            for (int t = 0; t < TY; ++t) {
-                const int dy = r - t * SH;
-                if (dy >= 0 && dy % DH == 0 && dy / DH < KH)
-                    acc[t] = fma((VEC)(w[(dy / DH) * KW + kw]), x, acc[t]);
-            }
-        }
-    }
+    DEPTHWISE_BLOCK(acc, X, w, bias[c], keep, y0 * SH - pad_t, ix0, H, W)
     const int valid = min(TN, Wo - x0);
     for (int t = 0; t < TY && y0 + t < Ho; ++t)
         store_block(acc[t], Y, Z, (size_t)(y0 + t) * Wo + x0, valid, has_z, act, p0, p1);
@@ -84,27 +87,7 @@ __kernel void depthwise_rows(__global const float *restrict X, int x_off, __glob
     for (int x0 = 0; x0 < Wo; x0 += TN) {
         const int ix0 = x0 * SW - pad_l;
         ROW_MASKS(keep, ix0, W)
-        VEC acc[TY];
-#pragma unroll
-        for (int t = 0; t < TY; ++t)
-            acc[t] = (VEC)(b);
-#pragma unroll
-        for (int r = 0; r < (TY - 1) * SH + (KH - 1) * DH + 1; ++r) {
-            const int iy = iy_first + r;
-            if (iy < 0 || iy >= H)
-                continue;
-            __global const float *row = X + (size_t)iy * W;
-#pragma unroll
-            for (int kw = 0; kw < KW; ++kw) {
-                const VEC x = PADDED_TAP(row, ix0, kw, keep);
-#pragma unroll
-                for (int t = 0; t < TY; ++t) {
-                    const int dy = r - t * SH;
-                    if (dy >= 0 && dy % DH == 0 && dy / DH < KH)
-                        acc[t] = fma((VEC)(w[(dy / DH) * KW + kw]), x, acc[t]);
-                }
-            }
-        }
+        DEPTHWISE_BLOCK(acc, X, w, b, keep, iy_first, ix0, H, W)
         const int valid = min(TN, Wo - x0);
 #pragma unroll
         for (int t = 0; t < TY; ++t)
