@@ -25,6 +25,17 @@
 #define ACT_SOFTPLUS 17
 #define ACT_LOG 18
 
+// The fused epilogue on v (type T): act(v + Z) (has_z 1), act(v) + Z (has_z 2: a residual Add after the
+// activation, executor.py) or act(v); z is the expression that loads Z, evaluated only where it is used.
+#define FUSED_EPILOGUE(T, v, z, has_z, act, p0, p1) \
+    {                                               \
+        if ((has_z) == 1)                           \
+            v += (z);                               \
+        APPLY_ACTIVATION(T, v, act, p0, p1);        \
+        if ((has_z) == 2)                           \
+            v += (z);                               \
+    }
+
 // Applies activation `act` to `v` (scalar or vector of type T) in place. A runtime switch, not a build
 // option, so that one program serves every activation: the branch is taken once per output vector.
 #define APPLY_ACTIVATION(T, v, act, p0, p1)                                                   \

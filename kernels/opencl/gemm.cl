@@ -81,11 +81,7 @@ __kernel void gemm_reduce(__global const float *restrict A, __global const float
         if (lid == 0) {
             const size_t at = (size_t)m * N + n;
             float v = partial[0] + bias[m];
-            if (has_z == 1)
-                v += Z[at];
-            APPLY_ACTIVATION(float, v, act, p0, p1);
-            if (has_z == 2)
-                v += Z[at];
+            FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
             C[at] = v;
         }
         barrier(CLK_LOCAL_MEM_FENCE);  // partial is reused by the next column
@@ -147,11 +143,7 @@ __kernel void gemm_local(__global const float *restrict A, __global const float 
                 break;
             const size_t at = (size_t)m * N + n;
             float v = acc[i][j] + bias[m];
-            if (has_z == 1)
-                v += Z[at];
-            APPLY_ACTIVATION(float, v, act, p0, p1);
-            if (has_z == 2)
-                v += Z[at];
+            FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
             C[at] = v;
         }
     }
@@ -204,22 +196,14 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
             const size_t row = (size_t)(m0 + i) * N + c0;
             float16 s = acc[i][v] + (float16)(b);
             if (c0 + 16 <= N) {
-                if (has_z == 1)
-                    s += vload16(0, Z + row);
-                APPLY_ACTIVATION(float16, s, act, p0, p1);
-                if (has_z == 2)
-                    s += vload16(0, Z + row);
+                FUSED_EPILOGUE(float16, s, vload16(0, Z + row), has_z, act, p0, p1)
                 vstore16(s, 0, C + row);
             } else {
                 float lanes[16];
                 vstore16(s, 0, lanes);
                 for (int j = 0; j < 16 && c0 + j < N; ++j) {
                     float t = lanes[j];
-                    if (has_z == 1)
-                        t += Z[row + j];
-                    APPLY_ACTIVATION(float, t, act, p0, p1);
-                    if (has_z == 2)
-                        t += Z[row + j];
+                    FUSED_EPILOGUE(float, t, Z[row + j], has_z, act, p0, p1)
                     C[row + j] = t;
                 }
             }
@@ -261,22 +245,14 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
         const size_t row = (size_t)(m0 + i) * N + n0;
         VEC v = acc[i] + (VEC)(bias[m0 + i]);
         if (full) {
-            if (has_z == 1)
-                v += VLOAD(0, Z + row);
-            APPLY_ACTIVATION(VEC, v, act, p0, p1);
-            if (has_z == 2)
-                v += VLOAD(0, Z + row);
+            FUSED_EPILOGUE(VEC, v, VLOAD(0, Z + row), has_z, act, p0, p1)
             VSTORE(v, 0, C + row);
         } else {
             float lanes[TN];
             VSTORE(v, 0, lanes);
             for (int j = 0; j < TN && n0 + j < N; ++j) {
                 float s = lanes[j];
-                if (has_z == 1)
-                    s += Z[row + j];
-                APPLY_ACTIVATION(float, s, act, p0, p1);
-                if (has_z == 2)
-                    s += Z[row + j];
+                FUSED_EPILOGUE(float, s, Z[row + j], has_z, act, p0, p1)
                 C[row + j] = s;
             }
         }
@@ -324,11 +300,7 @@ __kernel void gemm_vec_m(__global const float *restrict A, __global const float 
                 lanes[i] = i < rows ? Z[(size_t)(m0 + i) * N + n0 + j] : 0.0f;
             z = VLOAD(0, lanes);
         }
-        if (has_z == 1)
-            v += z;
-        APPLY_ACTIVATION(VEC, v, act, p0, p1);
-        if (has_z == 2)
-            v += z;
+        FUSED_EPILOGUE(VEC, v, z, has_z, act, p0, p1)
         VSTORE(v, 0, lanes);
         for (int i = 0; i < rows; ++i)
             C[(size_t)(m0 + i) * N + n0 + j] = lanes[i];

@@ -68,22 +68,14 @@ inline void store_block(VEC v, __global float *Y, __global const float *Z, size_
                         int act, float p0, float p1)
 {
     if (valid == TN) {
-        if (has_z == 1)
-            v += VLOAD(0, Z + out);
-        APPLY_ACTIVATION(VEC, v, act, p0, p1);
-        if (has_z == 2)
-            v += VLOAD(0, Z + out);
+        FUSED_EPILOGUE(VEC, v, VLOAD(0, Z + out), has_z, act, p0, p1)
         VSTORE(v, 0, Y + out);
     } else {
         float lanes[TN];
         VSTORE(v, 0, lanes);
         for (int j = 0; j < valid; ++j) {
             float s = lanes[j];
-            if (has_z == 1)
-                s += Z[out + j];
-            APPLY_ACTIVATION(float, s, act, p0, p1);
-            if (has_z == 2)
-                s += Z[out + j];
+            FUSED_EPILOGUE(float, s, Z[out + j], has_z, act, p0, p1)
             Y[out + j] = s;
         }
     }
