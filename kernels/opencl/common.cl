@@ -36,6 +36,24 @@
             v += (z);                               \
     }
 
+// Stores v (a vector of type T with WIDTH lanes) at Y + at after the fused epilogue: whole when valid == WIDTH,
+// else its first `valid` lanes one by one (a partial last block). Z is read at the same place.
+#define STORE_EPILOGUE(T, WIDTH, v, Y, Z, at, valid, has_z, act, p0, p1)                   \
+    {                                                                                      \
+        if ((valid) == (WIDTH)) {                                                          \
+            FUSED_EPILOGUE(T, v, CAT(vload, WIDTH)(0, (Z) + (at)), has_z, act, p0, p1)     \
+            CAT(vstore, WIDTH)(v, 0, (Y) + (at));                                          \
+        } else {                                                                           \
+            float lanes_[WIDTH];                                                           \
+            CAT(vstore, WIDTH)(v, 0, lanes_);                                              \
+            for (int j_ = 0; j_ < (valid); ++j_) {                                         \
+                float s_ = lanes_[j_];                                                     \
+                FUSED_EPILOGUE(float, s_, (Z)[(at) + j_], has_z, act, p0, p1)              \
+                (Y)[(at) + j_] = s_;                                                       \
+            }                                                                              \
+        }                                                                                  \
+    }
+
 // Applies activation `act` to `v` (scalar or vector of type T) in place. A runtime switch, not a build
 // option, so that one program serves every activation: the branch is taken once per output vector.
 #define APPLY_ACTIVATION(T, v, act, p0, p1)                                                   \

@@ -195,18 +195,7 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
                 break;
             const size_t row = (size_t)(m0 + i) * N + c0;
             float16 s = acc[i][v] + (float16)(b);
-            if (c0 + 16 <= N) {
-                FUSED_EPILOGUE(float16, s, vload16(0, Z + row), has_z, act, p0, p1)
-                vstore16(s, 0, C + row);
-            } else {
-                float lanes[16];
-                vstore16(s, 0, lanes);
-                for (int j = 0; j < 16 && c0 + j < N; ++j) {
-                    float t = lanes[j];
-                    FUSED_EPILOGUE(float, t, Z[row + j], has_z, act, p0, p1)
-                    C[row + j] = t;
-                }
-            }
+            STORE_EPILOGUE(float16, 16, s, C, Z, row, min(16, N - c0), has_z, act, p0, p1)
         }
     }
 }
@@ -233,7 +222,7 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
 
     // A partial last block reads past its row like a full one (into the next row, or the buffer's guard
     // band for the last row: memory.py); the lanes past N are never stored.
-    const int full = n0 + TN <= N;
+    const int valid = min(TN, N - n0);
     int k = 0;
     for (; k + UNROLL_K <= K; k += UNROLL_K)
         for (int u = 0; u < UNROLL_K; ++u)
@@ -244,18 +233,7 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
     for (int i = 0; i < TM && m0 + i < M; ++i) {
         const size_t row = (size_t)(m0 + i) * N + n0;
         VEC v = acc[i] + (VEC)(bias[m0 + i]);
-        if (full) {
-            FUSED_EPILOGUE(VEC, v, VLOAD(0, Z + row), has_z, act, p0, p1)
-            VSTORE(v, 0, C + row);
-        } else {
-            float lanes[TN];
-            VSTORE(v, 0, lanes);
-            for (int j = 0; j < TN && n0 + j < N; ++j) {
-                float s = lanes[j];
-                FUSED_EPILOGUE(float, s, Z[row + j], has_z, act, p0, p1)
-                C[row + j] = s;
-            }
-        }
+        STORE_EPILOGUE(VEC, TN, v, C, Z, row, valid, has_z, act, p0, p1)
     }
 }
 #else

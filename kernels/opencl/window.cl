@@ -67,17 +67,6 @@ inline VEC row_tap(__global const float *row, int ix, int kw)
 inline void store_block(VEC v, __global float *Y, __global const float *Z, size_t out, int valid, int has_z,
                         int act, float p0, float p1)
 {
-    if (valid == TN) {
-        FUSED_EPILOGUE(VEC, v, VLOAD(0, Z + out), has_z, act, p0, p1)
-        VSTORE(v, 0, Y + out);
-    } else {
-        float lanes[TN];
-        VSTORE(v, 0, lanes);
-        for (int j = 0; j < valid; ++j) {
-            float s = lanes[j];
-            FUSED_EPILOGUE(float, s, Z[out + j], has_z, act, p0, p1)
-            Y[out + j] = s;
-        }
-    }
+    STORE_EPILOGUE(VEC, TN, v, Y, Z, out, valid, has_z, act, p0, p1)
 }
 #endif
