@@ -98,6 +98,15 @@ class PlanContext:
             return dict(self.overrides[template]), "override"
         return self.table.lookup(template, workload, default)
 
+    def whole_group_shortfall(self, launch: Launch) -> str | None:
+        """Why ``launch``, whose tiles are sized by its work-group, cannot run with that whole group on this
+        device (the compiled kernel allows fewer work-items); None if it can or the limit is unknown."""
+        needed = int(np.prod(launch.local))
+        limit = self.work_group_limit(launch) if self.work_group_limit else None
+        if limit is None or limit >= needed:
+            return None
+        return f"{launch.kernel} needs {needed} work-items, the kernel allows {limit}"
+
     def shape(self, name: str) -> tuple[int, ...]:
         return self.graph.tensors[name].shape
 

@@ -134,6 +134,7 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
     """C[M][N] = A[M][K] B[K][N] per batch, A constant: 1x1 convs (N = pixels) and Gemm (N = 1)."""
     m, k = matrix.shape
     workload = {"M": m, "N": columns, "K": k}
+
     def default():
         if ctx.device_kind != "cpu":
             if columns >= 16 and m >= 16 and ctx.max_work_group_size >= 256:  # local-memory tiles (gemm_local)
@@ -154,22 +155,18 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         # A nearest workload lends its tile sizes, not its kernel: a matrix-vector product must not inherit
         # gemm_local from a 7x7 layer, nor a 56x56 layer gemm_vec_m from a classifier.
         config, source = default(), f"default (the {source} config is for another kernel)"
-    if config.get("VEC") == "R":
-        plan = plan_reduce_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
-        limit = ctx.work_group_limit(plan.launches[0]) if ctx.work_group_limit else None
-        if limit is None or limit >= int(config["RG"]):
+    if config.get("VEC") in ("R", "L"):
+        planner = plan_reduce_gemm if config["VEC"] == "R" else plan_local_gemm
+        plan = planner(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
+        shortfall = ctx.whole_group_shortfall(plan.launches[0])
+        if shortfall is None:
             return plan
-        source = f"default (gemm_reduce needs {config['RG']} work-items, the kernel allows {limit})"
-        config = {"VEC": "M", "TM": 4, "TN": pick_column_block(columns), "UNROLL_K": 4}
-    if config.get("VEC") == "L":
-        plan = plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_stride, columns, tail)
-        launch = plan.launches[0]
-        limit = ctx.work_group_limit(launch) if ctx.work_group_limit else None
-        if limit is None or limit >= int(np.prod(launch.local)):
-            return plan
-        # The tiles need the whole work-group, which this compiled kernel cannot have: small register tiles.
-        config = {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
-        source = f"default (gemm_local needs {int(np.prod(launch.local))} work-items, the kernel allows {limit})"
+        # The tiles need the whole work-group, which this compiled kernel cannot have: register tiles instead.
+        source = f"default ({shortfall})"
+        if config["VEC"] == "R":
+            config = {"VEC": "M", "TM": 4, "TN": pick_column_block(columns), "UNROLL_K": 4}
+        else:
+            config = {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}
     vec, tm = config.get("VEC", "N"), int(config["TM"])
     tn = 16 * int(config["NV"]) if vec == "B" else int(config["TN"])
     work = (-(-columns // tn), -(-m // tm), batch)

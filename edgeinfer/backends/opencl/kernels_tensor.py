@@ -522,8 +522,7 @@ def plan_softmax(node: Node, ctx: PlanContext) -> KernelPlan:
     if "WG" in config:
         group = int(config["WG"])
         launch = Launch("softmax", "softmax_group", args, (lines * group,), (group,), {"WG": group})
-        limit = ctx.work_group_limit(launch) if ctx.work_group_limit else None
-        if limit is None or limit >= group:
+        if ctx.whole_group_shortfall(launch) is None:
             return KernelPlan("softmax", {"kernel": "softmax_group", **config}, source, [launch])
     launch = linear_launch("softmax", "softmax", args, lines)
     return plan("softmax", [launch], kernel="softmax")
