@@ -829,6 +829,9 @@ def test_arena_is_off_on_nvidia_only_unless_forced(monkeypatch):
     assert use_arena(device("NVIDIA Corporation"))
     monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "0")
     assert not use_arena(device("The pocl project"))
+    monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "yes")
+    with pytest.raises(ValueError, match="EDGEINFER_OPENCL_ARENA must be 0, 1 or unset, got 'yes'"):
+        use_arena(device("The pocl project"))
 
 
 def test_local_gemm_needs_its_whole_work_group_or_gives_way(monkeypatch):

@@ -55,7 +55,9 @@ def use_arena(device: cl.Device) -> bool:
     """Whether tensors share the memory plan's arena on ``device`` (else each gets a buffer of its own).
     ``EDGEINFER_OPENCL_ARENA=0|1`` overrides; by default every driver but NVIDIA's (see the module docstring)."""
     forced = os.environ.get("EDGEINFER_OPENCL_ARENA", "").strip()
-    if forced in ("0", "1"):
+    if forced not in ("", "0", "1"):
+        raise ValueError(f"EDGEINFER_OPENCL_ARENA must be 0, 1 or unset, got {forced!r}")
+    if forced:
         return forced == "1"
     return "nvidia" not in device.platform.vendor.lower()
 
