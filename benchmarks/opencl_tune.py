@@ -27,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from edgeinfer.backends import opencl  # noqa: E402
+from edgeinfer.backends.opencl import layout  # noqa: E402
 from edgeinfer.backends.opencl.kernels import NoKernel, PlanContext, plan_node  # noqa: E402
 from edgeinfer.backends.opencl.kernels_conv import pick_column_block  # noqa: E402
 from edgeinfer.backends.opencl.runtime import select_device  # noqa: E402
@@ -35,7 +36,7 @@ from edgeinfer.tuned_configs import ConfigTable, read_table, table_path, workloa
 
 SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
 DEFAULT_MODELS = ["mobilenet_v2_1.0_224.onnx", "squeezenet1.1.onnx", "yolox_nano_416.onnx"]
-TUNABLE = ("gemm", "conv2d", "depthwise")
+TUNABLE = ("gemm", "conv2d", "depthwise", "pw16", "direct16", "dw16")
 
 
 def local_candidates(kind: str) -> list[list[int]]:
@@ -47,6 +48,16 @@ def local_candidates(kind: str) -> list[list[int]]:
 def candidates(template: str, workload: dict, kind: str) -> list[dict]:
     """Configs worth trying for one workload (the kernels' knob ranges, pruned by the workload's shape)."""
     locals_ = local_candidates(kind)
+    if template in ("pw16", "direct16"):  # NB x TP accumulators of 16 lanes, plus NB weights, in 32 registers
+        tiles = [(tp, nb) for tp in (4, 6, 7, 8, 10, 12, 14) for nb in (1, 2, 3, 4) if tp * nb <= 28]
+        cbo = -(-workload["Co"] // 16)
+        groups = [[1, 1, 1], [2, 1, 1], [4, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_
+        return [{"TP": tp, "NB": nb, "local": lo} for tp, nb in tiles for lo in groups
+                if nb <= cbo and tp <= 2 * workload["W"] * workload["H"]]  # fmt: skip
+    if template == "dw16":
+        groups = [[1, 1, 1], [2, 1, 1], [1, 2, 1], [4, 1, 1]] if kind == "cpu" else locals_
+        return [{"TW": tw, "TY": ty, "local": lo} for tw in (2, 4, 8) for ty in (1, 2, 4) if tw * ty <= 16
+                for lo in groups]  # fmt: skip
     few_locals = [[1, 1, 1], [2, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_
     if template == "gemm":
         pairs = [(tm, tn) for tm, tn in itertools.product((4, 8, 16), (8, 16)) if tn <= 2 * workload["N"]]
@@ -143,6 +154,8 @@ def main() -> None:
     seen: set[tuple[str, str]] = set()
     for model in args.models:
         graph = compile_model(SHARED / "models" / model)
+        if layout.wanted(device.info.kind):  # tune the kernels the executor will run: blocked ones on CPUs
+            graph = layout.apply(graph)
         ctx = PlanContext(graph, ConfigTable("opencl", key), device.info.kind, device.device.max_work_group_size)
         for node in graph.nodes:
             if node.placement != "device" or node.op not in ("Conv", "Gemm", "MatMul"):

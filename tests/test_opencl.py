@@ -21,6 +21,14 @@ pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device 
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def nchw_layout(monkeypatch):
+    """These tests are about the NCHW kernels and the executor's mechanics, so they run without the channel-
+    blocked layout that CPU devices get by default (tests/test_opencl_blocked.py covers that one). The model
+    tests run both layouts."""
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+
+
 def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
     expected = expected.astype(np.float64)
     return float(np.linalg.norm(actual.astype(np.float64) - expected) / max(np.linalg.norm(expected), 1e-30))
@@ -635,8 +643,9 @@ MODELS = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["nchw16c", "nchw"])
 @pytest.mark.parametrize("file", MODELS)
-def test_shared_model_matches_onnxruntime(file):
+def test_shared_model_matches_onnxruntime(file, layout, monkeypatch):
     """Every node on the device and relative L2 <= 1e-4 against onnxruntime. onnxruntime's graph
     optimisations are off: for the QDQ model they would fuse into integer kernels that round differently
     from the ONNX definition (DequantizeLinear -> float Conv -> QuantizeLinear) that edgeinfer follows."""
@@ -658,6 +667,7 @@ def test_shared_model_matches_onnxruntime(file):
         feeds[spec.name] = (rng.integers(0, 256, shape).astype(np.uint8) if "uint8" in spec.type
                             else rng.uniform(0, 1, shape).astype(np.float32))  # fmt: skip
     expected = session.run(None, feeds)
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", layout)
     executable = opencl.prepare(graph, DEVICE.spec)
     fallbacks = [(row["name"], row["config_source"]) for row in executable.explain() if row["placement"] != "device"]
     assert not fallbacks, fallbacks
@@ -666,8 +676,9 @@ def test_shared_model_matches_onnxruntime(file):
         assert rel_l2(actual[spec.name], value) <= 1e-4, (spec.name, rel_l2(actual[spec.name], value))
 
 
+@pytest.mark.parametrize("layout", ["nchw16c", "nchw"])
 @pytest.mark.parametrize("file", MODELS)
-def test_shared_model_with_nan_filled_memory(file, monkeypatch):
+def test_shared_model_with_nan_filled_memory(file, layout, monkeypatch):
     """Every device buffer starts as NaN bit patterns (0xFF bytes), as uninitialised GPU memory may: a kernel
     that lets memory outside its tensor (guard bands, neighbouring arena tensors) reach an output through
     arithmetic (``0 * x`` instead of ``select``) shows it here, on PoCL, whose memory is rarely NaN."""
@@ -679,6 +690,7 @@ def test_shared_model_with_nan_filled_memory(file, monkeypatch):
     if not path.exists():
         pytest.skip(f"{path} not found (set EDGEINFER_SHARED to the folder holding models/)")
     graph = compile_model(path)
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", layout)
     rng = np.random.default_rng(1)
     feeds = {}
     for name in graph.inputs:

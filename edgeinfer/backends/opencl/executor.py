@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from edgeinfer.backends.numpy_backend import run_node
-from edgeinfer.backends.opencl import program_cache
+from edgeinfer.backends.opencl import layout, program_cache
 from edgeinfer.backends.opencl.kernels import (
     BufferCopy,
     GuardedTensorArg,
@@ -43,7 +42,7 @@ MF = cl.mem_flags
 # Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
 RESIDUAL_EPILOGUE_KERNELS = (
     "gemm_reduce", "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m",
-    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d",
+    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d", "conv_pw16", "conv_direct16", "conv_dw16",
 )
 
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
@@ -71,8 +70,9 @@ class OpenCLExecutable:
     def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
         self._closed = False
         self._filled_on_device: frozenset[str] = frozenset()  # graph inputs that run() must not upload
-        self.graph = graph
         self.device = device
+        # CPUs run convolutions on channel-blocked tensors (layout.py); the pack's graph stays as it is.
+        self.graph = graph = layout.apply(graph) if layout.wanted(device.info.kind) else graph
         self.context = device.context
         self.queue = shared_queue(self.context)  # one per context (runtime.py says why)
         self._profiling_queue: cl.CommandQueue | None = None
@@ -319,7 +319,7 @@ class OpenCLExecutable:
                     if name not in on_host:
                         steps.append(self._to_host(index, name))
                         on_host.add(name)
-                steps.append(Step(index, "host", lambda env, queue, node=node: run_node(node, env), node.name))
+                steps.append(Step(index, "host", lambda env, queue, node=node: layout.run_host(node, env), node.name))
                 on_host.update(n for n in node.outputs if n)
                 continue
             for name in inputs:

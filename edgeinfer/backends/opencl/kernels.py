@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.backends.opencl.layout import LAYOUT_ATTR
 from edgeinfer.ir import Graph, Node
 from edgeinfer.tuned_configs import ConfigTable, data_dir
 
@@ -126,22 +127,25 @@ class PlanContext:
 
 Planner = Callable[[Node, PlanContext], KernelPlan]
 PLANNERS: dict[str, Planner] = {}
+BLOCKED_PLANNERS: dict[str, Planner] = {}  # for nodes that layout.py made channel-blocked (LAYOUT_ATTR)
 
 
-def kernel_for(*ops: str) -> Callable[[Planner], Planner]:
-    """Register a planner for the ONNX ops ``ops``."""
+def kernel_for(*ops: str, blocked: bool = False) -> Callable[[Planner], Planner]:
+    """Register a planner for the ONNX ops ``ops`` (``blocked``: for their channel-blocked nodes)."""
 
     def wrap(fn: Planner) -> Planner:
         for op in ops:
-            PLANNERS[op] = fn
+            (BLOCKED_PLANNERS if blocked else PLANNERS)[op] = fn
         return fn
 
     return wrap
 
 
 def plan_node(node: Node, ctx: PlanContext) -> KernelPlan:
-    """The kernel plan of ``node``; raises NoKernel if it must run on the NumPy backend."""
-    planner = PLANNERS.get(node.op)
+    """The kernel plan of ``node``; raises NoKernel if it must run on the NumPy backend. A blocked node whose
+    op has no blocked planner is elementwise and runs lane by lane through the ordinary one."""
+    planner = BLOCKED_PLANNERS.get(node.op) if LAYOUT_ATTR in node.attrs else None
+    planner = planner or PLANNERS.get(node.op)
     if planner is None:
         raise NoKernel(f"no OpenCL kernel for {node.op}")
     for name in node.outputs:
@@ -193,4 +197,4 @@ def f32(value: float) -> np.float32:
 
 
 # Import the op families so that their @kernel_for decorators run.
-from edgeinfer.backends.opencl import kernels_conv, kernels_tensor  # noqa: E402,F401
+from edgeinfer.backends.opencl import kernels_blocked, kernels_conv, kernels_tensor  # noqa: E402,F401

@@ -1,0 +1,128 @@
+"""Kernel planners for the channel-blocked layout (layout.py, kernels/opencl/blocked.cl): blocked Conv nodes and
+the two layout conversions. Weights are packed here, once, with 16 output channels innermost."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgeinfer.backends.opencl.kernels import (
+    KernelPlan,
+    Launch,
+    NoKernel,
+    PlanContext,
+    TensorArg,
+    i32,
+    kernel_for,
+    local_size,
+)
+from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
+from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED
+from edgeinfer.ir import Node
+
+TEMPLATE = "blocked"
+
+
+def blocks(channels: int) -> int:
+    return -(-channels // BLOCK)
+
+
+def padded_blocks(matrix: np.ndarray, count: int) -> np.ndarray:
+    """[C][...] float32 -> [count * 16][...] with zero rows past C."""
+    out = np.zeros((count * BLOCK, *matrix.shape[1:]), np.float32)
+    out[: matrix.shape[0]] = matrix
+    return out
+
+
+def blocked_local(ctx: PlanContext, config: dict, work: tuple[int, ...]) -> tuple[int, ...]:
+    """CPUs: one work-item per group (each work-item already holds a whole register tile); GPUs as elsewhere."""
+    if "local" in config:
+        return tuple(config["local"])
+    return (1,) * len(work) if ctx.device_kind == "cpu" else default_local(ctx, work)
+
+
+def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
+    """A Conv that layout.py made blocked: output NCHW16c, X blocked or plain, Z blocked."""
+    kind = conv_kind_of(node, ctx)
+    layout = node.attrs[LAYOUT_ATTR]
+    x_blocked = bool(layout["inputs"][0])
+    x_name, y = node.inputs[0], node.outputs[0]
+    weights = ctx.constant(node.inputs[1]).astype(np.float32)
+    co, kh, kw = weights.shape[0], weights.shape[2], weights.shape[3]
+    x_shape = ctx.shape(x_name)
+    n, (h, w) = x_shape[0], x_shape[2:4]
+    c = layout["channels"][0] if x_blocked else x_shape[1]
+    _, cbo, ho, wo, _ = ctx.shape(y)
+    sh, sw = node.attrs.get("strides", [1, 1])
+    dh, dw = node.attrs.get("dilations", [1, 1])
+    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    (bias, z), tail = epilogue_args(node, ctx, co, y)
+    if kind == "depthwise":
+        workload = {"C": c, "H": ho, "W": wo, "K": kh, "S": sh}
+        config, source = ctx.config("dw16", workload, lambda: {"TW": 4, "TY": 2})
+        tw, ty = int(config["TW"]), int(config["TY"])
+        packed = padded_blocks(weights.reshape(co, kh * kw), cbo).reshape(cbo, BLOCK, kh * kw).transpose(0, 2, 1)
+        work = (-(-ho // ty), cbo, n)
+        args = [TensorArg(x_name), np.ascontiguousarray(packed), padded_blocks(bias, cbo), z, TensorArg(y),
+                i32(cbo), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
+        defines = {"TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+        kernel, template = "conv_dw16", "dw16"
+    else:
+        template = "pw16" if kind == "pointwise" else "direct16"
+        workload = {"C": c, "Co": co, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "XB": int(x_blocked)}
+        config, source = ctx.config(template, workload, lambda: default_tiles(template, ho * wo, wo, cbo))
+        tp, nb = int(config["TP"]), int(config["NB"])
+        groups_of_nb = -(-cbo // nb)
+        # [Co][C][KH][KW] -> [CBO'][KH][C][KW][16], CBO' a multiple of NB (whole groups load whole blocks).
+        padded = padded_blocks(weights, groups_of_nb * nb).reshape(groups_of_nb * nb, BLOCK, c, kh, kw)
+        packed = np.ascontiguousarray(padded.transpose(0, 3, 2, 4, 1))
+        bias_blocks = padded_blocks(bias, groups_of_nb * nb)
+        defines = {"TP": tp, "NB": nb, "IN_BLOCKED": int(x_blocked), "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
+                   "DW": dw}  # fmt: skip
+        if kind == "pointwise":
+            kernel, work = "conv_pw16", (-(-(h * w) // tp), groups_of_nb, n)
+            args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h * w), i32(cbo), *tail]
+        else:
+            kernel, work = "conv_direct16", (ho, groups_of_nb, n)
+            args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h), i32(w), i32(ho),
+                    i32(wo), i32(cbo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
+    local = blocked_local(ctx, config, work)
+    config["local"] = list(local)
+    return KernelPlan(template, config, source, [Launch(TEMPLATE, kernel, args, work, local, defines)])
+
+
+def conv_kind_of(node: Node, ctx: PlanContext) -> str:
+    """pointwise, depthwise or direct, from the weights and attributes (X may be 5-D here: blocked)."""
+    weights = ctx.constant(node.inputs[1])
+    if weights is None or weights.ndim != 4:
+        raise NoKernel("weights are not a constant 4-D tensor")
+    ctx.require_float(node, node.inputs[:2])
+    groups = int(node.attrs.get("group", 1))
+    if groups == 1:
+        pointwise = weights.shape[2:] == (1, 1) and node.attrs.get("strides", [1, 1]) == [1, 1]
+        return "pointwise" if pointwise and not any(node.attrs.get("pads", [0, 0, 0, 0])) else "direct"
+    if weights.shape[1] == 1 and groups == weights.shape[0]:
+        return "depthwise"
+    raise NoKernel(f"grouped convolution (group {groups}) has no blocked kernel")
+
+
+def default_tiles(template: str, pixels: int, row: int, cbo: int) -> dict:
+    """What measured fastest on PoCL (session 3 microbenchmarks): 12 pixels x 2 blocks for 1x1 layers."""
+    tp = min(12, pixels if template == "pw16" else row)
+    return {"TP": max(tp, 1), "NB": 2 if cbo >= 2 else 1}
+
+
+def plan_layout_conversion(node: Node, ctx: PlanContext) -> KernelPlan:
+    x, y = node.inputs[0], node.outputs[0]
+    plain = ctx.shape(y) if node.op == FROM_BLOCKED else ctx.shape(x)
+    if len(plain) != 4:
+        raise NoKernel(f"{node.op} of a {len(plain)}-D tensor")
+    n, c, h, w = plain
+    kernel = "from_nchw16c" if node.op == FROM_BLOCKED else "to_nchw16c"
+    work = (h * w, blocks(c), n)
+    local = local_size(work, (64, 1, 1), ctx.max_work_group_size)
+    launch = Launch(TEMPLATE, kernel, [TensorArg(x), TensorArg(y), i32(c), i32(h * w)], work, local)
+    return KernelPlan("layout", {"local": list(local)}, "default", [launch])
+
+
+kernel_for(TO_BLOCKED, FROM_BLOCKED)(plan_layout_conversion)
+kernel_for("Conv", blocked=True)(plan_blocked_conv)

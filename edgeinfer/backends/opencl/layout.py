@@ -1,0 +1,219 @@
+"""The channel-blocked layout NCHW16c for the OpenCL backend (kernels/opencl/blocked.cl).
+
+A blocked tensor [N][C][H][W] is stored as [N][ceil(C/16)][H][W][16]: one pixel's 16 channels of one block are
+one float16 vector. On CPU devices (PoCL) convolutions on it are much faster than on NCHW (aligned depthwise
+taps, broadcast-times-vector GEMMs); on GPUs NCHW kernels already coalesce, so the layout is off there.
+
+At load time :func:`apply` rewrites a copy of the pack's graph: chosen Conv nodes (and the elementwise nodes
+between them) read and write blocked tensors, named ``<tensor>#nchw16c`` with 5-D shapes, and conversion nodes
+(``ToNCHW16c`` / ``FromNCHW16c``) sit where a blocked region meets plain readers or writers. The memory plan is
+recomputed for the new sizes. A blocked node carries the attribute ``LAYOUT_ATTR``; if no kernel takes it,
+:func:`run_host` runs it on the NumPy backend through plain copies of its tensors, so results never depend on
+which nodes got kernels.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.backends.numpy_backend import run_node
+from edgeinfer.ir import Graph, Node, TensorInfo
+from edgeinfer.passes.memory_plan import plan_memory
+
+BLOCK = 16
+LAYOUT_ATTR = "_nchw16c"  # on a blocked node: {"inputs": [True if that input is read blocked, ...]}
+TO_BLOCKED, FROM_BLOCKED = "ToNCHW16c", "FromNCHW16c"
+LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"  # "nchw" or "nchw16c": overrides the per-device choice
+
+# Same-shape elementwise ops that may run on blocked tensors unchanged (lane by lane; the padding lanes stay
+# finite because these ops map finite values to finite values).
+ELEMENTWISE_OPS = frozenset(
+    {"Add", "Sub", "Mul", "Max", "Min", "Relu", "Sigmoid", "Tanh", "Clip", "LeakyRelu", "HardSigmoid", "HardSwish"}
+)
+
+
+def wanted(device_kind: str) -> bool:
+    """Whether graphs on a device of ``device_kind`` use the blocked layout (``EDGEINFER_OPENCL_LAYOUT``
+    overrides: ``nchw`` or ``nchw16c``)."""
+    value = os.environ.get(LAYOUT_ENV, "")
+    if value == "":
+        return device_kind == "cpu"
+    if value not in ("nchw", "nchw16c"):
+        raise ValueError(f"{LAYOUT_ENV}={value!r}: expected 'nchw' or 'nchw16c'")
+    return value == "nchw16c"
+
+
+def blocked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    n, c, h, w = shape
+    return (n, -(-c // BLOCK), h, w, BLOCK)
+
+
+def to_blocked(x: np.ndarray) -> np.ndarray:
+    """NCHW -> NCHW16c, the padding channels zero."""
+    n, c, h, w = x.shape
+    padded = np.zeros((n, -(-c // BLOCK) * BLOCK, h, w), x.dtype)
+    padded[:, :c] = x
+    return np.ascontiguousarray(padded.reshape(n, -1, BLOCK, h, w).transpose(0, 1, 3, 4, 2))
+
+
+def from_blocked(x: np.ndarray, channels: int) -> np.ndarray:
+    """NCHW16c -> NCHW with ``channels`` channels."""
+    n, cb, h, w, _ = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cb * BLOCK, h, w)[:, :channels])
+
+
+def conv_kind(node: Node, graph: Graph) -> str | None:
+    """"pointwise", "depthwise" or "direct" if blocked.cl has a kernel for this Conv, else None."""
+    if node.op != "Conv" or len(node.inputs) < 2 or LAYOUT_ATTR in node.attrs:
+        return None
+    x, w = node.inputs[0], node.inputs[1]
+    weights = graph.constants.get(w)
+    info = graph.tensors.get(x)
+    out = graph.tensors.get(node.outputs[0])
+    if weights is None or info is None or out is None or info.dynamic or weights.ndim != 4 or len(info.shape) != 4:
+        return None
+    if info.dtype != "float32" or out.dtype != "float32" or weights.dtype != np.float32:
+        return None
+    if any(name and name not in graph.constants for name in node.inputs[2:3]):
+        return None  # a computed bias
+    c, co, groups = info.shape[1], weights.shape[0], int(node.attrs.get("group", 1))
+    if groups == 1:
+        pointwise = weights.shape[2:] == (1, 1) and node.attrs.get("strides", [1, 1]) == [1, 1]
+        return "pointwise" if pointwise and not any(node.attrs.get("pads", [0, 0, 0, 0])) else "direct"
+    if groups == c == co:
+        return "depthwise"
+    return None
+
+
+def _elementwise(node: Node, graph: Graph) -> bool:
+    """A same-shape elementwise node: tensor inputs shaped like the output, constants scalars."""
+    if node.op not in ELEMENTWISE_OPS or len(node.outputs) != 1:
+        return False
+    out = graph.tensors[node.outputs[0]]
+    if out.dtype != "float32" or len(out.shape) != 4 or out.dynamic:
+        return False
+    for name in node.inputs:
+        if not name:
+            continue
+        if name in graph.constants:
+            if graph.constants[name].size != 1:
+                return False
+        elif graph.tensors[name].shape != out.shape or graph.tensors[name].dtype != "float32":
+            return False
+    return True
+
+
+def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
+    """Blocked nodes -> for each input, whether it is read blocked. Tensors are blocked where their producer is.
+
+    Convolutions write blocked outputs; a pointwise or direct conv reads a plain X as it is (the stem reads the
+    image), a depthwise conv needs a blocked X; Z is read blocked. An elementwise node joins when all its tensor
+    inputs are blocked. A conv whose X does not come from a blocked node and whose output no blocked node reads
+    stays plain: blocking it would only add conversions."""
+    blocked_nodes: dict[str, list[bool]] = {}
+    blocked_tensors: set[str] = set()
+    convs_fed_plain: list[Node] = []
+    for node in graph.nodes:
+        kind = conv_kind(node, graph)
+        tensor_inputs = [name for name in node.inputs if name and name not in graph.constants]
+        if kind is not None:
+            reads = [False] * len(node.inputs)
+            reads[0] = kind == "depthwise" or node.inputs[0] in blocked_tensors
+            if len(node.inputs) > 3 and node.inputs[3]:
+                reads[3] = True
+            if node.inputs[0] not in blocked_tensors:
+                convs_fed_plain.append(node)
+        elif _elementwise(node, graph) and tensor_inputs and all(name in blocked_tensors for name in tensor_inputs):
+            reads = [bool(name) and name not in graph.constants for name in node.inputs]
+        else:
+            continue
+        blocked_nodes[node.name] = reads
+        blocked_tensors.add(node.outputs[0])
+    consumers = graph.consumers()
+    for node in reversed(convs_fed_plain):  # last first, so that a chain of isolated convs unravels
+        out = node.outputs[0]
+        if not any(flag and name == out for reader in consumers.get(out, []) if reader.name in blocked_nodes
+                   for flag, name in zip(blocked_nodes[reader.name], reader.inputs)):  # fmt: skip
+            del blocked_nodes[node.name]
+    return blocked_nodes
+
+
+def apply(graph: Graph) -> Graph:
+    """A copy of ``graph`` with the blocked nodes and conversions, its memory plan recomputed; ``graph`` itself if
+    no node is worth blocking. The pack's graph is not changed."""
+    blocked_nodes = choose_blocked(graph)
+    if not blocked_nodes:
+        return graph
+    tensors = dict(graph.tensors)
+    nodes: list[Node] = []
+    blocked_name: dict[str, str] = {}  # tensor -> its blocked version, once one exists (or will: outputs)
+    plain: set[str] = set(graph.inputs) | set(graph.constants)  # tensors whose plain version exists
+
+    def add_blocked(name: str) -> str:
+        blocked_name[name] = f"{name}#nchw16c"
+        shape = blocked_shape(graph.tensors[name].shape)
+        tensors[blocked_name[name]] = TensorInfo(blocked_name[name], shape, "float32")
+        return blocked_name[name]
+
+    def read_blocked(name: str) -> str:
+        if name not in blocked_name:  # a plain tensor read blocked: convert it once
+            nodes.append(Node(f"{name}::to_nchw16c", TO_BLOCKED, [name], [add_blocked(name)]))
+        return blocked_name[name]
+
+    def read_plain(name: str) -> str:
+        if name and name not in plain:  # a blocked tensor read plain: convert it back once
+            channels = graph.tensors[name].shape[1]
+            nodes.append(Node(f"{name}::to_nchw", FROM_BLOCKED, [blocked_name[name]], [name], {"channels": channels}))
+            plain.add(name)
+        return name
+
+    for node in graph.nodes:
+        reads = blocked_nodes.get(node.name)
+        if reads is None:
+            inputs = [read_plain(name) for name in node.inputs]
+            nodes.append(Node(node.name, node.op, inputs, list(node.outputs), dict(node.attrs), node.placement))
+            plain.update(node.outputs)
+            continue
+        inputs = [read_blocked(name) if flag else read_plain(name) for name, flag in zip(node.inputs, reads)]
+        channels = [graph.tensors[name].shape[1] if flag else 0 for name, flag in zip(node.inputs, reads)]
+        out = node.outputs[0]
+        layout = {"inputs": reads, "channels": channels, "output_channels": graph.tensors[out].shape[1]}
+        attrs = {**node.attrs, LAYOUT_ATTR: layout}
+        nodes.append(Node(node.name, node.op, inputs, [add_blocked(out)], attrs, node.placement))
+    for name in graph.outputs:
+        read_plain(name)
+    used = {name for node in nodes for name in [*node.inputs, *node.outputs] if name}
+    used |= set(graph.inputs) | set(graph.outputs)
+    result = Graph(nodes, list(graph.inputs), list(graph.outputs), {k: v for k, v in tensors.items() if k in used},
+                   graph.constants, graph.metadata)  # fmt: skip
+    plan_memory(result, graph.memory_plan.alignment)
+    return result
+
+
+def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
+    """Run ``node`` on the NumPy backend: the conversions directly, a blocked node through plain copies of its
+    blocked inputs and a blocked copy of its output."""
+    if node.op == TO_BLOCKED:
+        env[node.outputs[0]] = to_blocked(env[node.inputs[0]])
+        return
+    if node.op == FROM_BLOCKED:
+        env[node.outputs[0]] = from_blocked(env[node.inputs[0]], int(node.attrs["channels"]))
+        return
+    layout: dict[str, Any] | None = node.attrs.get(LAYOUT_ATTR)
+    if layout is None:
+        run_node(node, env)
+        return
+    local = dict(env)
+    inputs = []
+    for name, flag, channels in zip(node.inputs, layout["inputs"], layout["channels"]):
+        if flag:
+            local[name + "@plain"] = from_blocked(env[name], channels)
+            name = name + "@plain"
+        inputs.append(name)
+    attrs = {k: v for k, v in node.attrs.items() if k != LAYOUT_ATTR}
+    out = node.outputs[0]
+    run_node(Node(node.name, node.op, inputs, [out + "@plain"], attrs), local)
+    env[out] = to_blocked(local[out + "@plain"])

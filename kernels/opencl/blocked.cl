@@ -1,0 +1,263 @@
+// Convolutions on the channel-blocked layout NCHW16c: a tensor [N][C][H][W] is stored as
+// [N][ceil(C/16)][H][W][16], the 16 channels of one block and one pixel being one float16 vector (lanes past C
+// hold finite values that no kernel reads back into a real channel). On CPUs (PoCL) this turns depthwise taps
+// into aligned vector loads without masks and lets a 1x1 or kxk conv broadcast one input value against a vector
+// of 16 output channels' weights: ~2.5x faster depthwise layers and 400+ GFLOP/s GEMMs on the development VM
+// (docs/notes-opencl.md, session 3). The layout pass (edgeinfer/backends/opencl/layout.py) decides which
+// tensors are blocked and inserts the conversions.
+//
+// Every conv kernel: Y = act(conv(X) + bias + Z) (FUSED_EPILOGUE), Y and Z blocked. Weights are packed by
+// kernels_blocked.py with 16 output channels innermost and zero rows for the padded output channels.
+// Knobs: TP pixels x NB output-channel blocks per work-item (conv_pw16, conv_direct16); TW pixels x TY rows
+// (conv_dw16). IN_BLOCKED: X blocked (1) or plain NCHW (0, e.g. a 3-channel image into the stem).
+
+#define BLOCKED_STORE(v, Y, Z, at, has_z, act, p0, p1)                           \
+    {                                                                             \
+        float16 s_ = (v);                                                         \
+        FUSED_EPILOGUE(float16, s_, vload16((at), (Z)), has_z, act, p0, p1)       \
+        vstore16(s_, (at), (Y));                                                  \
+    }
+
+#ifdef TP
+#if IN_BLOCKED
+#define X_PLANE_FLOATS(C, P) ((size_t)(((C) + 15) / 16) * (P) * 16)
+#define XS 16  // distance between neighbouring pixels of one channel
+#else
+#define X_PLANE_FLOATS(C, P) ((size_t)(C) * (P))
+#define XS 1
+#endif
+
+// The NB x TP accumulators' k-loop of a 1x1 conv: channel k of pixels p0.., times 16 output channels each.
+// COND(t) says whether pixel t is inside the tensor (constant-true on whole blocks, so it unrolls away).
+#define POINTWISE_K_LOOP(COND)                                                              \
+    for (int k = 0; k < C; ++k) {                                                           \
+        __global const float *xs = X + X_AT(k, p0);                                         \
+        float16 wv[NB];                                                                     \
+        _Pragma("unroll") for (int j = 0; j < NB; ++j) wv[j] = vload16((cb0 + j) * C + k, Wt); \
+        _Pragma("unroll") for (int t = 0; t < TP; ++t) {                                    \
+            if (COND(t)) {                                                                  \
+                const float16 xb = (float16)(xs[t * XS]);                                   \
+                _Pragma("unroll") for (int j = 0; j < NB; ++j) acc[j][t] = fma(xb, wv[j], acc[j][t]); \
+            }                                                                               \
+        }                                                                                   \
+    }
+#if IN_BLOCKED
+#define X_AT(k, p) ((((size_t)((k) >> 4) * P + (p)) << 4) + ((k) & 15))
+#else
+#define X_AT(k, p) ((size_t)(k) * P + (p))
+#endif
+#define ALWAYS(t) 1
+#define INSIDE(t) ((t) < np)
+
+// 1x1 convolution, stride 1, no padding: P = H*W pixels in a row, no row ends to care about.
+// Work: dim 0 = pixel blocks of TP, dim 1 = output channel block groups of NB, dim 2 = batch.
+__kernel void conv_pw16(__global const float *restrict X, __global const float *restrict Wt,
+                        __global const float *restrict bias, __global const float *restrict Z,
+                        __global float *restrict Y, int C, int P, int CBO, int has_z, int act, float p0_,
+                        float p1_)
+{
+    const int p0 = get_global_id(0) * TP;
+    const int cb0 = get_global_id(1) * NB;
+    const int n = get_global_id(2);
+    if (p0 >= P || cb0 >= CBO)
+        return;
+    X += n * X_PLANE_FLOATS(C, P);
+    Y += (size_t)n * CBO * P * 16;
+    Z += (size_t)n * CBO * P * 16;
+    float16 acc[NB][TP];
+#pragma unroll
+    for (int j = 0; j < NB; ++j) {
+        const float16 b = vload16(cb0 + j, bias);
+#pragma unroll
+        for (int t = 0; t < TP; ++t)
+            acc[j][t] = b;
+    }
+    const int np = min(TP, P - p0);
+    if (np == TP) {
+        POINTWISE_K_LOOP(ALWAYS)
+    } else {
+        POINTWISE_K_LOOP(INSIDE)
+    }
+    for (int j = 0; j < NB && cb0 + j < CBO; ++j)
+        for (int t = 0; t < np; ++t)
+            BLOCKED_STORE(acc[j][t], Y, Z, (size_t)(cb0 + j) * P + p0 + t, has_z, act, p0_, p1_)
+}
+
+// Direct KHxKW convolution (group 1), any stride, padding and dilation. A work-item walks one output row in
+// chunks of TP pixels for NB output-channel blocks; chunks whose taps all fall inside the row skip the column
+// checks. Weights: [CBO][KH][C][KW][16]. Work: dim 0 = output rows, dim 1 = block groups of NB, dim 2 = batch.
+__kernel void conv_direct16(__global const float *restrict X, __global const float *restrict Wt,
+                            __global const float *restrict bias, __global const float *restrict Z,
+                            __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int CBO, int pad_t,
+                            int pad_l, int has_z, int act, float p0_, float p1_)
+{
+    const int oy = get_global_id(0);
+    const int cb0 = get_global_id(1) * NB;
+    const int n = get_global_id(2);
+    if (oy >= Ho || cb0 >= CBO)
+        return;
+    const int P = H * W;  // X_AT's plane size
+    X += n * X_PLANE_FLOATS(C, P);
+    Y += (size_t)n * CBO * Ho * Wo * 16;
+    Z += (size_t)n * CBO * Ho * Wo * 16;
+    for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
+        float16 acc[NB][TP];
+#pragma unroll
+        for (int j = 0; j < NB; ++j) {
+            const float16 b = vload16(cb0 + j, bias);
+#pragma unroll
+            for (int t = 0; t < TP; ++t)
+                acc[j][t] = b;
+        }
+        const int np = min(TP, Wo - ox0);
+        const int ix0 = ox0 * SW - pad_l;
+        const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;
+        for (int kh = 0; kh < KH; ++kh) {
+            const int iy = oy * SH - pad_t + kh * DH;
+            if (iy < 0 || iy >= H)
+                continue;
+            for (int ci = 0; ci < C; ++ci) {
+                __global const float *row = X + X_AT(ci, iy * W);
+                __global const float *wk = Wt + ((((size_t)cb0 * KH + kh) * C + ci) * KW) * 16;
+#pragma unroll
+                for (int kw = 0; kw < KW; ++kw) {
+                    float16 wv[NB];
+#pragma unroll
+                    for (int j = 0; j < NB; ++j)
+                        wv[j] = vload16((size_t)j * KH * C * KW + kw, wk);
+                    if (interior) {
+#pragma unroll
+                        for (int t = 0; t < TP; ++t) {
+                            const float16 xb = (float16)(row[(ix0 + t * SW + kw * DW) * XS]);
+#pragma unroll
+                            for (int j = 0; j < NB; ++j)
+                                acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                        }
+                    } else {
+#pragma unroll
+                        for (int t = 0; t < TP; ++t) {
+                            const int ix = ix0 + t * SW + kw * DW;
+                            if (t < np && ix >= 0 && ix < W) {
+                                const float16 xb = (float16)(row[ix * XS]);
+#pragma unroll
+                                for (int j = 0; j < NB; ++j)
+                                    acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (int j = 0; j < NB && cb0 + j < CBO; ++j)
+            for (int t = 0; t < np; ++t)
+                BLOCKED_STORE(acc[j][t], Y, Z, ((size_t)(cb0 + j) * Ho + oy) * Wo + ox0 + t, has_z, act, p0_, p1_)
+    }
+}
+#endif
+
+#ifdef TW
+// Depthwise KHxKW convolution on blocked X (CB blocks): one work-item computes TY output rows of one channel
+// block, walking the columns in chunks of TW pixels. Interior chunks load each input pixel of a row once
+// ((TW-1)*SW + KW aligned vector loads for TW*KW FMAs); edge chunks check every tap.
+// Weights: [CB][KH*KW][16]. Work: dim 0 = row blocks of TY, dim 1 = channel blocks, dim 2 = batch.
+__kernel void conv_dw16(__global const float *restrict X, __global const float *restrict Wt,
+                        __global const float *restrict bias, __global const float *restrict Z,
+                        __global float *restrict Y, int CB, int H, int W, int Ho, int Wo, int pad_t, int pad_l,
+                        int has_z, int act, float p0_, float p1_)
+{
+    const int oy0 = get_global_id(0) * TY;
+    const int cb = get_global_id(1);
+    const int n = get_global_id(2);
+    if (oy0 >= Ho || cb >= CB)
+        return;
+    float16 w[KH * KW];
+#pragma unroll
+    for (int k = 0; k < KH * KW; ++k)
+        w[k] = vload16(cb * KH * KW + k, Wt);
+    const float16 b = vload16(cb, bias);
+    X += ((size_t)n * CB + cb) * H * W * 16;
+    const size_t out_plane = ((size_t)n * CB + cb) * Ho * Wo;
+    for (int ox0 = 0; ox0 < Wo; ox0 += TW) {
+        float16 acc[TY][TW];
+#pragma unroll
+        for (int u = 0; u < TY; ++u)
+#pragma unroll
+            for (int t = 0; t < TW; ++t)
+                acc[u][t] = b;
+        const int np = min(TW, Wo - ox0);
+        const int ix0 = ox0 * SW - pad_l;
+        const bool interior = np == TW && ix0 >= 0 && ix0 + (TW - 1) * SW + (KW - 1) * DW < W;
+#pragma unroll
+        for (int u = 0; u < TY; ++u) {
+#pragma unroll
+            for (int kh = 0; kh < KH; ++kh) {
+                const int iy = (oy0 + u) * SH - pad_t + kh * DH;
+                if (iy < 0 || iy >= H)
+                    continue;
+                __global const float *row = X + (size_t)iy * W * 16;
+                if (interior && DW == 1) {
+#pragma unroll
+                    for (int i = 0; i < (TW - 1) * SW + KW; ++i) {
+                        const float16 x = vload16(ix0 + i, row);
+#pragma unroll
+                        for (int t = 0; t < TW; ++t) {
+                            const int kw = i - t * SW;
+                            if (kw >= 0 && kw < KW)
+                                acc[u][t] = fma(w[kh * KW + kw], x, acc[u][t]);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int t = 0; t < TW; ++t)
+#pragma unroll
+                        for (int kw = 0; kw < KW; ++kw) {
+                            const int ix = ix0 + t * SW + kw * DW;
+                            if (t < np && ix >= 0 && ix < W)
+                                acc[u][t] = fma(w[kh * KW + kw], vload16(ix, row), acc[u][t]);
+                        }
+                }
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < TY; ++u)
+            if (oy0 + u < Ho)
+                for (int t = 0; t < np; ++t)
+                    BLOCKED_STORE(acc[u][t], Y, Z, out_plane + (size_t)(oy0 + u) * Wo + ox0 + t, has_z, act, p0_,
+                                  p1_)
+    }
+}
+#endif
+
+// Layout conversions at the edges of a blocked region. Work: dim 0 = pixels, dim 1 = channel blocks,
+// dim 2 = batch. Lanes past C are written as zeros.
+__kernel void to_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
+{
+    const int p = get_global_id(0);
+    const int cb = get_global_id(1);
+    const int n = get_global_id(2);
+    const int CB = (C + 15) / 16;
+    if (p >= P || cb >= CB)
+        return;
+    float lanes[16];
+    __global const float *x = X + ((size_t)n * C + cb * 16) * P + p;
+#pragma unroll
+    for (int c = 0; c < 16; ++c)
+        lanes[c] = cb * 16 + c < C ? x[(size_t)c * P] : 0.0f;
+    vstore16(vload16(0, lanes), ((size_t)n * CB + cb) * P + p, Y);
+}
+
+__kernel void from_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
+{
+    const int p = get_global_id(0);
+    const int cb = get_global_id(1);
+    const int n = get_global_id(2);
+    const int CB = (C + 15) / 16;
+    if (p >= P || cb >= CB)
+        return;
+    float lanes[16];
+    vstore16(vload16(((size_t)n * CB + cb) * P + p, X), 0, lanes);
+    __global float *y = Y + ((size_t)n * C + cb * 16) * P + p;
+    const int valid = min(16, C - cb * 16);
+    for (int c = 0; c < valid; ++c)
+        y[(size_t)c * P] = lanes[c];
+}
