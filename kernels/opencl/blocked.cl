@@ -261,3 +261,50 @@ __kernel void from_nchw16c(__global const float *restrict X, __global float *res
     for (int c = 0; c < valid; ++c)
         y[(size_t)c * P] = lanes[c];
 }
+
+// MaxPool on blocked X (padding taps skipped, as the max ignores them). A work-item walks one output row of one
+// channel block. Work: dim 0 = output rows, dim 1 = batch * channel blocks.
+#ifdef POOL
+__kernel void maxpool16(__global const float *restrict X, __global float *restrict Y, int H, int W, int Ho, int Wo,
+                        int pad_t, int pad_l, int NCB)
+{
+    const int oy = get_global_id(0);
+    const int ncb = get_global_id(1);
+    if (oy >= Ho || ncb >= NCB)
+        return;
+    X += (size_t)ncb * H * W * 16;
+    Y += ((size_t)ncb * Ho + oy) * Wo * 16;
+    const int iy0 = oy * SH - pad_t;
+    for (int ox = 0; ox < Wo; ++ox) {
+        const int ix0 = ox * SW - pad_l;
+        float16 m = (float16)(-INFINITY);
+        for (int kh = 0; kh < KH; ++kh) {
+            const int iy = iy0 + kh * DH;
+            if (iy < 0 || iy >= H)
+                continue;
+#pragma unroll
+            for (int kw = 0; kw < KW; ++kw) {
+                const int ix = ix0 + kw * DW;
+                if (ix >= 0 && ix < W)
+                    m = fmax(m, vload16((size_t)iy * W + ix, X));
+            }
+        }
+        vstore16(m, ox, Y);
+    }
+}
+#endif
+
+// Nearest-neighbour Resize on blocked X: output pixel (oy, ox) copies input pixel (rows[oy], cols[ox]), the
+// source indices computed on the host for the node's coordinate mode. Work: (Wo, Ho, batch * channel blocks).
+__kernel void resize_nearest16(__global const float *restrict X, __global float *restrict Y,
+                               __global const int *restrict rows, __global const int *restrict cols, int H, int W,
+                               int Ho, int Wo, int NCB)
+{
+    const int ox = get_global_id(0);
+    const int oy = get_global_id(1);
+    const int ncb = get_global_id(2);
+    if (ox >= Wo || oy >= Ho || ncb >= NCB)
+        return;
+    const float16 v = vload16(((size_t)ncb * H + rows[oy]) * W + cols[ox], X);
+    vstore16(v, ((size_t)ncb * Ho + oy) * Wo + ox, Y);
+}

@@ -16,6 +16,7 @@ from edgeinfer.backends.opencl.kernels import (
     local_size,
 )
 from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
+from edgeinfer.backends.opencl.kernels_tensor import axis_table
 from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED
 from edgeinfer.ir import Node
 
@@ -106,8 +107,9 @@ def conv_kind_of(node: Node, ctx: PlanContext) -> str:
 
 
 def default_tiles(template: str, pixels: int, row: int, cbo: int) -> dict:
-    """What measured fastest on PoCL (session 3 microbenchmarks): 12 pixels x 2 blocks for 1x1 layers."""
-    tp = min(12, pixels if template == "pw16" else row)
+    """What measured fastest on PoCL (benchmarks/opencl_tune.py, session 3): 12 pixels x 2 blocks for 1x1 layers,
+    6 x 2 for direct ones (12 x 2 spills there: 2-5x slower on SqueezeNet's 3x3 layers)."""
+    tp = min(12, pixels) if template == "pw16" else min(6, row)
     return {"TP": max(tp, 1), "NB": 2 if cbo >= 2 else 1}
 
 
@@ -122,6 +124,45 @@ def plan_layout_conversion(node: Node, ctx: PlanContext) -> KernelPlan:
     local = local_size(work, (64, 1, 1), ctx.max_work_group_size)
     launch = Launch(TEMPLATE, kernel, [TensorArg(x), TensorArg(y), i32(c), i32(h * w)], work, local)
     return KernelPlan("layout", {"local": list(local)}, "default", [launch])
+
+
+@kernel_for("MaxPool", blocked=True)
+def plan_blocked_max_pool(node: Node, ctx: PlanContext) -> KernelPlan:
+    x, y = node.inputs[0], node.outputs[0]
+    n, cb, h, w, _ = ctx.shape(x)
+    _, _, ho, wo, _ = ctx.shape(y)
+    kh, kw = node.attrs["kernel_shape"]
+    sh, sw = node.attrs.get("strides", [1, 1])
+    dh, dw = node.attrs.get("dilations", [1, 1])
+    pads = node.attrs.get("pads", [0, 0, 0, 0])
+    work = (ho, n * cb)
+    local = (1, 1) if ctx.device_kind == "cpu" else local_size(work, (16, 4), ctx.max_work_group_size)
+    args = [TensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, pads[0], pads[1], n * cb))]
+    defines = {"POOL": 1, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+    launch = Launch(TEMPLATE, "maxpool16", args, work, local, defines)
+    return KernelPlan("pool16", {"local": list(local)}, "default", [launch])
+
+
+@kernel_for("Resize", blocked=True)
+def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
+    """Nearest-neighbour only (layout.py blocks no other mode): a vector copy per output pixel."""
+    x, y = node.inputs[0], node.outputs[0]
+    n, cb, h, w, _ = ctx.shape(x)
+    _, _, ho, wo, _ = ctx.shape(y)
+    scales_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    scales = ctx.constant(scales_name) if scales_name else None
+    if scales is not None and scales.size == 4:
+        scale_h, scale_w = float(scales[2]), float(scales[3])
+    else:  # sizes given: the scale is the ratio of the sizes
+        scale_h, scale_w = ho / h, wo / w
+    rows = axis_table(ho, h, scale_h, node.attrs)[0][:, 0]
+    cols = axis_table(wo, w, scale_w, node.attrs)[0][:, 0]
+    work = (wo, ho, n * cb)
+    local = local_size(work, (16, 1, 1), ctx.max_work_group_size)
+    args = [TensorArg(x), TensorArg(y), np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cols, np.int32),
+            *map(i32, (h, w, ho, wo, n * cb))]  # fmt: skip
+    return KernelPlan("resize16", {"local": list(local)}, "default", [Launch(TEMPLATE, "resize_nearest16", args,
+                                                                            work, local)])  # fmt: skip
 
 
 kernel_for(TO_BLOCKED, FROM_BLOCKED)(plan_layout_conversion)

@@ -66,7 +66,7 @@ def from_blocked(x: np.ndarray, channels: int) -> np.ndarray:
 
 
 def conv_kind(node: Node, graph: Graph) -> str | None:
-    """"pointwise", "depthwise" or "direct" if blocked.cl has a kernel for this Conv, else None."""
+    """Which blocked.cl kernel ("pointwise", "depthwise" or "direct") computes this Conv, if one does."""
     if node.op != "Conv" or len(node.inputs) < 2 or LAYOUT_ATTR in node.attrs:
         return None
     x, w = node.inputs[0], node.inputs[1]
@@ -106,13 +106,46 @@ def _elementwise(node: Node, graph: Graph) -> bool:
     return True
 
 
+NEAREST_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric", "tf_half_pixel_for_nn")
+NEAREST_ROUNDING = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
+
+
+def _joins_blocked_region(node: Node, graph: Graph) -> bool:
+    """Whether blocked.cl (or an ordinary kernel, lane by lane) computes ``node`` on blocked inputs: the same-
+    shape elementwise ops, MaxPool, nearest Resize of the spatial axes, and Concat of channels where every
+    input but the last fills whole blocks (so the inputs' blocks, one after another, are the output's)."""
+    if _elementwise(node, graph):
+        return True
+    out = graph.tensors.get(node.outputs[0]) if node.outputs else None
+    x = graph.tensors.get(node.inputs[0]) if node.inputs and node.inputs[0] else None
+    if out is None or x is None or len(out.shape) != 4 or len(x.shape) != 4 or out.dtype != "float32":
+        return False
+    if node.op == "MaxPool":
+        return len(node.outputs) == 1 or not node.outputs[1]
+    if node.op == "Resize":
+        attrs = node.attrs
+        return (
+            attrs.get("mode", "nearest") == "nearest"
+            and not attrs.get("axes")
+            and attrs.get("coordinate_transformation_mode", "half_pixel") in NEAREST_MODES
+            and attrs.get("nearest_mode", "round_prefer_floor") in NEAREST_ROUNDING
+            and x.shape[:2] == out.shape[:2]
+            and attrs.get("keep_aspect_ratio_policy", "stretch") == "stretch"
+        )
+    if node.op == "Concat":
+        if int(node.attrs.get("axis", 0)) % 4 != 1 or any(not name or name in graph.constants for name in node.inputs):
+            return False
+        return all(graph.tensors[name].shape[1] % BLOCK == 0 for name in node.inputs[:-1])
+    return False
+
+
 def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
     """Blocked nodes -> for each input, whether it is read blocked. Tensors are blocked where their producer is.
 
     Convolutions write blocked outputs; a pointwise or direct conv reads a plain X as it is (the stem reads the
-    image), a depthwise conv needs a blocked X; Z is read blocked. An elementwise node joins when all its tensor
-    inputs are blocked. A conv whose X does not come from a blocked node and whose output no blocked node reads
-    stays plain: blocking it would only add conversions."""
+    image), a depthwise conv needs a blocked X; Z is read blocked. Other nodes join when all their tensor inputs
+    are blocked and a kernel takes them blocked (_joins_blocked_region). A conv whose X does not come from a
+    blocked node and whose output no blocked node reads stays plain: blocking it would only add conversions."""
     blocked_nodes: dict[str, list[bool]] = {}
     blocked_tensors: set[str] = set()
     convs_fed_plain: list[Node] = []
@@ -126,7 +159,8 @@ def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
                 reads[3] = True
             if node.inputs[0] not in blocked_tensors:
                 convs_fed_plain.append(node)
-        elif _elementwise(node, graph) and tensor_inputs and all(name in blocked_tensors for name in tensor_inputs):
+        elif (tensor_inputs and all(name in blocked_tensors for name in tensor_inputs)
+              and _joins_blocked_region(node, graph)):  # fmt: skip
             reads = [bool(name) and name not in graph.constants for name in node.inputs]
         else:
             continue
