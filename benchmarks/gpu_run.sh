@@ -17,5 +17,5 @@ if [ "${1:-}" = tune ]; then
   cp tuned_configs/opencl/*nvidia*.json "$OUT/" 2>/dev/null
 fi
 python3 benchmarks/nvidia_opencl_check.py --runs 100 2>&1 | tee "$OUT/nvidia_opencl_check.log" | tail -40
-python3 -m pytest -q -p no:cacheprovider -k "opencl" tests/test_opencl.py tests/test_detection.py \
+python3 -m pytest -q -p no:cacheprovider -k "opencl" tests/test_opencl.py tests/test_opencl_blocked.py tests/test_detection.py \
   tests/test_conformance.py tests/test_device_preprocess.py 2>&1 | tee "$OUT/pytest_opencl.log" | tail -15
