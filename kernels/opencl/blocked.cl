@@ -46,6 +46,13 @@
 #else
 #define X_AT(k, p) ((size_t)(k) * P + (p))
 #endif
+// Declares the NB x TP accumulators acc of output blocks cb0.., each starting at its block's bias.
+#define BIAS_TILE(acc)                                                                       \
+    float16 acc[NB][TP];                                                                     \
+    _Pragma("unroll") for (int j_ = 0; j_ < NB; ++j_) {                                      \
+        const float16 b_ = vload16(cb0 + j_, bias);                                          \
+        _Pragma("unroll") for (int t_ = 0; t_ < TP; ++t_) acc[j_][t_] = b_;                  \
+    }
 #define ALWAYS(t) 1
 #define INSIDE(t) ((t) < np)
 
@@ -64,14 +71,7 @@ __kernel void conv_pw16(__global const float *restrict X, __global const float *
     X += n * X_PLANE_FLOATS(C, P);
     Y += (size_t)n * CBO * P * 16;
     Z += (size_t)n * CBO * P * 16;
-    float16 acc[NB][TP];
-#pragma unroll
-    for (int j = 0; j < NB; ++j) {
-        const float16 b = vload16(cb0 + j, bias);
-#pragma unroll
-        for (int t = 0; t < TP; ++t)
-            acc[j][t] = b;
-    }
+    BIAS_TILE(acc)
     const int np = min(TP, P - p0);
     if (np == TP) {
         POINTWISE_K_LOOP(ALWAYS)
@@ -101,14 +101,7 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
     Y += (size_t)n * CBO * Ho * Wo * 16;
     Z += (size_t)n * CBO * Ho * Wo * 16;
     for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
-        float16 acc[NB][TP];
-#pragma unroll
-        for (int j = 0; j < NB; ++j) {
-            const float16 b = vload16(cb0 + j, bias);
-#pragma unroll
-            for (int t = 0; t < TP; ++t)
-                acc[j][t] = b;
-        }
+        BIAS_TILE(acc)
         const int np = min(TP, Wo - ox0);
         const int ix0 = ox0 * SW - pad_l;
         const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;

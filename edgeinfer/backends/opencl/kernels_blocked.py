@@ -16,7 +16,7 @@ from edgeinfer.backends.opencl.kernels import (
     local_size,
 )
 from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
-from edgeinfer.backends.opencl.kernels_tensor import axis_table
+from edgeinfer.backends.opencl.kernels_tensor import axis_table, resize_scales
 from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED
 from edgeinfer.ir import Node
 
@@ -149,12 +149,7 @@ def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     x, y = node.inputs[0], node.outputs[0]
     n, cb, h, w, _ = ctx.shape(x)
     _, _, ho, wo, _ = ctx.shape(y)
-    scales_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    scales = ctx.constant(scales_name) if scales_name else None
-    if scales is not None and scales.size == 4:
-        scale_h, scale_w = float(scales[2]), float(scales[3])
-    else:  # sizes given: the scale is the ratio of the sizes
-        scale_h, scale_w = ho / h, wo / w
+    scale_h, scale_w = resize_scales(node, ctx, (h, w), (ho, wo))
     rows = axis_table(ho, h, scale_h, node.attrs)[0][:, 0]
     cols = axis_table(wo, w, scale_w, node.attrs)[0][:, 0]
     work = (wo, ho, n * cb)

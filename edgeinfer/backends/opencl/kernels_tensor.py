@@ -464,6 +464,15 @@ def is_integer_upsampling(index: np.ndarray, weight: np.ndarray, out_size: int, 
     return bool(np.array_equal(index[:, 0], expected) and np.array_equal(index[:, 1], expected))
 
 
+def resize_scales(node: Node, ctx: PlanContext, in_hw: tuple[int, ...], out_hw: tuple[int, ...]) -> tuple[float, float]:
+    """(scale_h, scale_w) of a Resize of the trailing two axes: its scales input, else the ratio of the sizes."""
+    scales_name = node.inputs[2] if len(node.inputs) > 2 else ""
+    scales = ctx.constant(scales_name) if scales_name else None
+    if scales is not None and scales.size == 4:
+        return float(scales[2]), float(scales[3])
+    return out_hw[0] / in_hw[0], out_hw[1] / in_hw[1]
+
+
 @kernel_for("Resize")
 def plan_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     x, y = node.inputs[0], node.outputs[0]
@@ -476,12 +485,7 @@ def plan_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     in_shape, out_shape = ctx.shape(x), ctx.shape(y)
     if len(in_shape) != 4 or in_shape[:2] != out_shape[:2]:
         raise NoKernel("Resize of other axes than the trailing two of a 4-D tensor")
-    scales_name = node.inputs[2] if len(node.inputs) > 2 else ""
-    scales = ctx.constant(scales_name) if scales_name else None
-    if scales is not None and scales.size == 4:
-        scale_h, scale_w = float(scales[2]), float(scales[3])
-    else:  # sizes given: the scale is the ratio of the sizes
-        scale_h, scale_w = out_shape[2] / in_shape[2], out_shape[3] / in_shape[3]
+    scale_h, scale_w = resize_scales(node, ctx, in_shape[2:], out_shape[2:])
     y_index, y_weight = axis_table(out_shape[2], in_shape[2], scale_h, attrs)
     x_index, x_weight = axis_table(out_shape[3], in_shape[3], scale_w, attrs)
     n, c, h, w = in_shape
