@@ -25,6 +25,21 @@
 // B must be a guarded device buffer (memory.py): partial last blocks read up to TN - 1 (16 * NV - 1)
 // floats past it.
 
+// The block of C a work-item of gemm_bcast, gemm_vec_n or gemm_vec_m computes: COLUMNS columns from n0, TM rows
+// from m0 = mb * TM, one batch; B, C and Z are moved to that batch (B also to column n0) and a to the packed rows of
+// block mb. A work-item past the matrix returns.
+#define GEMM_BLOCK(COLUMNS)                                \
+    const int n0 = get_global_id(0) * (COLUMNS);           \
+    const int mb = get_global_id(1);                       \
+    const int m0 = mb * TM;                                \
+    if (n0 >= N || m0 >= M)                                \
+        return;                                            \
+    const size_t batch = get_global_id(2);                 \
+    B += batch * b_batch_stride + n0;                      \
+    C += batch * M * N;                                    \
+    Z += batch * M * N;                                    \
+    __global const float *a = A + (size_t)mb * K * TM;
+
 #ifdef VEC_N
 #define VEC CAT(float, TN)
 #define VLOAD CAT(vload, TN)
@@ -154,16 +169,7 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
                          __global float *restrict C, int M, int N, int K, int b_batch_stride,
                          int has_z, int act, float p0, float p1)
 {
-    const int n0 = get_global_id(0) * (16 * NV);
-    const int mb = get_global_id(1);
-    const int m0 = mb * TM;
-    if (n0 >= N || m0 >= M)
-        return;
-    const size_t batch = get_global_id(2);
-    B += batch * b_batch_stride + n0;
-    C += batch * M * N;
-    Z += batch * M * N;
-    __global const float *a = A + (size_t)mb * K * TM;
+    GEMM_BLOCK(16 * NV)
 
     float16 acc[TM][NV];
 #pragma unroll
@@ -205,16 +211,7 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
                    __global float *restrict C, int M, int N, int K, int b_batch_stride,
                    int has_z, int act, float p0, float p1)
 {
-    const int n0 = get_global_id(0) * TN;
-    const int mb = get_global_id(1);
-    const int m0 = mb * TM;
-    if (n0 >= N || m0 >= M)
-        return;
-    const size_t batch = get_global_id(2);
-    B += batch * b_batch_stride + n0;
-    C += batch * M * N;
-    Z += batch * M * N;
-    __global const float *a = A + (size_t)mb * K * TM;
+    GEMM_BLOCK(TN)
 
     VEC acc[TM];
     for (int i = 0; i < TM; ++i)
@@ -244,16 +241,7 @@ __kernel void gemm_vec_m(__global const float *restrict A, __global const float 
                          __global float *restrict C, int M, int N, int K, int b_batch_stride,
                          int has_z, int act, float p0, float p1)
 {
-    const int n0 = get_global_id(0) * TN;
-    const int mb = get_global_id(1);
-    const int m0 = mb * TM;
-    if (n0 >= N || m0 >= M)
-        return;
-    const size_t batch = get_global_id(2);
-    B += batch * b_batch_stride + n0;
-    C += batch * M * N;
-    Z += batch * M * N;
-    __global const float *a = A + (size_t)mb * K * TM;
+    GEMM_BLOCK(TN)
 
     VEC acc[TN];
     for (int j = 0; j < TN; ++j)
