@@ -48,14 +48,12 @@ def local_candidates(kind: str) -> list[list[int]]:
 def candidates(template: str, workload: dict, kind: str) -> list[dict]:
     """Configs worth trying for one workload (the kernels' knob ranges, pruned by the workload's shape)."""
     locals_ = local_candidates(kind)
+    groups = [[1, 1, 1], [2, 1, 1], [4, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_  # blocked templates
     if template in ("pw16", "direct16"):  # NB x TP accumulators of 16 lanes, plus NB weights, in 32 registers
         tiles = [(tp, nb) for tp in (4, 6, 7, 8, 10, 12, 14) for nb in (1, 2, 3, 4) if tp * nb <= 28]
-        cbo = -(-workload["Co"] // 16)
-        groups = [[1, 1, 1], [2, 1, 1], [4, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_
         return [{"TP": tp, "NB": nb, "local": lo} for tp, nb in tiles for lo in groups
-                if nb <= cbo and tp <= 2 * workload["W"] * workload["H"]]  # fmt: skip
+                if nb <= layout.blocks(workload["Co"]) and tp <= 2 * workload["W"] * workload["H"]]  # fmt: skip
     if template == "dw16":
-        groups = [[1, 1, 1], [2, 1, 1], [1, 2, 1], [4, 1, 1]] if kind == "cpu" else locals_
         return [{"TW": tw, "TY": ty, "local": lo} for tw in (2, 4, 8) for ty in (1, 2, 4) if tw * ty <= 16
                 for lo in groups]  # fmt: skip
     few_locals = [[1, 1, 1], [2, 1, 1], [1, 2, 1]] if kind == "cpu" else locals_

@@ -17,14 +17,10 @@ from edgeinfer.backends.opencl.kernels import (
 )
 from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
 from edgeinfer.backends.opencl.kernels_tensor import axis_table, resize_scales
-from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED
+from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED, blocks, kernel_kind
 from edgeinfer.ir import Node
 
 TEMPLATE = "blocked"
-
-
-def blocks(channels: int) -> int:
-    return -(-channels // BLOCK)
 
 
 def padded_blocks(matrix: np.ndarray, count: int) -> np.ndarray:
@@ -92,18 +88,15 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
 
 
 def conv_kind_of(node: Node, ctx: PlanContext) -> str:
-    """pointwise, depthwise or direct, from the weights and attributes (X may be 5-D here: blocked)."""
+    """pointwise, depthwise or direct (layout.kernel_kind; X may be 5-D here: blocked)."""
     weights = ctx.constant(node.inputs[1])
     if weights is None or weights.ndim != 4:
         raise NoKernel("weights are not a constant 4-D tensor")
     ctx.require_float(node, node.inputs[:2])
-    groups = int(node.attrs.get("group", 1))
-    if groups == 1:
-        pointwise = weights.shape[2:] == (1, 1) and node.attrs.get("strides", [1, 1]) == [1, 1]
-        return "pointwise" if pointwise and not any(node.attrs.get("pads", [0, 0, 0, 0])) else "direct"
-    if weights.shape[1] == 1 and groups == weights.shape[0]:
-        return "depthwise"
-    raise NoKernel(f"grouped convolution (group {groups}) has no blocked kernel")
+    kind = kernel_kind(weights, node.attrs)
+    if kind is None:
+        raise NoKernel(f"grouped convolution (group {node.attrs.get('group')}) has no blocked kernel")
+    return kind
 
 
 def default_tiles(template: str, pixels: int, row: int, cbo: int) -> dict:

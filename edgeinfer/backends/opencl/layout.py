@@ -24,7 +24,8 @@ from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.passes.memory_plan import plan_memory
 
 BLOCK = 16
-LAYOUT_ATTR = "_nchw16c"  # on a blocked node: {"inputs": [True if that input is read blocked, ...]}
+# On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0]}.
+LAYOUT_ATTR = "_nchw16c"
 TO_BLOCKED, FROM_BLOCKED = "ToNCHW16c", "FromNCHW16c"
 LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"  # "nchw" or "nchw16c": overrides the per-device choice
 
@@ -46,15 +47,20 @@ def wanted(device_kind: str) -> bool:
     return value == "nchw16c"
 
 
+def blocks(channels: int) -> int:
+    """Channel blocks of ``channels`` channels (the last one padded)."""
+    return -(-channels // BLOCK)
+
+
 def blocked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
     n, c, h, w = shape
-    return (n, -(-c // BLOCK), h, w, BLOCK)
+    return (n, blocks(c), h, w, BLOCK)
 
 
 def to_blocked(x: np.ndarray) -> np.ndarray:
     """NCHW -> NCHW16c, the padding channels zero."""
     n, c, h, w = x.shape
-    padded = np.zeros((n, -(-c // BLOCK) * BLOCK, h, w), x.dtype)
+    padded = np.zeros((n, blocks(c) * BLOCK, h, w), x.dtype)
     padded[:, :c] = x
     return np.ascontiguousarray(padded.reshape(n, -1, BLOCK, h, w).transpose(0, 1, 3, 4, 2))
 
@@ -79,11 +85,17 @@ def conv_kind(node: Node, graph: Graph) -> str | None:
         return None
     if any(name and name not in graph.constants for name in node.inputs[2:3]):
         return None  # a computed bias
-    c, co, groups = info.shape[1], weights.shape[0], int(node.attrs.get("group", 1))
+    return kernel_kind(weights, node.attrs)
+
+
+def kernel_kind(weights: np.ndarray, attrs: dict[str, Any]) -> str | None:
+    """The blocked kernel family of a Conv, from its 4-D weights and attributes: "pointwise" (1x1, stride 1, no
+    padding), "direct" (group 1) or "depthwise" (one filter per channel); None for other grouped convolutions."""
+    groups = int(attrs.get("group", 1))
     if groups == 1:
-        pointwise = weights.shape[2:] == (1, 1) and node.attrs.get("strides", [1, 1]) == [1, 1]
-        return "pointwise" if pointwise and not any(node.attrs.get("pads", [0, 0, 0, 0])) else "direct"
-    if groups == c == co:
+        pointwise = weights.shape[2:] == (1, 1) and attrs.get("strides", [1, 1]) == [1, 1]
+        return "pointwise" if pointwise and not any(attrs.get("pads", [0, 0, 0, 0])) else "direct"
+    if weights.shape[1] == 1 and groups == weights.shape[0]:
         return "depthwise"
     return None
 
@@ -213,10 +225,8 @@ def apply(graph: Graph) -> Graph:
             continue
         inputs = [read_blocked(name) if flag else read_plain(name) for name, flag in zip(node.inputs, reads)]
         channels = [graph.tensors[name].shape[1] if flag else 0 for name, flag in zip(node.inputs, reads)]
-        out = node.outputs[0]
-        layout = {"inputs": reads, "channels": channels, "output_channels": graph.tensors[out].shape[1]}
-        attrs = {**node.attrs, LAYOUT_ATTR: layout}
-        nodes.append(Node(node.name, node.op, inputs, [add_blocked(out)], attrs, node.placement))
+        attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels}}
+        nodes.append(Node(node.name, node.op, inputs, [add_blocked(node.outputs[0])], attrs, node.placement))
     for name in graph.outputs:
         read_plain(name)
     used = {name for node in nodes for name in [*node.inputs, *node.outputs] if name}
