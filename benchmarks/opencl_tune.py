@@ -36,7 +36,7 @@ from edgeinfer.tuned_configs import ConfigTable, read_table, table_path, workloa
 
 SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
 DEFAULT_MODELS = ["mobilenet_v2_1.0_224.onnx", "squeezenet1.1.onnx", "yolox_nano_416.onnx"]
-TUNABLE = ("gemm", "conv2d", "depthwise", "pw16", "direct16", "dw16")
+TUNABLE = ("gemm", "conv2d", "depthwise", "pw16", "direct16", "dw16", "sep16")
 
 
 def local_candidates(kind: str) -> list[list[int]]:
@@ -53,6 +53,10 @@ def candidates(template: str, workload: dict, kind: str) -> list[dict]:
         tiles = [(tp, nb) for tp in (4, 6, 7, 8, 10, 12, 14) for nb in (1, 2, 3, 4) if tp * nb <= 28]
         return [{"TP": tp, "NB": nb, "local": lo} for tp, nb in tiles for lo in groups
                 if nb <= layout.blocks(workload["Co"]) and tp <= 2 * workload["W"] * workload["H"]]  # fmt: skip
+    if template == "sep16":  # NB x TP accumulators, TP depthwise vectors and NB weights in 32 registers
+        tiles = [(tp, nb) for tp in (4, 6, 7, 8, 10, 12, 14) for nb in (1, 2, 3, 4) if tp * nb + tp + nb <= 30]
+        return [{"TP": tp, "NB": nb, "local": lo} for tp, nb in tiles for lo in groups
+                if nb <= layout.blocks(workload["Co"]) and tp <= 2 * workload["W"]]  # fmt: skip
     if template == "dw16":
         return [{"TW": tw, "TY": ty, "local": lo} for tw in (2, 4, 8) for ty in (1, 2, 4) if tw * ty <= 16
                 for lo in groups]  # fmt: skip
@@ -106,7 +110,7 @@ def single_node_graph(graph: Graph, node: Node) -> tuple[Graph, dict[str, np.nda
 
 def kernel_ms(executable, feeds: dict[str, np.ndarray], repeat: int) -> float:
     rows = executable.profile(feeds, repeat=repeat)
-    return sum(row["time_ms"] for row in rows if row["name"] != "(read outputs)")
+    return sum(row["time_ms"] for row in rows if row["name"] not in ("(read outputs)", "(write inputs)"))
 
 
 def tune_workload(single: Graph, feeds, device, template: str, configs: list[dict], rounds: int, repeat: int):
@@ -156,7 +160,7 @@ def main() -> None:
             graph = layout.apply(graph)
         ctx = PlanContext(graph, ConfigTable("opencl", key), device.info.kind, device.device.max_work_group_size)
         for node in graph.nodes:
-            if node.placement != "device" or node.op not in ("Conv", "Gemm", "MatMul"):
+            if node.placement != "device" or node.op not in ("Conv", "Gemm", "MatMul", layout.SEPARABLE):
                 continue
             try:
                 plan = plan_node(node, ctx)

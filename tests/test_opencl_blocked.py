@@ -163,11 +163,14 @@ CASES = [
 
 @needs_device
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[6]}" for c in CASES])
-def test_every_blocked_kernel_variant_matches_numpy(case):
+def test_every_blocked_kernel_variant_matches_numpy(case, monkeypatch):
     """A first conv (pointwise, so that its output is blocked, or none for "plain") feeds the conv under test,
     which adds a residual Z when asked and ends in a Relu; a last pointwise conv gives the blocked output a
-    blocked reader. Forced to the case's config through the tuner's overrides."""
+    blocked reader (not fused with a depthwise conv under test: conv_sep16 has its own test). Forced to the case's
+    config through the tuner's overrides."""
     from edgeinfer.backends import opencl
+
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 0)
 
     kind, c, co, h, w, attrs, config, batch, residual = case
     feeds = {"x": randn(batch, c, h, w)}
@@ -221,4 +224,91 @@ def test_max_pool_and_nearest_resize_run_blocked(pool, resize):
     executable = opencl.prepare(graph, DEVICE.spec)
     kernels = {row["name"]: row["kernel"] for row in executable.explain()}
     assert kernels["pool"] == "pool16" and kernels["resize"] == "resize16", kernels
+    assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
+
+
+def separable_graph(c: int, co: int, h: int, w: int, dw_attrs: dict, batch: int, residual: bool, extra_reader=False):
+    """x -> pointwise "first" -> depthwise "dw" (its own activation) -> 1x1 "pw" (+ Z, Relu) -> 1x1 "last" -> y;
+    with ``extra_reader`` the depthwise output also feeds an Add into the output path."""
+    feeds = {"x": randn(batch, c, h, w)}
+    constants = {**conv_constants("first", c, c, 1), **conv_constants("pw", co, c, 1)}
+    constants.update(conv_constants("last", 16, co, 1))
+    constants["dw"], constants["dw_b"] = randn(c, 1, 3, 3), randn(c)
+    nodes = [conv("first", "x", "first", "a"), conv("dw", "a", "dw", "m", group=c, **dw_attrs)]
+    if residual:  # Z: shaped like the 1x1 conv's output, from a conv with the depthwise conv's geometry
+        geometry = {key: dw_attrs[key] for key in ("pads", "strides", "dilations") if key in dw_attrs}
+        constants.update(conv_constants("zw", co, c, 3))
+        nodes.append(conv("zconv", "a", "zw", "z", **geometry))
+    nodes.append(conv("pw", "m", "pw", "b", "z" if residual else "", activation="relu"))
+    if extra_reader:
+        constants.update(conv_constants("back", co, c, 1))
+        nodes += [conv("back", "m", "back", "n"), Node("join", "Add", ["b", "n"], ["b2"])]
+    nodes.append(conv("last", "b2" if extra_reader else "b", "last", "y"))
+    return build_graph(nodes, feeds, constants), feeds
+
+
+def test_separable_pairs_fuse_into_one_node():
+    graph, _ = separable_graph(24, 40, 8, 8, {"pads": [1, 1, 1, 1], "activation": "clip",
+                                              "activation_params": [0.0, 6.0]}, 1, True)  # fmt: skip
+    graph.metadata["node_flops"] = {"dw": 100, "pw": 1000}
+    blocked = layout.apply(graph)
+    fused = [node for node in blocked.nodes if node.op == layout.SEPARABLE]
+    assert [node.name for node in fused] == ["dw+pw"] and "dw" not in {node.name for node in blocked.nodes}
+    assert fused[0].inputs == ["a#nchw16c", "dw", "dw_b", "pw", "pw_b", "z#nchw16c"]
+    assert "m#nchw16c" not in blocked.tensors  # the depthwise output is never stored
+    assert blocked.metadata["node_flops"]["dw+pw"] == 1100
+    depthwise, pointwise = layout.separable_parts(fused[0])
+    assert depthwise.inputs == ["a#nchw16c", "dw", "dw_b"] and depthwise.attrs["activation"] == "clip"
+    assert pointwise.inputs == ["m#nchw16c", "pw", "pw_b", "z#nchw16c"] and pointwise.outputs == ["b#nchw16c"]
+
+
+def test_separable_pairs_stay_apart_when_the_output_is_wide_or_read_twice(monkeypatch):
+    wide, _ = separable_graph(16, 40, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 2)  # 40 channels: 3 output blocks
+    assert not any(node.op == layout.SEPARABLE for node in layout.apply(wide).nodes)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 4)
+    shared, _ = separable_graph(16, 16, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False, extra_reader=True)
+    assert not any(node.op == layout.SEPARABLE for node in layout.apply(shared).nodes)
+
+
+# (C, Co, H, W, depthwise attrs, config, batch, residual): partial pixel tiles, padded input channels, ragged NB
+# groups and NB past the output blocks, stride, dilation (the checked tap path), activations on both parts.
+SEPARABLE_CASES = [
+    (16, 16, 9, 11, {"pads": [1, 1, 1, 1], "activation": "clip", "activation_params": [0.0, 6.0]},
+     {"TP": 4, "NB": 1}, 2, True),
+    (24, 40, 9, 11, {"pads": [1, 1, 1, 1], "strides": [2, 2], "activation": "silu"}, {"TP": 8, "NB": 2}, 1, False),
+    (40, 24, 12, 12, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, {"TP": 6, "NB": 3}, 1, True),
+    (32, 64, 7, 7, {"pads": [1, 1, 1, 1], "activation": "relu"}, {"TP": 7, "NB": 4}, 1, True),
+]  # fmt: skip
+
+
+@needs_device
+@pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[f"{c[0]}-{c[1]}-{c[5]}" for c in SEPARABLE_CASES])
+def test_separable_kernel_variants_match_numpy(case):
+    from edgeinfer.backends import opencl
+
+    c, co, h, w, dw_attrs, config, batch, residual = case
+    graph, feeds = separable_graph(c, co, h, w, dw_attrs, batch, residual)
+    expected = numpy_backend.prepare(graph).run(feeds)["y"]
+    executable = opencl.prepare(graph, DEVICE.spec, overrides={"sep16": config})
+    row = next(row for row in executable.explain() if row["name"] == "dw+pw")
+    assert row["kernel"] == "sep16" and row["config_source"] == "override", row
+    assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
+
+
+@needs_device
+def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import kernels
+    from edgeinfer.backends.opencl.kernels import NoKernel
+
+    graph, feeds = separable_graph(24, 16, 8, 9, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 2, True)
+    expected = numpy_backend.prepare(graph).run(feeds)["y"]
+
+    def refuse(node, ctx):
+        raise NoKernel("refused by the test")
+
+    monkeypatch.setitem(kernels.BLOCKED_PLANNERS, layout.SEPARABLE, refuse)
+    executable = opencl.prepare(graph, DEVICE.spec)
+    assert [row["name"] for row in executable.explain() if row["placement"] == "cpu"] == ["dw+pw"]
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5

@@ -221,6 +221,104 @@ __kernel void conv_dw16(__global const float *restrict X, __global const float *
 }
 #endif
 
+#ifdef SEP
+// A depthwise-separable pair in one pass: Y = act(pointwise(act_d(depthwise(X) + bias_d)) + bias + Z). The
+// depthwise output never reaches memory: a work-item computes it for TP pixels of one output row, one channel
+// block at a time, and feeds its 16 lanes straight into the NB x TP pointwise accumulators (as conv_pw16 does
+// with its input). Groups of NB output blocks each recompute the depthwise part, so layout.py fuses only pairs
+// with few output blocks. Padded depthwise channels come out finite (zero weights and bias) and meet zero rows
+// of Wp. Wd: [CB][KH*KW][16]; Wp: [CBO'][CB*16][16]. Work: dim 0 = output rows, dim 1 = groups of NB output
+// blocks, dim 2 = batch.
+__kernel void conv_sep16(__global const float *restrict X, __global const float *restrict Wd,
+                         __global const float *restrict bias_d, __global const float *restrict Wp,
+                         __global const float *restrict bias, __global const float *restrict Z,
+                         __global float *restrict Y, int CB, int H, int W, int Ho, int Wo, int CBO, int pad_t,
+                         int pad_l, int act_d, float d0_, float d1_, int has_z, int act, float p0_, float p1_)
+{
+    const int oy = get_global_id(0);
+    const int cb0 = get_global_id(1) * NB;
+    const int n = get_global_id(2);
+    if (oy >= Ho || cb0 >= CBO)
+        return;
+    const int K = CB * 16;  // pointwise input channels, padding included
+    X += (size_t)n * CB * H * W * 16;
+    Y += (size_t)n * CBO * Ho * Wo * 16;
+    Z += (size_t)n * CBO * Ho * Wo * 16;
+    for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
+        BIAS_TILE(acc)
+        const int np = min(TP, Wo - ox0);
+        const int ix0 = ox0 * SW - pad_l;
+        const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;
+        for (int cb = 0; cb < CB; ++cb) {
+            float16 d[TP];
+            const float16 bd = vload16(cb, bias_d);
+#pragma unroll
+            for (int t = 0; t < TP; ++t)
+                d[t] = bd;
+            __global const float *plane = X + (size_t)cb * H * W * 16;
+            for (int kh = 0; kh < KH; ++kh) {
+                const int iy = oy * SH - pad_t + kh * DH;
+                if (iy < 0 || iy >= H)
+                    continue;
+                __global const float *row = plane + (size_t)iy * W * 16;
+                float16 wv[KW];
+#pragma unroll
+                for (int kw = 0; kw < KW; ++kw)
+                    wv[kw] = vload16((cb * KH + kh) * KW + kw, Wd);
+                if (interior && DW == 1) {  // each input pixel of the row loaded once
+#pragma unroll
+                    for (int i = 0; i < (TP - 1) * SW + KW; ++i) {
+                        const float16 xv = vload16(ix0 + i, row);
+#pragma unroll
+                        for (int t = 0; t < TP; ++t) {
+                            const int kw = i - t * SW;
+                            if (kw >= 0 && kw < KW)
+                                d[t] = fma(wv[kw], xv, d[t]);
+                        }
+                    }
+                } else {
+#pragma unroll
+                    for (int kw = 0; kw < KW; ++kw)
+#pragma unroll
+                        for (int t = 0; t < TP; ++t) {
+                            const int ix = ix0 + t * SW + kw * DW;
+                            if (t < np && ix >= 0 && ix < W)
+                                d[t] = fma(wv[kw], vload16(ix, row), d[t]);
+                        }
+                }
+            }
+            float lanes[TP][16];
+#pragma unroll
+            for (int t = 0; t < TP; ++t) {
+                APPLY_ACTIVATION(float16, d[t], act_d, d0_, d1_);
+                vstore16(d[t], 0, lanes[t]);
+            }
+#pragma unroll
+            for (int l = 0; l < 16; ++l) {
+                float16 wv[NB];
+#pragma unroll
+                for (int j = 0; j < NB; ++j)
+                    wv[j] = vload16((size_t)(cb0 + j) * K + cb * 16 + l, Wp);
+#pragma unroll
+                for (int t = 0; t < TP; ++t) {
+                    const float16 xb = (float16)(lanes[t][l]);
+#pragma unroll
+                    for (int j = 0; j < NB; ++j)
+                        acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                }
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < NB; ++j)
+#pragma unroll
+            for (int t = 0; t < TP; ++t)
+                if (cb0 + j < CBO && t < np)
+                    BLOCKED_STORE(acc[j][t], Y, Z, ((size_t)(cb0 + j) * Ho + oy) * Wo + ox0 + t, has_z, act, p0_,
+                                  p1_)
+    }
+}
+#endif
+
 // Layout conversions at the edges of a blocked region. Work: dim 0 = pixels, dim 1 = channel blocks,
 // dim 2 = batch. Lanes past C are written as zeros.
 __kernel void to_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)

@@ -43,7 +43,12 @@ MF = cl.mem_flags
 RESIDUAL_EPILOGUE_KERNELS = (
     "gemm_reduce", "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m",
     "depthwise", "depthwise_rows", "depthwise_flat", "conv2d", "conv_pw16", "conv_direct16", "conv_dw16",
+    "conv_sep16",
 )
+
+CONV_OPS = ("Conv", layout.SEPARABLE)
+# Profile rows of the steps that belong to no node: reading the outputs, writing the inputs.
+READ_OUTPUTS, WRITE_INPUTS = -1, -2
 
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
 StepFn = Callable[[dict[str, np.ndarray], cl.CommandQueue], Any]
@@ -131,7 +136,7 @@ class OpenCLExecutable:
 
         for index in range(1, len(self.records)):
             add, conv = self.records[index], self.records[index - 1]
-            if add.node.op != "Add" or add.plan is None or conv.plan is None or conv.node.op != "Conv":
+            if add.node.op != "Add" or add.plan is None or conv.plan is None or conv.node.op not in CONV_OPS:
                 continue
             c_out, y = conv.node.outputs[0], add.node.outputs[0]
             others = [name for name in add.node.inputs if name != c_out]
@@ -323,15 +328,16 @@ class OpenCLExecutable:
                 on_host.update(n for n in node.outputs if n)
                 continue
             for name in inputs:
-                if name not in on_device and name in self.buffers:
-                    steps.append(self._to_device(index, name))
+                if name not in on_device and name in self.buffers:  # a graph input's upload: a row of its own
+                    steps.append(self._to_device(WRITE_INPUTS if name in graph.inputs else index, name))
                     on_device.add(name)
             for launch in record.plan.launches:
                 steps.append(self._launch_step(index, launch))
             on_device.update(n for n in [*node.outputs, self.redirected.get(index, "")] if n)
+        self.device_written_inputs = {name for name in graph.inputs if name in on_device}
         for name in graph.outputs:
             if name not in on_host:
-                steps.append(self._to_host(-1, name))
+                steps.append(self._to_host(READ_OUTPUTS, name))
         self.output_reads = [name for name in graph.outputs if name not in on_host]
         return steps
 
@@ -471,7 +477,7 @@ class OpenCLExecutable:
             self._profiling_queue = shared_queue(self.context, profiling=True)
             self.queue.finish()  # commands of the run queue (uploads) before those of the profiling queue
         queue = self._profiling_queue
-        samples: dict[int, list[float]] = {i: [] for i in range(-1, len(self.records))}
+        samples: dict[int, list[float]] = {i: [] for i in range(WRITE_INPUTS, len(self.records))}
         for _ in range(max(repeat, 1)):
             env: dict[str, np.ndarray] = dict(self.graph.constants)
             env.update(feeds)
@@ -498,11 +504,13 @@ class OpenCLExecutable:
         total = sum(median_ms.values()) or 1.0
         rows = []
         for index, ms in median_ms.items():
-            if index == -1:
-                if not self.output_reads:
+            if index in (READ_OUTPUTS, WRITE_INPUTS):
+                names = self.output_reads if index == READ_OUTPUTS else sorted(self.device_written_inputs)
+                if not names:
                     continue
-                name, op, kernel, nbytes, node_flops = "(read outputs)", "-", "copy", 0, 0
-                nbytes = sum(self.graph.tensors[n].nbytes for n in self.output_reads)
+                name = "(read outputs)" if index == READ_OUTPUTS else "(write inputs)"
+                op, kernel, node_flops = "-", "copy", 0
+                nbytes = sum(self.graph.tensors[n].nbytes for n in names)
             else:
                 record = self.records[index]
                 node = record.node

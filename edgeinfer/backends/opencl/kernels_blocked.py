@@ -11,13 +11,23 @@ from edgeinfer.backends.opencl.kernels import (
     NoKernel,
     PlanContext,
     TensorArg,
+    activation_of,
     i32,
     kernel_for,
     local_size,
 )
 from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
 from edgeinfer.backends.opencl.kernels_tensor import axis_table, resize_scales
-from edgeinfer.backends.opencl.layout import BLOCK, FROM_BLOCKED, LAYOUT_ATTR, TO_BLOCKED, blocks, kernel_kind
+from edgeinfer.backends.opencl.layout import (
+    BLOCK,
+    FROM_BLOCKED,
+    LAYOUT_ATTR,
+    SEPARABLE,
+    TO_BLOCKED,
+    blocks,
+    kernel_kind,
+    separable_parts,
+)
 from edgeinfer.ir import Node
 
 TEMPLATE = "blocked"
@@ -85,6 +95,42 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)
     return KernelPlan(template, config, source, [Launch(TEMPLATE, kernel, args, work, local, defines)])
+
+
+def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
+    """A depthwise Conv and the 1x1 Conv reading it (layout.SEPARABLE), in one conv_sep16 launch."""
+    depthwise, pointwise = separable_parts(node)
+    x, y = node.inputs[0], node.outputs[0]
+    ctx.require_float(node, [x, depthwise.inputs[1], pointwise.inputs[1]])
+    w_dw = ctx.constant(depthwise.inputs[1]).astype(np.float32)
+    w_pw = ctx.constant(pointwise.inputs[1]).astype(np.float32)
+    n, cb, h, w, _ = ctx.shape(x)
+    _, cbo, ho, wo, _ = ctx.shape(y)
+    c, co, kh, kw = w_dw.shape[0], w_pw.shape[0], w_dw.shape[2], w_dw.shape[3]
+    sh, sw = depthwise.attrs.get("strides", [1, 1])
+    dh, dw = depthwise.attrs.get("dilations", [1, 1])
+    pads = depthwise.attrs.get("pads", [0, 0, 0, 0])
+    (bias_dw, _), _ = epilogue_args(depthwise, ctx, c, y)
+    act_dw, dw0, dw1 = activation_of(depthwise)
+    (bias, z), tail = epilogue_args(pointwise, ctx, co, y)
+    workload = {"C": c, "Co": co, "H": ho, "W": wo, "K": kh, "S": sh}
+    config, source = ctx.config("sep16", workload, lambda: {"TP": max(1, min(8, wo)), "NB": min(2, cbo)})
+    tp, nb = int(config["TP"]), int(config["NB"])
+    groups_of_nb = -(-cbo // nb)
+    packed_dw = padded_blocks(w_dw.reshape(c, kh * kw), cb).reshape(cb, BLOCK, kh * kw).transpose(0, 2, 1)
+    # [Co][C] -> [CBO'][CB*16][16]: zero rows for the padded input channels and output blocks.
+    matrix = np.zeros((groups_of_nb * nb * BLOCK, cb * BLOCK), np.float32)
+    matrix[:co, :c] = w_pw.reshape(co, c)
+    packed_pw = np.ascontiguousarray(matrix.reshape(groups_of_nb * nb, BLOCK, cb * BLOCK).transpose(0, 2, 1))
+    geometry = map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1]))
+    args = [TensorArg(x), np.ascontiguousarray(packed_dw), padded_blocks(bias_dw, cb), packed_pw,
+            padded_blocks(bias, groups_of_nb * nb), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
+            np.float32(dw1), *tail]  # fmt: skip
+    defines = {"SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+    work = (ho, groups_of_nb, n)
+    local = blocked_local(ctx, config, work)
+    config["local"] = list(local)
+    return KernelPlan("sep16", config, source, [Launch(TEMPLATE, "conv_sep16", args, work, local, defines)])
 
 
 def conv_kind_of(node: Node, ctx: PlanContext) -> str:
@@ -155,3 +201,4 @@ def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
 
 kernel_for(TO_BLOCKED, FROM_BLOCKED)(plan_layout_conversion)
 kernel_for("Conv", blocked=True)(plan_blocked_conv)
+kernel_for(SEPARABLE, blocked=True)(plan_separable_conv)

@@ -27,6 +27,15 @@ BLOCK = 16
 # On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0]}.
 LAYOUT_ATTR = "_nchw16c"
 TO_BLOCKED, FROM_BLOCKED = "ToNCHW16c", "FromNCHW16c"
+# A blocked depthwise Conv and the blocked 1x1 Conv that alone reads it, as one node (blocked.cl conv_sep16).
+# Inputs: X, depthwise W and B, pointwise W and B, Z; attrs: each part's name and attributes.
+SEPARABLE = "SeparableConv16"
+# Fuse a pair only if the 1x1 conv has at most this many output blocks: each group of NB output blocks
+# recomputes the depthwise part, which stops paying for wide outputs.
+SEPARABLE_MAX_BLOCKS = 4
+# The fused kernel feeds all 16 lanes of a depthwise block to the 1x1 conv; padded lanes hold act(0) and meet
+# zero weights, which is 0 unless act(0) is infinite.
+INFINITE_AT_ZERO = ("log", "reciprocal")
 LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"  # "nchw" or "nchw16c": overrides the per-device choice
 
 # Same-shape elementwise ops that may run on blocked tensors unchanged (lane by lane; the padding lanes stay
@@ -229,12 +238,71 @@ def apply(graph: Graph) -> Graph:
         nodes.append(Node(node.name, node.op, inputs, [add_blocked(node.outputs[0])], attrs, node.placement))
     for name in graph.outputs:
         read_plain(name)
+    nodes = fuse_separable(nodes, graph)
     used = {name for node in nodes for name in [*node.inputs, *node.outputs] if name}
     used |= set(graph.inputs) | set(graph.outputs)
+    metadata = dict(graph.metadata)
+    flops = metadata.get("node_flops", {})
+    metadata["node_flops"] = {**flops, **{node.name: sum(flops.get(part.name, 0) for part in separable_parts(node))
+                                          for node in nodes if node.op == SEPARABLE}}  # fmt: skip
     result = Graph(nodes, list(graph.inputs), list(graph.outputs), {k: v for k, v in tensors.items() if k in used},
-                   graph.constants, graph.metadata)  # fmt: skip
+                   graph.constants, metadata)  # fmt: skip
     plan_memory(result, graph.memory_plan.alignment)
     return result
+
+
+def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
+    """``nodes`` (the blocked graph's) with each blocked depthwise Conv whose output only a blocked 1x1 Conv of at
+    most SEPARABLE_MAX_BLOCKS output blocks reads merged into that conv: one SEPARABLE node at the 1x1 conv's
+    place, the depthwise output gone from the graph."""
+    producers = {node.outputs[0]: node for node in nodes if node.outputs}
+    readers: dict[str, int] = {}
+    for node in nodes:
+        for name in set(node.inputs):
+            readers[name] = readers.get(name, 0) + 1
+    fused: dict[str, Node] = {}  # pointwise node name -> its SEPARABLE node
+    absorbed: set[str] = set()  # depthwise node names
+    for node in nodes:
+        if node.op != "Conv" or LAYOUT_ATTR not in node.attrs or not node.inputs[0].endswith("#nchw16c"):
+            continue
+        weights = graph.constants[node.inputs[1]]
+        dw = producers.get(node.inputs[0])
+        if (kernel_kind(weights, node.attrs) != "pointwise" or blocks(weights.shape[0]) > SEPARABLE_MAX_BLOCKS
+                or dw is None or dw.op != "Conv" or LAYOUT_ATTR not in dw.attrs or readers[dw.outputs[0]] != 1
+                or dw.outputs[0] in graph.outputs or (len(dw.inputs) > 3 and dw.inputs[3])
+                or kernel_kind(graph.constants[dw.inputs[1]], dw.attrs) != "depthwise"
+                or dw.attrs.get("activation") in INFINITE_AT_ZERO):  # fmt: skip
+            continue
+        pad = [""] * (4 - len(node.inputs))
+        _, w_pw, b_pw, z = [*node.inputs, *pad]
+        x, w_dw, b_dw = [*dw.inputs, "", ""][:3]
+        channels = dw.attrs[LAYOUT_ATTR]["channels"][0]
+        z_channels = node.attrs[LAYOUT_ATTR]["channels"][3] if z else 0
+        attrs = {
+            "depthwise": {"name": dw.name, "output": dw.outputs[0], "attrs": dict(dw.attrs)},
+            "pointwise": {"name": node.name, "attrs": dict(node.attrs)},
+            LAYOUT_ATTR: {"inputs": [True, False, False, False, False, bool(z)],
+                          "channels": [channels, 0, 0, 0, 0, z_channels]},
+        }  # fmt: skip
+        fused[node.name] = Node(f"{dw.name}+{node.name}", SEPARABLE, [x, w_dw, b_dw, w_pw, b_pw, z],
+                                list(node.outputs), attrs, node.placement)  # fmt: skip
+        absorbed.add(dw.name)
+    return [fused.get(node.name, node) for node in nodes if node.name not in absorbed]
+
+
+def separable_parts(node: Node) -> tuple[Node, Node]:
+    """The blocked depthwise and 1x1 Conv nodes a SEPARABLE node stands for."""
+    x, w_dw, b_dw, w_pw, b_pw, z = node.inputs
+    dw, pw = node.attrs["depthwise"], node.attrs["pointwise"]
+    def trimmed(names: list[str]) -> list[str]:  # without trailing absent inputs, as the Conv had them
+        while not names[-1]:
+            names = names[:-1]
+        return names
+
+    depthwise = Node(dw["name"], "Conv", trimmed([x, w_dw, b_dw]), [dw["output"]], dict(dw["attrs"]), node.placement)
+    pointwise = Node(pw["name"], "Conv", trimmed([dw["output"], w_pw, b_pw, z]), list(node.outputs),
+                     dict(pw["attrs"]), node.placement)  # fmt: skip
+    return depthwise, pointwise
 
 
 def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
@@ -245,6 +313,11 @@ def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
         return
     if node.op == FROM_BLOCKED:
         env[node.outputs[0]] = from_blocked(env[node.inputs[0]], int(node.attrs["channels"]))
+        return
+    if node.op == SEPARABLE:
+        for part in separable_parts(node):
+            run_host(part, env)
+        env.pop(node.attrs["depthwise"]["output"])
         return
     layout: dict[str, Any] | None = node.attrs.get(LAYOUT_ATTR)
     if layout is None:
