@@ -366,6 +366,31 @@ __kernel void maxpool16(__global const float *restrict X, __global float *restri
     X += (size_t)ncb * H * W * 16;
     Y += ((size_t)ncb * Ho + oy) * Wo * 16;
     const int iy0 = oy * SH - pad_t;
+#ifdef W_CACHE
+    // W_CACHE == W: the maxima over the window's rows of every input column first, then the maxima of KW of those
+    // per output pixel: KH*W + KW*Wo loads instead of KH*KW*Wo (YOLOX's 13x13 SPP pools: 6.5x fewer).
+    float16 column[W_CACHE];
+    for (int x = 0; x < W_CACHE; ++x) {
+        float16 m = (float16)(-INFINITY);
+        for (int kh = 0; kh < KH; ++kh) {
+            const int iy = iy0 + kh * DH;
+            if (iy >= 0 && iy < H)
+                m = fmax(m, vload16((size_t)iy * W + x, X));
+        }
+        column[x] = m;
+    }
+    for (int ox = 0; ox < Wo; ++ox) {
+        const int ix0 = ox * SW - pad_l;
+        float16 m = (float16)(-INFINITY);
+#pragma unroll
+        for (int kw = 0; kw < KW; ++kw) {
+            const int ix = ix0 + kw * DW;
+            if (ix >= 0 && ix < W)
+                m = fmax(m, column[ix]);
+        }
+        vstore16(m, ox, Y);
+    }
+#else
     for (int ox = 0; ox < Wo; ++ox) {
         const int ix0 = ox * SW - pad_l;
         float16 m = (float16)(-INFINITY);
@@ -382,6 +407,7 @@ __kernel void maxpool16(__global const float *restrict X, __global float *restri
         }
         vstore16(m, ox, Y);
     }
+#endif
 }
 #endif
 

@@ -31,6 +31,7 @@ from edgeinfer.backends.opencl.layout import (
 from edgeinfer.ir import Node
 
 TEMPLATE = "blocked"
+MAX_POOL_COLUMNS = 256  # widest input row whose column maxima maxpool16 keeps in private memory (16 KB)
 
 
 def padded_blocks(matrix: np.ndarray, count: int) -> np.ndarray:
@@ -178,6 +179,8 @@ def plan_blocked_max_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     local = (1, 1) if ctx.device_kind == "cpu" else local_size(work, (16, 4), ctx.max_work_group_size)
     args = [TensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, pads[0], pads[1], n * cb))]
     defines = {"POOL": 1, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+    if kh * w + kw * wo < kh * kw * wo and w <= MAX_POOL_COLUMNS:  # column maxima first: fewer loads
+        defines["W_CACHE"] = w
     launch = Launch(TEMPLATE, "maxpool16", args, work, local, defines)
     return KernelPlan("pool16", {"local": list(local)}, "default", [launch])
 
