@@ -312,3 +312,33 @@ def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
     executable = opencl.prepare(graph, DEVICE.spec)
     assert [row["name"] for row in executable.explain() if row["placement"] == "cpu"] == ["dw+pw"]
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
+
+
+@needs_device
+@pytest.mark.parametrize("op, attrs", [
+    ("GlobalAveragePool", {}), ("GlobalMaxPool", {}), ("AveragePool", {"kernel_shape": [5, 7]}),
+])  # fmt: skip
+@pytest.mark.parametrize("on_host", [False, True])
+def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, monkeypatch):
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import kernels
+    from edgeinfer.backends.opencl.kernels import NoKernel
+
+    feeds = {"x": randn(2, 8, 5, 7)}
+    constants = conv_constants("w1", 20, 8, 1)  # 20 channels: a ragged last block
+    graph = build_graph([conv("first", "x", "w1", "a"), Node("pool", op, ["a"], ["y"], attrs)], feeds, constants)
+    blocked = layout.apply(graph)
+    pool = next(node for node in blocked.nodes if node.name == "pool")
+    assert pool.inputs == ["a#nchw16c"] and pool.outputs == ["y"]  # no conversion of the large input
+    assert not any(node.op == layout.FROM_BLOCKED for node in blocked.nodes)
+    expected = numpy_backend.prepare(graph).run(feeds)["y"]
+    if on_host:
+
+        def refuse(node, ctx):
+            raise NoKernel("refused by the test")
+
+        monkeypatch.setitem(kernels.BLOCKED_PLANNERS, op, refuse)
+    executable = opencl.prepare(graph, DEVICE.spec)
+    row = next(row for row in executable.explain() if row["name"] == "pool")
+    assert row["kernel"] == ("numpy" if on_host else "pool16"), row
+    assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-6

@@ -411,6 +411,29 @@ __kernel void maxpool16(__global const float *restrict X, __global float *restri
 }
 #endif
 
+// Average or maximum of every channel over whole planes of blocked X, written to plain Y [N][C] (a 1x1 plane).
+// Work: dim 0 = channel blocks, dim 1 = batch.
+__kernel void global_pool16(__global const float *restrict X, __global float *restrict Y, int P, int C, int CB,
+                            int N, int is_max)
+{
+    const int cb = get_global_id(0);
+    const int n = get_global_id(1);
+    if (cb >= CB || n >= N)
+        return;
+    X += ((size_t)n * CB + cb) * P * 16;
+    float16 acc = is_max ? (float16)(-INFINITY) : (float16)(0.0f);
+    for (int p = 0; p < P; ++p)
+        acc = is_max ? fmax(acc, vload16(p, X)) : acc + vload16(p, X);
+    if (!is_max)
+        acc /= (float)P;
+    float lanes[16];
+    vstore16(acc, 0, lanes);
+    __global float *y = Y + (size_t)n * C + cb * 16;
+    const int valid = min(16, C - cb * 16);
+    for (int l = 0; l < valid; ++l)
+        y[l] = lanes[l];
+}
+
 // Nearest-neighbour Resize on blocked X: output pixel (oy, ox) copies input pixel (rows[oy], cols[ox]), the
 // source indices computed on the host for the node's coordinate mode. Work: (Wo, Ho, batch * channel blocks).
 __kernel void resize_nearest16(__global const float *restrict X, __global float *restrict Y,

@@ -185,6 +185,21 @@ def plan_blocked_max_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     return KernelPlan("pool16", {"local": list(local)}, "default", [launch])
 
 
+def plan_blocked_global_pool(node: Node, ctx: PlanContext) -> KernelPlan:
+    """A pool of whole planes on blocked X (layout.is_global_pool), writing its plain [N][C][1][1] output."""
+    if not node.attrs[LAYOUT_ATTR].get("plain_output"):
+        raise NoKernel("a blocked pool without a plain output")  # layout.py makes none
+    x = node.inputs[0]
+    n, cb, h, w, _ = ctx.shape(x)
+    c = node.attrs[LAYOUT_ATTR]["channels"][0]
+    is_max = node.op in ("MaxPool", "GlobalMaxPool")
+    work = (cb, n)
+    local = (1, 1) if ctx.device_kind == "cpu" else local_size(work, (64, 1), ctx.max_work_group_size)
+    args = [TensorArg(x), TensorArg(node.outputs[0]), *map(i32, (h * w, c, cb, n, is_max))]
+    return KernelPlan("pool16", {"local": list(local)}, "default", [Launch(TEMPLATE, "global_pool16", args, work,
+                                                                           local)])  # fmt: skip
+
+
 @kernel_for("Resize", blocked=True)
 def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     """Nearest-neighbour only (layout.py blocks no other mode): a vector copy per output pixel."""
@@ -205,3 +220,4 @@ def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
 kernel_for(TO_BLOCKED, FROM_BLOCKED)(plan_layout_conversion)
 kernel_for("Conv", blocked=True)(plan_blocked_conv)
 kernel_for(SEPARABLE, blocked=True)(plan_separable_conv)
+kernel_for("GlobalAveragePool", "GlobalMaxPool", "AveragePool", blocked=True)(plan_blocked_global_pool)

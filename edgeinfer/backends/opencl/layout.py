@@ -24,7 +24,8 @@ from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.passes.memory_plan import plan_memory
 
 BLOCK = 16
-# On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0]}.
+# On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0]},
+# plus "plain_output": True on a node that writes its output plain (is_global_pool).
 LAYOUT_ATTR = "_nchw16c"
 TO_BLOCKED, FROM_BLOCKED = "ToNCHW16c", "FromNCHW16c"
 # A blocked depthwise Conv and the blocked 1x1 Conv that alone reads it, as one node (blocked.cl conv_sep16).
@@ -160,6 +161,20 @@ def _joins_blocked_region(node: Node, graph: Graph) -> bool:
     return False
 
 
+def is_global_pool(node: Node, graph: Graph) -> bool:
+    """A pool of whole planes (output 1x1): it reads a blocked tensor and writes its plain output directly (for
+    1x1 planes NCHW is NCHW16c without the padding lanes), so no conversion of the large input is needed."""
+    if node.op in ("GlobalAveragePool", "GlobalMaxPool"):
+        return True
+    if node.op not in ("AveragePool", "MaxPool") or (len(node.outputs) > 1 and node.outputs[1]):
+        return False
+    x, y = graph.tensors.get(node.inputs[0]), graph.tensors.get(node.outputs[0])
+    if x is None or y is None or len(x.shape) != 4 or x.dynamic:
+        return False
+    return (list(node.attrs.get("kernel_shape", [])) == list(x.shape[2:]) and tuple(y.shape[2:]) == (1, 1)
+            and not any(node.attrs.get("pads", [0, 0, 0, 0])))  # fmt: skip
+
+
 def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
     """Blocked nodes -> for each input, whether it is read blocked. Tensors are blocked where their producer is.
 
@@ -180,6 +195,9 @@ def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
                 reads[3] = True
             if node.inputs[0] not in blocked_tensors:
                 convs_fed_plain.append(node)
+        elif tensor_inputs and all(name in blocked_tensors for name in tensor_inputs) and is_global_pool(node, graph):
+            blocked_nodes[node.name] = [True]  # its output stays plain
+            continue
         elif (tensor_inputs and all(name in blocked_tensors for name in tensor_inputs)
               and _joins_blocked_region(node, graph)):  # fmt: skip
             reads = [bool(name) and name not in graph.constants for name in node.inputs]
@@ -234,6 +252,11 @@ def apply(graph: Graph) -> Graph:
             continue
         inputs = [read_blocked(name) if flag else read_plain(name) for name, flag in zip(node.inputs, reads)]
         channels = [graph.tensors[name].shape[1] if flag else 0 for name, flag in zip(node.inputs, reads)]
+        if is_global_pool(node, graph):  # blocked in, plain out
+            attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels, "plain_output": True}}
+            nodes.append(Node(node.name, node.op, inputs, list(node.outputs), attrs, node.placement))
+            plain.update(node.outputs)
+            continue
         attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels}}
         nodes.append(Node(node.name, node.op, inputs, [add_blocked(node.outputs[0])], attrs, node.placement))
     for name in graph.outputs:
@@ -333,4 +356,4 @@ def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
     attrs = {k: v for k, v in node.attrs.items() if k != LAYOUT_ATTR}
     out = node.outputs[0]
     run_node(Node(node.name, node.op, inputs, [out + "@plain"], attrs), local)
-    env[out] = to_blocked(local[out + "@plain"])
+    env[out] = local[out + "@plain"] if layout.get("plain_output") else to_blocked(local[out + "@plain"])
