@@ -482,6 +482,28 @@ def test_device_cpu_device_chain_matches_onnxruntime():
     assert rel_l2(executable.run({"x": x})["y"], expected[0]) <= 1e-6
 
 
+@pytest.mark.parametrize("spin", ["0", "1"])
+def test_device_cpu_device_chain_with_and_without_spinning(spin, monkeypatch):
+    """The host waits for the device by polling (default) or sleeping; reads before a host step and at the end
+    of the run are non-blocking, so both ways must see complete data, over repeated runs."""
+    ort = pytest.importorskip("onnxruntime")
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import executor
+    from edgeinfer.compiler import compile_model
+
+    monkeypatch.setenv(executor.SPIN_ENV, spin)
+    model = topk_gather_model()
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    executable = opencl.prepare(compile_model(model), DEVICE.spec)
+    assert executable.spin == (spin == "1")
+    for seed in range(3):
+        x = np.random.default_rng(seed).standard_normal((1, 3, 8, 8)).astype(np.float32)
+        assert rel_l2(executable.run({"x": x})["y"], session.run(None, {"x": x})[0]) <= 1e-6
+    monkeypatch.setenv(executor.SPIN_ENV, "yes")
+    with pytest.raises(ValueError, match="EDGEINFER_OPENCL_SPIN='yes'"):
+        executor.spin_wanted()
+
+
 @pytest.mark.parametrize("second", ["pointwise", "depthwise", "direct", "pointwise_few_columns"])
 @pytest.mark.parametrize("swap", [False, True])
 def test_residual_add_after_the_activation_runs_in_the_conv_epilogue(second, swap):
