@@ -72,7 +72,7 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         work = (-(-ho // ty), cbo, n)
         args = [TensorArg(x_name), np.ascontiguousarray(packed), padded_blocks(bias, cbo), z, TensorArg(y),
                 i32(cbo), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
-        defines = {"TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+        defines = {"TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}
         kernel, template = "conv_dw16", "dw16"
     else:
         template = "pw16" if kind == "pointwise" else "direct16"
@@ -85,7 +85,7 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         packed = np.ascontiguousarray(padded.transpose(0, 3, 2, 4, 1))
         bias_blocks = padded_blocks(bias, groups_of_nb * nb)
         defines = {"TP": tp, "NB": nb, "IN_BLOCKED": int(x_blocked), "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
-                   "DW": dw}  # fmt: skip
+                   "DW": dw, "ACT": int(tail[1])}  # fmt: skip
         if kind == "pointwise":
             kernel, work = "conv_pw16", (-(-(h * w) // tp), groups_of_nb, n)
             args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h * w), i32(cbo), *tail]
@@ -127,7 +127,8 @@ def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     args = [TensorArg(x), np.ascontiguousarray(packed_dw), padded_blocks(bias_dw, cb), packed_pw,
             padded_blocks(bias, groups_of_nb * nb), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
             np.float32(dw1), *tail]  # fmt: skip
-    defines = {"SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+    defines = {"SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
+               "ACT": int(tail[1]), "ACT_D": act_dw}  # fmt: skip
     work = (ho, groups_of_nb, n)
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)
