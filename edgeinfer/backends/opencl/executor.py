@@ -47,11 +47,11 @@ RESIDUAL_EPILOGUE_KERNELS = (
     "conv_sep16",
 )
 
-SPIN_ENV = "EDGEINFER_OPENCL_SPIN"  # "0": the host sleeps while the device works (see wait_for_device)
+SPIN_ENV = "EDGEINFER_OPENCL_SPIN"  # "1": the host polls while the device works (see wait_for_device)
 
 
 def spin_wanted() -> bool:
-    value = os.environ.get(SPIN_ENV, "1").strip()
+    value = os.environ.get(SPIN_ENV, "0").strip()
     if value not in ("0", "1"):
         raise ValueError(f"{SPIN_ENV}={value!r}: expected 0 or 1")
     return value == "1"
@@ -475,11 +475,12 @@ class OpenCLExecutable:
         return {name: env[name] for name in self.graph.outputs}
 
     def wait_for_device(self, queue: cl.CommandQueue) -> None:
-        """Until every command enqueued on ``queue`` so far is done. With ``spin`` (EDGEINFER_OPENCL_SPIN, on by
-        default) the host thread polls, yielding its core, instead of sleeping in clFinish, as onnxruntime's
-        workers spin: measured on PoCL (2-core VM), MobileNetV2 runs right after 0.3 s of idle took 3.98 ms
-        sleeping and 3.11 ms polling (2.95 ms both when warm). A sleeping host leaves the cores idle between
-        kernels, and an idle virtual CPU comes back slowly."""
+        """Until every command enqueued on ``queue`` so far is done: sleeping in clFinish, or with ``spin``
+        (EDGEINFER_OPENCL_SPIN=1) polling a marker with sched_yield, as onnxruntime's workers spin. Measured on
+        PoCL (2-core VM): polling makes the runs right after idle fast (MobileNetV2 in blocks of 10 after 0.3 s
+        idle: 3.92 -> 2.90 ms; SqueezeNet 3.42 -> 2.48) but, as a third busy thread on two cores, it takes CPU
+        from PoCL's workers: in back-to-back runs it was erratic (MobileNetV2 2.68-4.78 ms against 2.49-2.61
+        sleeping), and YOLOX-nano after idle did not gain. So it is off by default."""
         if not self.spin:
             queue.finish()
             self._pending_reads.clear()
