@@ -70,6 +70,31 @@
 #define ALWAYS(t) 1
 #define INSIDE(t) ((t) < np)
 
+// The kernels that walk one output row in chunks of TP pixels for NB output blocks (conv_direct16, conv_sep16).
+// Work: dim 0 = output rows, dim 1 = groups of NB output blocks, dim 2 = batch; X advances X_FLOATS per image.
+#define ROW_WALK_BEGIN(X_FLOATS)                                 \
+    const int oy = get_global_id(0);                             \
+    const int cb0 = get_global_id(1) * NB;                       \
+    const int n = get_global_id(2);                              \
+    if (oy >= Ho || cb0 >= CBO)                                  \
+        return;                                                  \
+    X += n * (X_FLOATS);                                         \
+    Y += (size_t)n * CBO * Ho * Wo * 16;                         \
+    Z += (size_t)n * CBO * Ho * Wo * 16;
+// One chunk's accumulators (at the bias), its pixel count np, its first input column ix0, and whether every tap
+// of it falls inside the row (the chunk then skips the column checks).
+#define ROW_CHUNK_BEGIN(ox0)                                                                         \
+    BIAS_TILE(acc)                                                                                   \
+    const int np = min(TP, Wo - (ox0));                                                              \
+    const int ix0 = (ox0) * SW - pad_l;                                                              \
+    const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;
+#define ROW_CHUNK_STORE(ox0)                                                                           \
+    _Pragma("unroll") for (int j = 0; j < NB; ++j)                                                     \
+    _Pragma("unroll") for (int t = 0; t < TP; ++t)                                                     \
+        if (cb0 + j < CBO && t < np)                                                                   \
+            BLOCKED_STORE(acc[j][t], Y, Z, ((size_t)(cb0 + j) * Ho + oy) * Wo + (ox0) + t, has_z, act, \
+                          p0_, p1_)
+
 // 1x1 convolution, stride 1, no padding: P = H*W pixels in a row, no row ends to care about.
 // Work: dim 0 = pixel blocks of TP, dim 1 = output channel block groups of NB, dim 2 = batch.
 __kernel void conv_pw16(__global const float *restrict X, __global const float *restrict Wt,
@@ -105,20 +130,10 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
                             __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int CBO, int pad_t,
                             int pad_l, int has_z, int act, float p0_, float p1_)
 {
-    const int oy = get_global_id(0);
-    const int cb0 = get_global_id(1) * NB;
-    const int n = get_global_id(2);
-    if (oy >= Ho || cb0 >= CBO)
-        return;
     const int P = H * W;  // X_AT's plane size
-    X += n * X_PLANE_FLOATS(C, P);
-    Y += (size_t)n * CBO * Ho * Wo * 16;
-    Z += (size_t)n * CBO * Ho * Wo * 16;
+    ROW_WALK_BEGIN(X_PLANE_FLOATS(C, P))
     for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
-        BIAS_TILE(acc)
-        const int np = min(TP, Wo - ox0);
-        const int ix0 = ox0 * SW - pad_l;
-        const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;
+        ROW_CHUNK_BEGIN(ox0)
         for (int kh = 0; kh < KH; ++kh) {
             const int iy = oy * SH - pad_t + kh * DH;
             if (iy < 0 || iy >= H)
@@ -155,9 +170,7 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
                 }
             }
         }
-        for (int j = 0; j < NB && cb0 + j < CBO; ++j)
-            for (int t = 0; t < np; ++t)
-                BLOCKED_STORE(acc[j][t], Y, Z, ((size_t)(cb0 + j) * Ho + oy) * Wo + ox0 + t, has_z, act, p0_, p1_)
+        ROW_CHUNK_STORE(ox0)
     }
 }
 #endif
@@ -249,20 +262,10 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
                          __global float *restrict Y, int CB, int H, int W, int Ho, int Wo, int CBO, int pad_t,
                          int pad_l, int act_d, float d0_, float d1_, int has_z, int act, float p0_, float p1_)
 {
-    const int oy = get_global_id(0);
-    const int cb0 = get_global_id(1) * NB;
-    const int n = get_global_id(2);
-    if (oy >= Ho || cb0 >= CBO)
-        return;
+    ROW_WALK_BEGIN((size_t)CB * H * W * 16)
     const int K = CB * 16;  // pointwise input channels, padding included
-    X += (size_t)n * CB * H * W * 16;
-    Y += (size_t)n * CBO * Ho * Wo * 16;
-    Z += (size_t)n * CBO * Ho * Wo * 16;
     for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
-        BIAS_TILE(acc)
-        const int np = min(TP, Wo - ox0);
-        const int ix0 = ox0 * SW - pad_l;
-        const bool interior = np == TP && ix0 >= 0 && ix0 + (TP - 1) * SW + (KW - 1) * DW < W;
+        ROW_CHUNK_BEGIN(ox0)
         for (int cb = 0; cb < CB; ++cb) {
             float16 d[TP];
             const float16 bd = vload16(cb, bias_d);
@@ -322,13 +325,7 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
                 }
             }
         }
-#pragma unroll
-        for (int j = 0; j < NB; ++j)
-#pragma unroll
-            for (int t = 0; t < TP; ++t)
-                if (cb0 + j < CBO && t < np)
-                    BLOCKED_STORE(acc[j][t], Y, Z, ((size_t)(cb0 + j) * Ho + oy) * Wo + ox0 + t, has_z, act, p0_,
-                                  p1_)
+        ROW_CHUNK_STORE(ox0)
     }
 }
 #endif
