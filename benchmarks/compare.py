@@ -7,8 +7,9 @@
 Each round runs every contender for a block of runs on the same seeded input, so drift on a shared
 machine hits all of them alike; medians over all runs are reported with ratios to onnxruntime with 2
 threads. Blocks, and a pause between contenders, keep the spinning worker threads of onnxruntime and OpenBLAS (they
-busy-wait for a while after each run) from stealing the cores of the contender that follows. Outputs are
-checked against onnxruntime in the same run (relative L2 error), so a fast wrong answer shows.
+busy-wait for a while after each run) from stealing the cores of the contender that follows. The first runs of a
+block come right after that pause; ``--block-warmup N`` puts N untimed runs before each block's timed runs. Outputs
+are checked against onnxruntime in the same run (relative L2 error), so a fast wrong answer shows.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def ort_session(model: Path, threads: int):
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
-def bench_model(model: Path, backends: list[str], runs: int, warmup: int) -> list[dict]:
+def bench_model(model: Path, backends: list[str], runs: int, warmup: int, block_warmup: int = 0) -> list[dict]:
     import edgeinfer
     from edgeinfer.compiler import compile_model
     from edgeinfer.pack import write_pack
@@ -71,6 +72,8 @@ def bench_model(model: Path, backends: list[str], runs: int, warmup: int) -> lis
     for _ in range(max(1, runs // block)):
         for label, fn in contenders.items():
             time.sleep(0.3)  # OpenBLAS and onnxruntime worker threads spin for up to ~0.1 s after work
+            for _ in range(block_warmup):  # untimed: the block then measures warm latency, not the wake-up
+                fn()
             for _ in range(block):
                 t0 = time.perf_counter()
                 fn()
@@ -105,6 +108,9 @@ def main() -> None:
     p.add_argument("--backends", default="cpu,opencl", help="comma-separated edgeinfer devices")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--block-warmup", type=int, default=0,
+                   help="untimed runs after each pause, before the block's timed runs (default 0: the first runs "
+                        "after 0.3 s idle count; on the 2-core VM PoCL stays slow for tens of ms after idle)")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
     rows = []
@@ -113,7 +119,7 @@ def main() -> None:
         if not model.exists():
             print(f"skip {name}: not found under {SHARED / 'models'}", file=sys.stderr)
             continue
-        rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup))
+        rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup, args.block_warmup))
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}, {args.runs} runs each"
