@@ -149,7 +149,9 @@ def conv_kind_of(node: Node, ctx: PlanContext) -> str:
 
 def default_tiles(template: str, pixels: int, row: int, cbo: int) -> dict:
     """What measured fastest on PoCL (benchmarks/opencl_tune.py, session 3): 12 pixels x 2 blocks for 1x1 layers,
-    6 x 2 for direct ones (12 x 2 spills there: 2-5x slower on SqueezeNet's 3x3 layers)."""
+    6 x 2 for direct ones (12 x 2 was 2-5x slower on SqueezeNet's 3x3 layers then). Since session 4's unrolled
+    stores the tuner picks 4-7 x 3-4 for those layers and 12 x 2 for MobileNetV2's stem, 1.2-1.9x faster than
+    this default (tuned_configs); the default itself was not re-measured."""
     tp = min(12, pixels) if template == "pw16" else min(6, row)
     return {"TP": max(tp, 1), "NB": 2 if cbo >= 2 else 1}
 
