@@ -86,7 +86,9 @@ class OpenCLExecutable:
     def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
         self._closed = False
         self._filled_on_device: frozenset[str] = frozenset()  # graph inputs that run() must not upload
-        self._pending_reads: list[cl.Event] = []  # non-blocking reads of this run, done by wait_for_device
+        # This run's non-blocking output reads. Held until wait_for_device: pyopencl's NannyEvent waits for its
+        # read when it is freed, so dropping it at once would make every read blocking again (measured).
+        self._pending_reads: list[cl.Event] = []
         self.spin = spin_wanted()
         self.device = device
         # CPUs run convolutions on channel-blocked tensors (layout.py); the pack's graph stays as it is.
@@ -481,15 +483,12 @@ class OpenCLExecutable:
         idle: 3.92 -> 2.90 ms; SqueezeNet 3.42 -> 2.48) but, as a third busy thread on two cores, it takes CPU
         from PoCL's workers: in back-to-back runs it was erratic (MobileNetV2 2.68-4.78 ms against 2.49-2.61
         sleeping), and YOLOX-nano after idle did not gain. So it is off by default."""
-        if not self.spin:
-            queue.finish()
-            self._pending_reads.clear()
-            return
-        queue.flush()
-        marker = cl.enqueue_marker(queue)
-        while marker.command_execution_status > 0:  # QUEUED 3, SUBMITTED 2, RUNNING 1; COMPLETE 0; errors < 0
-            os.sched_yield()
-        queue.finish()  # raises what went wrong, if anything did; returns at once otherwise
+        if self.spin:
+            queue.flush()
+            marker = cl.enqueue_marker(queue)
+            while marker.command_execution_status > 0:  # QUEUED 3, SUBMITTED 2, RUNNING 1; COMPLETE 0; errors < 0
+                os.sched_yield()
+        queue.finish()  # after polling: raises what went wrong, if anything did, and returns at once otherwise
         self._pending_reads.clear()
 
     def explain(self) -> list[dict[str, Any]]:
