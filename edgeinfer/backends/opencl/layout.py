@@ -277,7 +277,8 @@ def apply(graph: Graph) -> Graph:
 def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
     """``nodes`` (the blocked graph's) with each blocked depthwise Conv whose output only a blocked 1x1 Conv of at
     most SEPARABLE_MAX_BLOCKS output blocks reads merged into that conv: one SEPARABLE node at the 1x1 conv's
-    place, the depthwise output gone from the graph."""
+    place, the depthwise output gone from the graph. (A blocked tensor that is a graph output has a second
+    reader, its conversion back to NCHW, so it is never fused away.)"""
     producers = {node.outputs[0]: node for node in nodes if node.outputs}
     readers: dict[str, int] = {}
     for node in nodes:
@@ -286,13 +287,13 @@ def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
     fused: dict[str, Node] = {}  # pointwise node name -> its SEPARABLE node
     absorbed: set[str] = set()  # depthwise node names
     for node in nodes:
-        if node.op != "Conv" or LAYOUT_ATTR not in node.attrs or not node.inputs[0].endswith("#nchw16c"):
+        if node.op != "Conv" or LAYOUT_ATTR not in node.attrs or not node.attrs[LAYOUT_ATTR]["inputs"][0]:
             continue
         weights = graph.constants[node.inputs[1]]
         dw = producers.get(node.inputs[0])
         if (kernel_kind(weights, node.attrs) != "pointwise" or blocks(weights.shape[0]) > SEPARABLE_MAX_BLOCKS
                 or dw is None or dw.op != "Conv" or LAYOUT_ATTR not in dw.attrs or readers[dw.outputs[0]] != 1
-                or dw.outputs[0] in graph.outputs or (len(dw.inputs) > 3 and dw.inputs[3])
+                or (len(dw.inputs) > 3 and dw.inputs[3])
                 or kernel_kind(graph.constants[dw.inputs[1]], dw.attrs) != "depthwise"
                 or dw.attrs.get("activation") in INFINITE_AT_ZERO):  # fmt: skip
             continue
