@@ -41,6 +41,13 @@ def padded_blocks(matrix: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
+def pack_depthwise(weights: np.ndarray, count: int) -> np.ndarray:
+    """Depthwise [C][1][KH][KW] -> [count][KH*KW][16]: per channel block, one vector of 16 channels per tap."""
+    c, _, kh, kw = weights.shape
+    packed = padded_blocks(weights.reshape(c, kh * kw), count).reshape(count, BLOCK, kh * kw).transpose(0, 2, 1)
+    return np.ascontiguousarray(packed)
+
+
 def blocked_local(ctx: PlanContext, config: dict, work: tuple[int, ...]) -> tuple[int, ...]:
     """CPUs: one work-item per group (each work-item already holds a whole register tile); GPUs as elsewhere."""
     if "local" in config:
@@ -68,9 +75,8 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         workload = {"C": c, "H": ho, "W": wo, "K": kh, "S": sh}
         config, source = ctx.config("dw16", workload, lambda: {"TW": 4, "TY": 2})
         tw, ty = int(config["TW"]), int(config["TY"])
-        packed = padded_blocks(weights.reshape(co, kh * kw), cbo).reshape(cbo, BLOCK, kh * kw).transpose(0, 2, 1)
         work = (-(-ho // ty), cbo, n)
-        args = [TensorArg(x_name), np.ascontiguousarray(packed), padded_blocks(bias, cbo), z, TensorArg(y),
+        args = [TensorArg(x_name), pack_depthwise(weights, cbo), padded_blocks(bias, cbo), z, TensorArg(y),
                 i32(cbo), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
         defines = {"TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}
         kernel, template = "conv_dw16", "dw16"
@@ -118,13 +124,12 @@ def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     config, source = ctx.config("sep16", workload, lambda: {"TP": max(1, min(8, wo)), "NB": min(2, cbo)})
     tp, nb = int(config["TP"]), int(config["NB"])
     groups_of_nb = -(-cbo // nb)
-    packed_dw = padded_blocks(w_dw.reshape(c, kh * kw), cb).reshape(cb, BLOCK, kh * kw).transpose(0, 2, 1)
     # [Co][C] -> [CBO'][CB*16][16]: zero rows for the padded input channels and output blocks.
     matrix = np.zeros((groups_of_nb * nb * BLOCK, cb * BLOCK), np.float32)
     matrix[:co, :c] = w_pw.reshape(co, c)
     packed_pw = np.ascontiguousarray(matrix.reshape(groups_of_nb * nb, BLOCK, cb * BLOCK).transpose(0, 2, 1))
     geometry = map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1]))
-    args = [TensorArg(x), np.ascontiguousarray(packed_dw), padded_blocks(bias_dw, cb), packed_pw,
+    args = [TensorArg(x), pack_depthwise(w_dw, cb), padded_blocks(bias_dw, cb), packed_pw,
             padded_blocks(bias, groups_of_nb * nb), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
             np.float32(dw1), *tail]  # fmt: skip
     defines = {"SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
