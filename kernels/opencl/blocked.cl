@@ -336,16 +336,28 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
 }
 #endif
 
+// Writes the first `valid` lanes of v to y[0], y[stride], ... (plain channels: NCHW planes or a 1x1 output).
+#define STORE_PLAIN_LANES(v, y, stride, valid)          \
+    {                                                   \
+        float lanes_[16];                               \
+        vstore16((v), 0, lanes_);                       \
+        for (int l_ = 0; l_ < (valid); ++l_)            \
+            (y)[(size_t)l_ * (stride)] = lanes_[l_];    \
+    }
+
 // Layout conversions at the edges of a blocked region. Work: dim 0 = pixels, dim 1 = channel blocks,
 // dim 2 = batch. Lanes past C are written as zeros.
+#define CONVERSION_BEGIN                  \
+    const int p = get_global_id(0);       \
+    const int cb = get_global_id(1);      \
+    const int n = get_global_id(2);       \
+    const int CB = (C + 15) / 16;         \
+    if (p >= P || cb >= CB)               \
+        return;
+
 __kernel void to_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
 {
-    const int p = get_global_id(0);
-    const int cb = get_global_id(1);
-    const int n = get_global_id(2);
-    const int CB = (C + 15) / 16;
-    if (p >= P || cb >= CB)
-        return;
+    CONVERSION_BEGIN
     float lanes[16];
     __global const float *x = X + ((size_t)n * C + cb * 16) * P + p;
 #pragma unroll
@@ -356,18 +368,9 @@ __kernel void to_nchw16c(__global const float *restrict X, __global float *restr
 
 __kernel void from_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
 {
-    const int p = get_global_id(0);
-    const int cb = get_global_id(1);
-    const int n = get_global_id(2);
-    const int CB = (C + 15) / 16;
-    if (p >= P || cb >= CB)
-        return;
-    float lanes[16];
-    vstore16(vload16(((size_t)n * CB + cb) * P + p, X), 0, lanes);
-    __global float *y = Y + ((size_t)n * C + cb * 16) * P + p;
-    const int valid = min(16, C - cb * 16);
-    for (int c = 0; c < valid; ++c)
-        y[(size_t)c * P] = lanes[c];
+    CONVERSION_BEGIN
+    STORE_PLAIN_LANES(vload16(((size_t)n * CB + cb) * P + p, X), Y + ((size_t)n * C + cb * 16) * P + p, P,
+                      min(16, C - cb * 16))
 }
 
 // MaxPool on blocked X (padding taps skipped, as the max ignores them). A work-item walks one output row of one
@@ -443,12 +446,7 @@ __kernel void global_pool16(__global const float *restrict X, __global float *re
         acc = is_max ? fmax(acc, vload16(p, X)) : acc + vload16(p, X);
     if (!is_max)
         acc /= (float)P;
-    float lanes[16];
-    vstore16(acc, 0, lanes);
-    __global float *y = Y + (size_t)n * C + cb * 16;
-    const int valid = min(16, C - cb * 16);
-    for (int l = 0; l < valid; ++l)
-        y[l] = lanes[l];
+    STORE_PLAIN_LANES(acc, Y + (size_t)n * C + cb * 16, 1, min(16, C - cb * 16))
 }
 
 // Nearest-neighbour Resize on blocked X: output pixel (oy, ox) copies input pixel (rows[oy], cols[ox]), the
