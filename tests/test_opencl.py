@@ -786,21 +786,25 @@ def test_executables_share_one_queue_per_context():
     np.testing.assert_array_equal(first.run(feeds)["t4"], second.run(feeds)["t4"])
 
 
-def test_local_size_shrinks_to_the_kernel_work_group_limit(monkeypatch):
-    """A kernel's own work-group limit (register use: NVIDIA answers CL_OUT_OF_RESOURCES at enqueue above
-    it) can be below the device maximum the planner used: the executable shrinks the local size to fit."""
-    import pyopencl as cl
-
-    from edgeinfer.backends import numpy_backend, opencl
-
+def limit_kernel_work_groups(monkeypatch, limit: int) -> None:
+    """Every compiled kernel reports at most ``limit`` work-items per group (as NVIDIA does for register-heavy
+    kernels)."""
     original = cl.Kernel.get_work_group_info
 
     def limited(self, param, device):
         if param == cl.kernel_work_group_info.WORK_GROUP_SIZE:
-            return 2
+            return limit
         return original(self, param, device)
 
     monkeypatch.setattr(cl.Kernel, "get_work_group_info", limited)
+
+
+def test_local_size_shrinks_to_the_kernel_work_group_limit(monkeypatch):
+    """A kernel's own work-group limit (register use: NVIDIA answers CL_OUT_OF_RESOURCES at enqueue above
+    it) can be below the device maximum the planner used: the executable shrinks the local size to fit."""
+    from edgeinfer.backends import numpy_backend, opencl
+
+    limit_kernel_work_groups(monkeypatch, 2)
     graph = _conv_chain_graph()
     executable = opencl.prepare(graph, DEVICE.spec)
     for record in executable.records:
@@ -873,14 +877,7 @@ def test_local_gemm_needs_its_whole_work_group_or_gives_way(monkeypatch):
     NVIDIA reports for register-heavy kernels), the planner takes small register tiles instead of shrinking."""
     from edgeinfer.backends import numpy_backend, opencl
 
-    original = cl.Kernel.get_work_group_info
-
-    def limited(self, param, device):
-        if param == cl.kernel_work_group_info.WORK_GROUP_SIZE:
-            return 64
-        return original(self, param, device)
-
-    monkeypatch.setattr(cl.Kernel, "get_work_group_info", limited)
+    limit_kernel_work_groups(monkeypatch, 64)
     graph = _conv_chain_graph()
     tiles = {"VEC": "L", "TM": 2, "TN": 2, "WM": 16, "WN": 16, "BK": 8}
     executable = opencl.prepare(graph, DEVICE.spec, overrides={"gemm": tiles})
