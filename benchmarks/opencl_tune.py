@@ -151,6 +151,7 @@ def main() -> None:
     key = device.info.device_key
     out = args.out or table_path("opencl", key)
     table = read_table(out, "opencl", key) if out.is_file() else ConfigTable("opencl", key)
+    table.family = device.info.family
     templates = set(args.templates.split(","))
     print(f"device {device.info.spec} {device.info.name} key={key} -> {out}")
     seen: set[tuple[str, str]] = set()

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.errors import EdgeInferError
 
 
@@ -295,8 +296,20 @@ def cmd_devices(args: argparse.Namespace) -> None:
         print(f"backend {name}: {'available' if not reason else 'unavailable: ' + reason}")
     for d in devices:
         state = "usable" if d.usable else f"NOT usable: {d.reason}"
-        key = f"  key {d.device_key}" if d.device_key else ""
+        key = f"  key {d.device_key}  {tuned_table_note(d)}" if d.device_key else ""
         print(f"  {d.spec:<14} {d.kind:<5} {d.name}{key}  [{state}]")
+
+
+def tuned_table_note(device: DeviceInfo) -> str:
+    """Which tuned-config table the device's kernels take their knobs from."""
+    from edgeinfer.tuned_configs import load_table
+
+    table = load_table(device.backend, device.device_key, device.family)
+    if not table.entries:
+        return "tuned table: none (heuristic defaults)"
+    if table.borrowed:
+        return f"tuned table: borrowed from {table.device_key} (same family {device.family})"
+    return "tuned table: its own"
 
 
 if __name__ == "__main__":

@@ -3,6 +3,10 @@
 A table maps (kernel template, workload signature) to the config measured fastest on one device. A lookup
 that misses takes the config of the nearest tuned workload of the same template (distance in log space over
 the workload's numeric fields), then the caller's heuristic default, and says which one it used.
+
+A device without a table of its own borrows the table of the most similar device of its *family* (same
+platform, same device kind: e.g. PoCL on any x86 CPU), because a table tuned on a sibling device beats the
+heuristic defaults; every config source from a borrowed table then ends in ``via <that table's key>``.
 """
 
 from __future__ import annotations
@@ -53,9 +57,11 @@ class ConfigTable:
     """The tuned configs of one backend on one device."""
 
     backend: str
-    device_key: str
+    device_key: str  # the device the table was tuned on
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # template -> signature -> entry
     path: Path | None = None
+    family: str = ""  # platform and device kind (runtime.device_family); tables are borrowed within a family
+    borrowed: bool = False  # lent to another device of the family, which has no table of its own
 
     def lookup(
         self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]
@@ -63,15 +69,16 @@ class ConfigTable:
         """Config for ``template`` on ``workload`` and its source: tuned, nearest or default."""
         tuned = self.entries.get(template, {})
         signature = workload_signature(workload)
+        via = f" via {self.device_key}" if self.borrowed else ""
         if signature in tuned:
-            return dict(tuned[signature]["config"]), TUNED
+            return dict(tuned[signature]["config"]), TUNED + via
         best, best_distance = None, math.inf
         for entry in tuned.values():
             distance = workload_distance(workload, entry["workload"])
             if distance < best_distance:
                 best, best_distance = entry, distance
         if best is not None:
-            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])})"
+            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])}){via}"
         return default(), DEFAULT
 
     def to_json(self) -> dict[str, Any]:
@@ -79,6 +86,7 @@ class ConfigTable:
             "format": TABLE_FORMAT_VERSION,
             "backend": self.backend,
             "device_key": self.device_key,
+            "family": self.family,
             "entries": [entry for per_template in self.entries.values() for entry in per_template.values()],
         }
 
@@ -104,22 +112,39 @@ def table_path(backend: str, device_key: str) -> Path:
     return data_dir("tuned_configs") / backend / f"{device_key}.json"
 
 
-def load_table(backend: str, device_key: str) -> ConfigTable:
-    """The table of ``device_key``; empty if the device has none, or if ``EDGEINFER_TUNED_CONFIGS=off``
-    (benchmarks use it to measure the heuristic defaults)."""
+def load_table(backend: str, device_key: str, family: str = "") -> ConfigTable:
+    """The table of ``device_key``; else the table of the most similar device of ``family`` (borrowed); else
+    an empty one. Also empty if ``EDGEINFER_TUNED_CONFIGS=off`` (benchmarks use it to measure the defaults)."""
     if os.environ.get("EDGEINFER_TUNED_CONFIGS", "").lower() == "off":
-        return ConfigTable(backend, device_key)
-    return _shipped_table(backend, device_key)
+        return ConfigTable(backend, device_key, family=family)
+    return _shipped_table(backend, device_key, family)
 
 
 @cache
-def _shipped_table(backend: str, device_key: str) -> ConfigTable:
+def _shipped_table(backend: str, device_key: str, family: str) -> ConfigTable:
     """Cached: the shipped tables are read-only at run time."""
     try:
         path = table_path(backend, device_key)
     except FileNotFoundError:
-        return ConfigTable(backend, device_key)
-    return read_table(path, backend, device_key)
+        return ConfigTable(backend, device_key, family=family)
+    if path.is_file() or not family:
+        return read_table(path, backend, device_key)
+    siblings = [t for t in map(_read_shipped, sorted(path.parent.glob("*.json"))) if t.family == family]
+    if not siblings:
+        return ConfigTable(backend, device_key, family=family)
+    table = max(siblings, key=lambda t: (key_similarity(device_key, t.device_key), len(t.entries), t.device_key))
+    table.borrowed = True
+    return table
+
+
+def _read_shipped(path: Path) -> ConfigTable:
+    data = json.loads(path.read_text())
+    return read_table(path, data.get("backend", path.parent.name), data.get("device_key", path.stem))
+
+
+def key_similarity(a: str, b: str) -> int:
+    """Words two device keys share (``genuineintel``, ``skylake``, ``avx512``, ...): ranks a family's tables."""
+    return len(set(a.split("-")) & set(b.split("-")))
 
 
 def read_table(path: Path, backend: str, device_key: str) -> ConfigTable:
@@ -129,6 +154,7 @@ def read_table(path: Path, backend: str, device_key: str) -> ConfigTable:
     data = json.loads(path.read_text())
     if data.get("format") != TABLE_FORMAT_VERSION:
         raise ValueError(f"{path}: tuned-config format {data.get('format')!r}, expected {TABLE_FORMAT_VERSION}")
+    table.family = data.get("family", "")
     for entry in data["entries"]:
         extra = {k: v for k, v in entry.items() if k not in ("template", "workload", "config")}
         table.add(entry["template"], entry["workload"], entry["config"], **extra)

@@ -24,6 +24,7 @@ class DeviceInfo:
     name: str
     kind: str  # "gpu", "cpu", "accelerator"
     device_key: str = ""  # key of tuned_configs/<backend>/<device_key>.json
+    family: str = ""  # devices of one family may borrow each other's tuned tables (tuned_configs.load_table)
     usable: bool = True
     reason: str = ""  # why it is not usable
     details: dict[str, Any] = field(default_factory=dict)

@@ -100,7 +100,7 @@ class OpenCLExecutable:
         cl_device = device.device
         plan_ctx = PlanContext(
             graph,
-            load_table("opencl", device.info.device_key),
+            load_table("opencl", device.info.device_key, device.info.family),
             device.info.kind,
             cl_device.max_work_group_size,
             overrides or {},

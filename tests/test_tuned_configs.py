@@ -1,0 +1,75 @@
+"""Tuned-config tables: a device without a table of its own borrows the most similar table of its family."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from edgeinfer import tuned_configs
+
+WORKLOAD = {"K": 16, "M": 32, "N": 64}
+FAMILY = "portable-computing-language-cpu"
+AMD = "portable-computing-language-authenticamd-pthread-skylake-avx512-amd-epyc"
+INTEL = "portable-computing-language-genuineintel-pthread-skylake-avx512-intel-r-xeon-r-processor"
+GOLD = "portable-computing-language-genuineintel-pthread-skylake-avx512-intel-r-xeon-r-gold"
+
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    """A private tuned_configs/ directory; the shipped-table cache is cleared before and after."""
+    monkeypatch.setattr(tuned_configs, "data_dir", lambda name: tmp_path)
+    monkeypatch.delenv("EDGEINFER_TUNED_CONFIGS", raising=False)
+    tuned_configs._shipped_table.cache_clear()
+
+    def write(key: str, family: str, tm: int) -> None:
+        table = tuned_configs.ConfigTable("opencl", key, family=family)
+        table.add("gemm", WORKLOAD, {"TM": tm})
+        tuned_configs.write_table(table, tmp_path / "opencl" / f"{key}.json")
+
+    yield write
+    tuned_configs._shipped_table.cache_clear()
+
+
+def lookup(key: str, family: str) -> tuple[dict, str]:
+    return tuned_configs.load_table("opencl", key, family).lookup("gemm", WORKLOAD, lambda: {"TM": 0})
+
+
+def test_own_table_wins_over_the_family(shipped):
+    shipped(AMD, FAMILY, 4)
+    shipped(INTEL, FAMILY, 8)
+    assert lookup(INTEL, FAMILY) == ({"TM": 8}, "tuned")
+
+
+def test_a_new_device_borrows_the_most_similar_table_of_its_family(shipped):
+    shipped(AMD, FAMILY, 4)
+    shipped(GOLD, FAMILY, 8)
+    shipped("nvidia-cuda-nvidia-corporation-nvidia-h100", "nvidia-cuda-gpu", 16)
+    assert lookup(INTEL, FAMILY) == ({"TM": 8}, f"tuned via {GOLD}")
+    assert lookup("portable-computing-language-authenticamd-pthread-znver4-amd-ryzen", FAMILY) == (
+        {"TM": 4},
+        f"tuned via {AMD}",
+    )
+    near = tuned_configs.load_table("opencl", INTEL, FAMILY).lookup("gemm", {**WORKLOAD, "N": 128}, dict)
+    assert near == ({"TM": 8}, f"nearest (K=16,M=32,N=64) via {GOLD}")
+
+
+def test_no_family_table_means_defaults(shipped):
+    shipped(AMD, FAMILY, 4)
+    assert lookup("nvidia-cuda-nvidia-corporation-nvidia-geforce-rtx-4090", "nvidia-cuda-gpu") == ({"TM": 0}, "default")
+    assert lookup(INTEL, "") == ({"TM": 0}, "default")  # a caller that names no family borrows nothing
+
+
+def test_tables_without_family_are_never_lent(shipped, tmp_path):
+    shipped(AMD, FAMILY, 4)
+    path = tmp_path / "opencl" / f"{AMD}.json"
+    data = json.loads(path.read_text())
+    del data["family"]
+    path.write_text(json.dumps(data))
+    assert lookup(INTEL, FAMILY) == ({"TM": 0}, "default")
+
+
+def test_shipped_tables_name_their_family():
+    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs" / "opencl").glob("*.json"):
+        data = json.loads(path.read_text())
+        assert data["family"] and data["device_key"] == path.stem, path
