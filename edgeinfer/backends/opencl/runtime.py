@@ -6,6 +6,7 @@ A platform can be installed yet broken (the pip ``pocl-binary-distribution`` fai
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -64,6 +65,12 @@ def device_key(platform: cl.Platform, device: cl.Device) -> str:
     return sanitize_key(f"{platform.name} {device.vendor} {device.name}")
 
 
+def device_family(platform: cl.Platform, device: cl.Device) -> str:
+    """Platform and device kind, e.g. ``portable-computing-language-cpu``: a device without a tuned table of its
+    own borrows one from its family, whose compiler and kind of hardware are the same."""
+    return sanitize_key(f"{platform.name} {device_kind(device)}")
+
+
 def device_kind(device: cl.Device) -> str:
     if device.type & cl.device_type.GPU:
         return "gpu"
@@ -92,8 +99,20 @@ def _test_build(device: cl.Device) -> tuple[cl.Context | None, str]:
         return None, f"test build failed: {' '.join(first_line[:3])[:300]}"
 
 
+def pin_pocl_workers() -> None:
+    """Ask PoCL to pin its worker threads, one per core (``POCL_AFFINITY=1``), unless the user chose.
+
+    PoCL reads it once, when the first platform query loads it. Unpinned, its workers stay on one core for
+    tens of milliseconds after the process idled (the scheduler places a woken thread beside its waker), so a
+    camera loop that runs a frame every 25 ms never sees both cores. Measured on the 2-core VM, one run every
+    25 ms: SqueezeNet 6.8 -> 4.7 ms, MobileNetV2 7.7 -> 5.7 ms, YOLOX-nano 16.4 -> 12.0 ms; back to back
+    unchanged (docs/notes-opencl.md, session 5)."""
+    os.environ.setdefault("POCL_AFFINITY", "1")
+
+
 @lru_cache(maxsize=1)
 def _probe() -> tuple[tuple[DeviceInfo, cl.Device | None, cl.Context | None], ...]:
+    pin_pocl_workers()
     try:
         platforms = cl.get_platforms()
     except cl.Error:  # no ICD loader entries: no platform at all
@@ -114,6 +133,7 @@ def _probe() -> tuple[tuple[DeviceInfo, cl.Device | None, cl.Context | None], ..
                 name=device.name.strip(),
                 kind=device_kind(device),
                 device_key=device_key(platform, device),
+                family=device_family(platform, device),
                 usable=context is not None,
                 reason=reason,
                 details={
