@@ -309,6 +309,8 @@ def tuned_table_note(device: DeviceInfo) -> str:
         return "tuned table: none (heuristic defaults)"
     if table.borrowed:
         return f"tuned table: borrowed from {table.device_key} (same family {device.family})"
+    if table.fallback is not None:
+        return f"tuned table: its own, other templates from {table.fallback.device_key}"
     return "tuned table: its own"
 
 

@@ -6,7 +6,8 @@ the workload's numeric fields), then the caller's heuristic default, and says wh
 
 A device without a table of its own borrows the table of the most similar device of its *family* (same
 platform, same device kind: e.g. PoCL on any x86 CPU), because a table tuned on a sibling device beats the
-heuristic defaults; every config source from a borrowed table then ends in ``via <that table's key>``.
+heuristic defaults; a device whose own table lacks a template borrows that template the same way. Every
+config source from a borrowed table ends in ``via <that table's key>``.
 """
 
 from __future__ import annotations
@@ -61,12 +62,15 @@ class ConfigTable:
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # template -> signature -> entry
     path: Path | None = None
     family: str = ""  # platform and device kind (runtime.device_family); tables are borrowed within a family
-    borrowed: bool = False  # lent to another device of the family, which has no table of its own
+    borrowed: bool = False  # lent to another device of the family
+    fallback: ConfigTable | None = None  # a sibling's table, for the templates this one has no entries of
 
     def lookup(
         self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]
     ) -> tuple[dict[str, Any], str]:
         """Config for ``template`` on ``workload`` and its source: tuned, nearest or default."""
+        if template not in self.entries and self.fallback is not None:
+            return self.fallback.lookup(template, workload, default)
         tuned = self.entries.get(template, {})
         signature = workload_signature(workload)
         via = f" via {self.device_key}" if self.borrowed else ""
@@ -113,8 +117,9 @@ def table_path(backend: str, device_key: str) -> Path:
 
 
 def load_table(backend: str, device_key: str, family: str = "") -> ConfigTable:
-    """The table of ``device_key``; else the table of the most similar device of ``family`` (borrowed); else
-    an empty one. Also empty if ``EDGEINFER_TUNED_CONFIGS=off`` (benchmarks use it to measure the defaults)."""
+    """The table of ``device_key`` (its missing templates borrowed from ``family``); else the table of the most
+    similar device of ``family`` (borrowed); else an empty one. Also empty if ``EDGEINFER_TUNED_CONFIGS=off``
+    (benchmarks use it to measure the defaults)."""
     if os.environ.get("EDGEINFER_TUNED_CONFIGS", "").lower() == "off":
         return ConfigTable(backend, device_key, family=family)
     return _shipped_table(backend, device_key, family)
@@ -127,11 +132,20 @@ def _shipped_table(backend: str, device_key: str, family: str) -> ConfigTable:
         path = table_path(backend, device_key)
     except FileNotFoundError:
         return ConfigTable(backend, device_key, family=family)
-    if path.is_file() or not family:
-        return read_table(path, backend, device_key)
-    siblings = [t for t in map(_read_shipped, sorted(path.parent.glob("*.json"))) if t.family == family]
+    own = read_table(path, backend, device_key) if path.is_file() else None
+    sibling = _family_table(path.parent, device_key, family) if family else None
+    if own is None:
+        return sibling or ConfigTable(backend, device_key, family=family)
+    own.fallback = sibling
+    return own
+
+
+def _family_table(directory: Path, device_key: str, family: str) -> ConfigTable | None:
+    """The shipped table of ``family`` most similar to ``device_key`` (other than its own), marked borrowed."""
+    siblings = [t for t in map(_read_shipped, sorted(directory.glob("*.json"))) if t.family == family]
+    siblings = [t for t in siblings if t.device_key != device_key]
     if not siblings:
-        return ConfigTable(backend, device_key, family=family)
+        return None
     table = max(siblings, key=lambda t: (key_similarity(device_key, t.device_key), len(t.entries), t.device_key))
     table.borrowed = True
     return table

@@ -54,6 +54,19 @@ def test_a_new_device_borrows_the_most_similar_table_of_its_family(shipped):
     assert near == ({"TM": 8}, f"nearest (K=16,M=32,N=64) via {GOLD}")
 
 
+def test_templates_missing_from_the_own_table_are_borrowed(shipped, tmp_path):
+    shipped(AMD, FAMILY, 4)
+    shipped(INTEL, FAMILY, 8)
+    path = tmp_path / "opencl" / f"{AMD}.json"
+    amd = tuned_configs.read_table(path, "opencl", AMD)
+    amd.add("conv2d", {"C": 8}, {"TM": 2})
+    tuned_configs.write_table(amd, path)
+    table = tuned_configs.load_table("opencl", INTEL, FAMILY)
+    assert table.lookup("gemm", WORKLOAD, dict) == ({"TM": 8}, "tuned")
+    assert table.lookup("conv2d", {"C": 16}, dict) == ({"TM": 2}, f"nearest (C=8) via {AMD}")
+    assert table.lookup("depthwise", {"C": 16}, lambda: {"TM": 0}) == ({"TM": 0}, "default")
+
+
 def test_no_family_table_means_defaults(shipped):
     shipped(AMD, FAMILY, 4)
     assert lookup("nvidia-cuda-nvidia-corporation-nvidia-geforce-rtx-4090", "nvidia-cuda-gpu") == ({"TM": 0}, "default")
