@@ -10,6 +10,8 @@ threads. Blocks, and a pause between contenders, keep the spinning worker thread
 busy-wait for a while after each run) from stealing the cores of the contender that follows. The first runs of a
 block come right after that pause; ``--block-warmup N`` puts N untimed runs before each block's timed runs. Outputs
 are checked against onnxruntime in the same run (relative L2 error), so a fast wrong answer shows.
+``--gap-ms G`` times a camera loop instead: every timed run starts G ms after the previous one ended, so each
+contender meets its own wake-up cost on every frame (25 ms: a 30-40 fps camera script).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ def ort_session(model: Path, threads: int):
     return ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
 
 
-def bench_model(model: Path, backends: list[str], runs: int, warmup: int, block_warmup: int = 0) -> list[dict]:
+def bench_model(
+    model: Path, backends: list[str], runs: int, warmup: int, block_warmup: int = 0, gap_ms: float = 0.0
+) -> list[dict]:
     import edgeinfer
     from edgeinfer.compiler import compile_model
     from edgeinfer.pack import write_pack
@@ -75,6 +79,8 @@ def bench_model(model: Path, backends: list[str], runs: int, warmup: int, block_
             for _ in range(block_warmup):  # untimed: the block then measures warm latency, not the wake-up
                 fn()
             for _ in range(block):
+                if gap_ms:
+                    time.sleep(gap_ms / 1e3)
                 t0 = time.perf_counter()
                 fn()
                 times[label].append(time.perf_counter() - t0)
@@ -111,6 +117,8 @@ def main() -> None:
     p.add_argument("--block-warmup", type=int, default=0,
                    help="untimed runs after each pause, before the block's timed runs (default 0: the first runs "
                         "after 0.3 s idle count; on the 2-core VM PoCL stays slow for tens of ms after idle)")
+    p.add_argument("--gap-ms", type=float, default=0.0,
+                   help="idle time before every timed run, as in a camera loop (default 0: back to back)")
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
     rows = []
@@ -119,10 +127,12 @@ def main() -> None:
         if not model.exists():
             print(f"skip {name}: not found under {SHARED / 'models'}", file=sys.stderr)
             continue
-        rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup, args.block_warmup))
+        rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup, args.block_warmup,
+                                args.gap_ms))
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}, {args.runs} runs each"
+        + (f", {args.gap_ms:g} ms idle before each run" if args.gap_ms else "")
     )
     if args.markdown:
         print("| model | runner | median ms | p90 ms | x ORT 2t | rel L2 vs ORT |")
