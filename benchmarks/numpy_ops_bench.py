@@ -53,6 +53,9 @@ def load(path: Path, fuse: bool) -> tuple[list[tuple[str, list[str], list[str], 
         nodes.append((n.op_type, ins, list(n.output), attrs))
     if fuse:
         nodes = fuse_conv(nodes, consts, [o.name for o in model.graph.output])
+    for op, _, _, attrs in nodes:
+        if op == "Conv":  # as the NumPy backend runs them (numpy_backend.backend_attrs)
+            attrs["channels_last"] = True
     return nodes, consts, inp.name, shape
 
 

@@ -18,18 +18,37 @@ def list_devices() -> list[DeviceInfo]:
     return [DeviceInfo(backend=NAME, spec=NAME, name="NumPy on the host CPU", kind="cpu")]
 
 
-def run_node(node: Node, env: dict[str, np.ndarray]) -> None:
-    """Run one node with its NumPy implementation, reading inputs from and writing outputs to ``env``."""
+def run_node(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
+    """Run one node with its NumPy implementation, reading inputs from and writing outputs to ``env``.
+
+    ``attrs`` replaces the node's attributes (see :func:`backend_attrs`).
+    """
     args = [env[name] if name else None for name in node.inputs]
-    results = get_op(node.op).fn(args, node.attrs)
+    results = get_op(node.op).fn(args, node.attrs if attrs is None else attrs)
     for name, value in zip(node.outputs, results):
         if name:
             env[name] = value
 
 
+def _c_order(x: np.ndarray) -> np.ndarray:
+    """``x`` in C order: graph outputs leave the backend as plain arrays, whatever layout produced them."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray makes 0-d arrays 1-d)
+
+
+def backend_attrs(node: Node) -> dict[str, Any]:
+    """The attributes this backend runs ``node`` with: Convs compute channels-last.
+
+    Channels-last results (``edgeinfer.ops.conv_channels_last``) are NCHW-shaped arrays with NHWC
+    strides, so every op still gets ONNX semantics; other callers of the ops (the OpenCL host fallback,
+    constant folding) keep plain NCHW arrays.
+    """
+    return {**node.attrs, "channels_last": True} if node.op == "Conv" else node.attrs
+
+
 class NumpyExecutable:
     def __init__(self, graph: Graph):
         self.graph = graph
+        self._attrs = [backend_attrs(node) for node in graph.nodes]
         # Free each intermediate as soon as its last reader has run.
         last_use: dict[str, int] = {}
         for i, node in enumerate(graph.nodes):
@@ -45,11 +64,11 @@ class NumpyExecutable:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(feeds)
-        for node, release in zip(self.graph.nodes, self._release):
-            run_node(node, env)
+        for node, attrs, release in zip(self.graph.nodes, self._attrs, self._release):
+            run_node(node, env, attrs)
             for name in release:
                 env.pop(name, None)
-        return {name: env[name] for name in self.graph.outputs}
+        return {name: _c_order(env[name]) for name in self.graph.outputs}
 
     def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
         """Per node: median wall time over ``repeat`` runs, achieved GFLOP/s and share of the total."""
@@ -58,9 +77,9 @@ class NumpyExecutable:
         for _ in range(max(repeat, 1)):
             env: dict[str, np.ndarray] = dict(self.graph.constants)
             env.update(feeds)
-            for node, times in zip(self.graph.nodes, samples):
+            for node, attrs, times in zip(self.graph.nodes, self._attrs, samples):
                 t0 = time.perf_counter()
-                run_node(node, env)
+                run_node(node, env, attrs)
                 times.append(time.perf_counter() - t0)
         medians = [float(np.median(t)) for t in samples]
         total = sum(medians) or 1.0

@@ -12,6 +12,9 @@ How a 2-D convolution is computed (batch item by batch item):
 * few input rows per output channel (a stem conv, ``Cin * K <= Cout``): im2col at the output width.
 * anything else: im2col (one copy per tap into a scratch buffer) and one sgemm per group.
 
+With the attribute ``channels_last`` (set by the NumPy backend only) 2-D convs compute and return
+channels-last arrays where :mod:`edgeinfer.ops.conv_channels_last` has a form for them.
+
 The fused form (see docs/architecture.md) adds an optional residual input ``Z`` and an activation;
 bias, residual and activation are applied in place on the output. Scratch buffers are cached per
 thread, so a model run allocates only its outputs and successive layers reuse cache-warm memory.
@@ -21,8 +24,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -30,37 +32,11 @@ from numpy.lib.stride_tricks import as_strided
 
 from edgeinfer.ops import register
 from edgeinfer.ops.activations import apply_activation
+from edgeinfer.ops.buffers import filled_buffer, scratch
+from edgeinfer.ops.conv_channels_last import conv2d_channels_last
 
-_local = threading.local()
 # Depthwise im2col block size in elements (about 1 MiB of float32: one core's L2 cache on the dev machine).
 DW_BLOCK_FLOATS = 1 << 18
-
-
-def scratch(name: Hashable, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """Per-thread work buffer ``name`` with undefined contents, shared by every call and every layer.
-
-    One buffer per name (grown when a bigger shape asks) keeps the scratch of successive layers in the
-    same, cache-warm memory.
-    """
-    buffers = _local.__dict__.setdefault("scratch", {})
-    size, dtype = math.prod(shape), np.dtype(dtype)
-    flat = buffers.get((name, dtype))
-    if flat is None or flat.size < size:
-        flat = buffers[(name, dtype)] = np.empty(size, dtype)
-    return flat[:size].reshape(shape)
-
-
-def _planes_buffer(key: tuple, shape: tuple[int, ...], dtype: np.dtype, fill: float) -> np.ndarray:
-    """Per-thread buffer for one window geometry whose padding, written once with ``fill``, persists.
-
-    One per geometry (about the size of that layer's input), so that a call only copies the interior.
-    """
-    buffers = _local.__dict__.setdefault("planes", {})
-    key = (key, shape, np.dtype(dtype).str, fill)
-    buf = buffers.get(key)
-    if buf is None:
-        buf = buffers[key] = np.full(shape, fill, dtype)
-    return buf
 
 
 def resolve_pads(
@@ -125,7 +101,7 @@ def shifted_planes(
     wq = wo + max(dj for _, dj in cols)
     plane_len = hq * wq + max(dj for _, dj in cols)
     key = ("planes", x.shape, tuple(kernel), tuple(strides), tuple(dilations), tuple(pads[:2]), out_hw)
-    planes = _planes_buffer(key, (len(row_phases) * len(col_phases), c, plane_len), x.dtype, fill)
+    planes = filled_buffer(key, (len(row_phases) * len(col_phases), c, plane_len), x.dtype, fill)
     for ia, a in enumerate(row_phases):
         m0, m1 = max(0, -((a - pt) // sh)), min(hq, (h - 1 + pt - a) // sh + 1)
         for ib, b in enumerate(col_phases):
@@ -276,6 +252,10 @@ def _conv2d(
     m = w.shape[0]
     ho = out_size(h, kernel[0], strides[0], dilations[0], pads[0], pads[2])
     wo = out_size(wd, kernel[1], strides[1], dilations[1], pads[1], pads[3])
+    if attrs.get("channels_last"):
+        y = conv2d_channels_last(x, w, bias, z, group, window, (ho, wo), attrs)
+        if y is not None:
+            return y
     y = np.empty((n, m, ho, wo), x.dtype)
     if kernel == [1, 1] and strides == [1, 1] and not any(pads):
         _pointwise(x, w, bias, group, y)

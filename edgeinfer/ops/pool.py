@@ -15,7 +15,9 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from edgeinfer.ops import register
-from edgeinfer.ops.conv import out_size, scratch, shifted_planes, window_attrs
+from edgeinfer.ops.buffers import scratch
+from edgeinfer.ops.conv import out_size, shifted_planes, window_attrs
+from edgeinfer.ops.conv_channels_last import is_channels_last, padded_hwc
 
 
 def _lowest(dtype: np.dtype) -> float | int:
@@ -89,6 +91,37 @@ def _pool2d(
         if wq != wo:
             np.copyto(y[i], acc.reshape(c, ho, wq)[:, :, :wo])
     return y
+
+
+def _max_pool_channels_last(
+    x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int], pads: list[int], outs: list[int]
+) -> np.ndarray:
+    """2-D MaxPool of a channels-last ``x`` with a channels-last result, separably on the NHWC blocks.
+
+    First the maximum along each kernel row (strided column views whose inner loop is the ``C``
+    contiguous channels), then down the kernel column over whole output rows (``Wo * C`` contiguous).
+    SqueezeNet's 3x3 stride-2 pools take 4 ``np.maximum`` calls and no phase copies this way.
+    """
+    n, c = x.shape[:2]
+    (ho, wo), (kh, kw), (sh, sw), (dh, dw) = outs, kernel, strides, dilations
+    need = ((ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1)
+    y = np.empty((n, ho, wo, c), x.dtype)
+    for i in range(n):
+        xp = padded_hwc(x[i].transpose(1, 2, 0), pads, _lowest(x.dtype), need)
+        cols = [xp[: need[0], b * dw : b * dw + (wo - 1) * sw + 1 : sw] for b in range(kw)]
+        along = cols[0]
+        if kw > 1:
+            along = np.maximum(cols[0], cols[1], out=scratch("pool_hwc", cols[0].shape, x.dtype))
+            for col in cols[2:]:
+                np.maximum(along, col, out=along)
+        rows = [along[a * dh : a * dh + (ho - 1) * sh + 1 : sh] for a in range(kh)]
+        if kh == 1:
+            np.copyto(y[i], rows[0])
+            continue
+        np.maximum(rows[0], rows[1], out=y[i])
+        for row in rows[2:]:
+            np.maximum(y[i], row, out=y[i])
+    return y.transpose(0, 3, 1, 2)
 
 
 def _windows(
@@ -172,7 +205,9 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     """
     x = inputs[0]
     kernel, strides, dilations, pads, outs = _geometry(x, attrs)
-    if x.ndim == 4 and math.prod(outs) > 1:
+    if is_channels_last(x) and math.prod(outs) > 1:
+        y = _max_pool_channels_last(x, kernel, strides, dilations, pads, outs)
+    elif x.ndim == 4 and math.prod(outs) > 1:
         y = _pool2d(x, kernel, strides, dilations, pads, outs, np.maximum, _lowest(x.dtype))
     else:
         win = _windows(x, kernel, strides, dilations, pads, outs, _lowest(x.dtype))
