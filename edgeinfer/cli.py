@@ -305,12 +305,13 @@ def tuned_table_note(device: DeviceInfo) -> str:
     from edgeinfer.tuned_configs import load_table
 
     table = load_table(device.backend, device.device_key, device.family)
+    sibling = table.fallback
     if not table.entries:
-        return "tuned table: none (heuristic defaults)"
-    if table.borrowed:
-        return f"tuned table: borrowed from {table.device_key} (same family {device.family})"
-    if table.fallback is not None:
-        return f"tuned table: its own, other templates from {table.fallback.device_key}"
+        if sibling is None:
+            return "tuned table: none (heuristic defaults)"
+        return f"tuned table: borrowed from {sibling.device_key} (same family {device.family})"
+    if sibling is not None:
+        return f"tuned table: its own, other templates from {sibling.device_key}"
     return "tuned table: its own"
 
 

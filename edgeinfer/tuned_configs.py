@@ -62,7 +62,6 @@ class ConfigTable:
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # template -> signature -> entry
     path: Path | None = None
     family: str = ""  # platform and device kind (runtime.device_family); tables are borrowed within a family
-    borrowed: bool = False  # lent to another device of the family
     fallback: ConfigTable | None = None  # a sibling's table, for the templates this one has no entries of
 
     def lookup(
@@ -70,19 +69,19 @@ class ConfigTable:
     ) -> tuple[dict[str, Any], str]:
         """Config for ``template`` on ``workload`` and its source: tuned, nearest or default."""
         if template not in self.entries and self.fallback is not None:
-            return self.fallback.lookup(template, workload, default)
+            config, source = self.fallback.lookup(template, workload, default)
+            return config, source if source == DEFAULT else f"{source} via {self.fallback.device_key}"
         tuned = self.entries.get(template, {})
         signature = workload_signature(workload)
-        via = f" via {self.device_key}" if self.borrowed else ""
         if signature in tuned:
-            return dict(tuned[signature]["config"]), TUNED + via
+            return dict(tuned[signature]["config"]), TUNED
         best, best_distance = None, math.inf
         for entry in tuned.values():
             distance = workload_distance(workload, entry["workload"])
             if distance < best_distance:
                 best, best_distance = entry, distance
         if best is not None:
-            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])}){via}"
+            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])})"
         return default(), DEFAULT
 
     def to_json(self) -> dict[str, Any]:
@@ -132,23 +131,18 @@ def _shipped_table(backend: str, device_key: str, family: str) -> ConfigTable:
         path = table_path(backend, device_key)
     except FileNotFoundError:
         return ConfigTable(backend, device_key, family=family)
-    own = read_table(path, backend, device_key) if path.is_file() else None
-    sibling = _family_table(path.parent, device_key, family) if family else None
-    if own is None:
-        return sibling or ConfigTable(backend, device_key, family=family)
-    own.fallback = sibling
-    return own
+    table = read_table(path, backend, device_key)  # empty where the device has no table of its own
+    table.fallback = _family_table(path.parent, device_key, family) if family else None
+    return table
 
 
 def _family_table(directory: Path, device_key: str, family: str) -> ConfigTable | None:
-    """The shipped table of ``family`` most similar to ``device_key`` (other than its own), marked borrowed."""
-    siblings = [t for t in map(_read_shipped, sorted(directory.glob("*.json"))) if t.family == family]
-    siblings = [t for t in siblings if t.device_key != device_key]
+    """The shipped table of ``family`` most similar to ``device_key``, other than its own."""
+    others = sorted(p for p in directory.glob("*.json") if p.stem != device_key)
+    siblings = [t for t in map(_read_shipped, others) if t.family == family]
     if not siblings:
         return None
-    table = max(siblings, key=lambda t: (key_similarity(device_key, t.device_key), len(t.entries), t.device_key))
-    table.borrowed = True
-    return table
+    return max(siblings, key=lambda t: (key_similarity(device_key, t.device_key), len(t.entries), t.device_key))
 
 
 def _read_shipped(path: Path) -> ConfigTable:
