@@ -34,7 +34,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edgeinfer", "edgeinfer.*"]),
     cmdclass={"build_py": BuildWithData},
-    install_requires=["numpy>=1.24", "pillow>=9"],
+    install_requires=["numpy>=2.1", "pillow>=9"],
     extras_require={
         "compile": ["onnx>=1.14"],
         "opencl": ["pyopencl>=2023.1", "platformdirs>=3"],

@@ -17,6 +17,7 @@ Why channels-last on a CPU without fused multiply-add in NumPy:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,21 @@ from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch
 
 Window = tuple[list[int], list[int], list[int], list[int]]
+
+
+def packed(cache: dict | None, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
+    """``make()``, kept in the node's ``cache`` (attribute ``packed_weights``) when the backend gave one.
+
+    The NumPy backend gives a cache to Convs whose weights and bias are graph constants, so weight
+    layouts (transposed, with a bias row, tiled along a row) are built on the first run only; direct
+    callers with arbitrary weights (tests, constant folding) get no cache and a fresh layout each call.
+    """
+    if cache is None:
+        return make()
+    value = cache.get(key)
+    if value is None:
+        value = cache[key] = make()
+    return value
 
 
 def is_channels_last(x: np.ndarray) -> bool:
@@ -57,7 +73,15 @@ def tap_view(xp: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndar
     return as_strided(xp, shape, (dh * s0, dw * s1, sh * s0, sw * s1, s2), writeable=False)
 
 
-def _depthwise(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray) -> None:
+def _tile_depthwise(w: np.ndarray, kernel: list[int], wo: int, dtype: np.dtype) -> np.ndarray:
+    """Depthwise weights (C, 1, kh, kw) as (kh, kw, Wo, C): every tap's weights repeated along the output row."""
+    c = w.shape[0]
+    tiled = np.empty((*kernel, wo, c), dtype)
+    tiled[...] = w.reshape(c, *kernel).transpose(1, 2, 0)[:, :, None, :]
+    return tiled
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None) -> None:
     """Depthwise conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, C), by one einsum over the taps.
 
     The weights are tiled along the output row so that, at stride 1, einsum's inner loop runs over a
@@ -66,17 +90,27 @@ def _depthwise(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray) -> N
     kernel, strides, _, pads = window
     ho, wo, c = y.shape
     taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
-    tiled = np.empty((*kernel, wo, c), y.dtype)
-    tiled[...] = w.reshape(c, *kernel).transpose(1, 2, 0)[:, :, None, :]
+    tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
     if strides[1] == 1:  # (Wo, C) merge into one contiguous run of the row
         s = taps.strides
         rows = as_strided(taps, (*kernel, ho, wo * c), (s[0], s[1], s[2], s[4]), writeable=False)
-        np.einsum("abhx,abx->hx", rows, tiled.reshape(*kernel, wo * c), out=y.reshape(ho, wo * c))
+        np.einsum("abhx,abx->hx", rows, tiled.reshape(*kernel, wo * c), out=y.reshape((ho, wo * c), copy=False))
     else:
         np.einsum("abhwc,abwc->hwc", taps, tiled, out=y)
 
 
-def _im2col_gemm(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, window: Window, y: np.ndarray) -> None:
+def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
+    """``[W^T; b]``: the (K + 1, M) sgemm operand whose last row meets the column of ones."""
+    k, m = w_t.shape
+    weights = np.empty((k + 1, m), dtype)
+    weights[:k] = w_t
+    weights[k] = 0 if bias is None else bias
+    return weights
+
+
+def _im2col_gemm(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, window: Window, y: np.ndarray, cache: dict | None
+) -> None:
     """Group-1 conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, M): im2col rows, then one sgemm.
 
     Columns are ordered (kernel row, kernel column, channel), so a kernel row of one pixel is one
@@ -92,13 +126,11 @@ def _im2col_gemm(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, window: 
     s = cols.strides[1]
     dst = as_strided(cols, (ho, wo, *kernel, c), ((k + 1) * wo * s, (k + 1) * s, kernel[1] * c * s, c * s, s))
     np.copyto(dst, taps.transpose(2, 3, 0, 1, 4))
-    weights = np.empty((k + 1, m), y.dtype)
-    weights[:k] = w.transpose(2, 3, 1, 0).reshape(k, m)
-    weights[k] = 0 if bias is None else bias
-    np.matmul(cols, weights, out=y.reshape(ho * wo, m))
+    weights = packed(cache, "im2col_hwc", lambda: _with_bias_row(w.transpose(2, 3, 1, 0).reshape(k, m), bias, y.dtype))
+    np.matmul(cols, weights, out=y.reshape((ho * wo, m), copy=False))
 
 
-def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray) -> bool:
+def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, cache: dict | None) -> bool:
     """1x1 stride-1 unpadded conv of all images: ``Y (NHW, M) = X (NHW, C) @ W^T``; True if the bias is in.
 
     Where the output has more channels than the input (an expansion) and many pixels, the bias rides in
@@ -108,16 +140,14 @@ def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndar
     n, h, wd, m = y.shape
     c = x.shape[1]
     x2 = x.transpose(0, 2, 3, 1).reshape(n * h * wd, c)
-    y2 = y.reshape(n * h * wd, m)
+    y2 = y.reshape((n * h * wd, m), copy=False)
     if bias is None or m <= c or n * h * wd < 8 * (c + 1):
         np.matmul(x2, w.reshape(m, c).T, out=y2)
         return False
     cols = scratch("pointwise_hwc", (n * h * wd, c + 1), y.dtype)
     cols[:, :c] = x2
     cols[:, c] = 1
-    weights = np.empty((c + 1, m), y.dtype)
-    weights[:c] = w.reshape(m, c).T
-    weights[c] = bias
+    weights = packed(cache, "pointwise_hwc", lambda: _with_bias_row(w.reshape(m, c).T, bias, y.dtype))
     np.matmul(cols, weights, out=y2)
     return True
 
@@ -129,7 +159,7 @@ def add_channel_bias(y: np.ndarray, bias: np.ndarray) -> None:
     costs more than the additions themselves for ``M`` of 16-96.
     """
     p, m = y.shape
-    if m >= 128:
+    if m >= 128 or not y.flags.c_contiguous:
         np.add(y, bias, out=y)
         return
     reps = next(r for r in range(max(1, min(p, 4096 // m)), 0, -1) if p % r == 0)
@@ -162,22 +192,27 @@ def conv2d_channels_last(
     if not (pointwise or depthwise or (group == 1 and is_channels_last(x))):
         return None
     ho, wo = out_hw
-    y = np.empty((n, ho, wo, m), x.dtype)
+    out = attrs.get("out")  # an NHWC block (or a channel range of one) chosen by the executor
+    y = out if out is not None and (pointwise or not depthwise) else np.empty((n, ho, wo, m), x.dtype)
+    cache = attrs.get("packed_weights")
     if pointwise:
-        folded = _pointwise(x, w, bias, y)
+        folded = _pointwise(x, w, bias, y, cache)
     else:
         folded = not depthwise
         for i in range(n):
             xi = x[i].transpose(1, 2, 0)
             if depthwise:
-                _depthwise(xi, w, window, y[i])
+                _depthwise(xi, w, window, y[i], cache)
             else:
-                _im2col_gemm(xi, w, bias, window, y[i])
-    y2 = y.reshape(n * ho * wo, m)
+                _im2col_gemm(xi, w, bias, window, y[i], cache)
+    y2 = y.reshape((n * ho * wo, m), copy=False)
     if bias is not None and not folded:
         add_channel_bias(y2, bias)
     if z is not None:
         np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
     if attrs.get("activation"):
         apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+    if out is not None and y is not out:
+        np.copyto(out, y)
+        y = out
     return y.transpose(0, 3, 1, 2)
