@@ -114,19 +114,25 @@ def _im2col_gemm(
     """Group-1 conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, M): im2col rows, then one sgemm.
 
     Columns are ordered (kernel row, kernel column, channel), so a kernel row of one pixel is one
-    contiguous run of ``kw * C`` inputs; a last column of ones carries the bias through the sgemm.
+    contiguous run of ``kw * C`` inputs; a last column of ones carries the bias (if any) through the sgemm.
     """
     kernel, _, _, pads = window
     ho, wo, m = y.shape
     c = w.shape[1]
     k = c * kernel[0] * kernel[1]
     taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
-    cols = scratch("im2col_hwc", (ho * wo, k + 1), y.dtype)
-    cols[:, k] = 1
+    width = k + (bias is not None)
+    cols = scratch("im2col_hwc", (ho * wo, width), y.dtype)
+    if bias is not None:
+        cols[:, k] = 1
     s = cols.strides[1]
-    dst = as_strided(cols, (ho, wo, *kernel, c), ((k + 1) * wo * s, (k + 1) * s, kernel[1] * c * s, c * s, s))
+    dst = as_strided(cols, (ho, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s))
     np.copyto(dst, taps.transpose(2, 3, 0, 1, 4))
-    weights = packed(cache, "im2col_hwc", lambda: _with_bias_row(w.transpose(2, 3, 1, 0).reshape(k, m), bias, y.dtype))
+    def pack() -> np.ndarray:  # (kernel row, kernel column, channel) x M, plus the bias row
+        w_t = w.transpose(2, 3, 1, 0).reshape(k, m)
+        return np.ascontiguousarray(w_t) if bias is None else _with_bias_row(w_t, bias, y.dtype)
+
+    weights = packed(cache, "im2col_hwc", pack)
     np.matmul(cols, weights, out=y.reshape((ho * wo, m), copy=False))
 
 
