@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.numpy_concat import plan_concat_groups
+from edgeinfer.backends.numpy_row_padded import plan_row_padded
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops import get_op
 
@@ -59,6 +60,7 @@ class NumpyExecutable:
         self._attrs = [backend_attrs(node, graph.constants) for node in self._nodes]
         self._slot = {i: (g, *g.ranges[i]) for g in groups for i in g.ranges}  # producer -> (group, begin, end)
         self._finish = {g.last: g for g in groups}
+        self._row_padded = {i: r for i, r in plan_row_padded(graph).items() if i not in self._slot}
         self._skipped = {i for i, node in enumerate(graph.nodes) if node.outputs[0] in {g.output for g in groups}}
         # Free each intermediate as soon as its last reader has run.
         last_use: dict[str, int] = {}
@@ -78,6 +80,9 @@ class NumpyExecutable:
             return
         node, attrs = self._nodes[i], self._attrs[i]
         slot = self._slot.get(i)
+        if slot is None and i in self._row_padded:
+            self._run_row_padded(i, node, attrs, env)
+            return
         if slot is None:
             run_node(node, env, attrs)
             return
@@ -90,6 +95,20 @@ class NumpyExecutable:
             env[node.outputs[0]] = part
         if i in self._finish:
             self._finish[i].finish(env)
+
+    def _run_row_padded(self, i: int, node: Node, attrs: dict[str, Any], env: dict[str, np.ndarray]) -> None:
+        """The producer writes into the depthwise's row-padded buffer, the depthwise reads its taps from it."""
+        geometry = self._row_padded[i]
+        interior = geometry.interior()
+        if node.name != geometry.key:  # the producer (the geometry is named after the depthwise)
+            run_node(node, env, {**attrs, "out": interior})
+            result = env[node.outputs[0]]
+            if not np.shares_memory(result, interior):
+                np.copyto(interior, result.transpose(0, 2, 3, 1))
+                env[node.outputs[0]] = interior.transpose(0, 3, 1, 2)
+            return
+        x = env[node.inputs[0]]
+        run_node(node, env, {**attrs, "row_padded": geometry} if np.shares_memory(x, interior) else attrs)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = dict(self.graph.constants)

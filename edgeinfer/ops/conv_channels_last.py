@@ -81,7 +81,9 @@ def _tile_depthwise(w: np.ndarray, kernel: list[int], wo: int, dtype: np.dtype) 
     return tiled
 
 
-def _depthwise(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None) -> None:
+def _depthwise(
+    x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None, row_padded: Any = None
+) -> None:
     """Depthwise conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, C), by one einsum over the taps.
 
     The weights are tiled along the output row so that, at stride 1, einsum's inner loop runs over a
@@ -89,8 +91,18 @@ def _depthwise(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cach
     """
     kernel, strides, _, pads = window
     ho, wo, c = y.shape
-    taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
-    tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
+    if row_padded is None:
+        taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
+        tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
+    else:  # taps read the producer's buffer, with zero weights where they wrap round a row end
+        from edgeinfer.backends.numpy_row_padded import row_padded_tiled_weights
+
+        taps = row_padded.taps(kernel, strides, pads[1], (ho, wo))
+        tiled = packed(
+            cache,
+            ("dw_tiled_row_padded", wo),
+            lambda: row_padded_tiled_weights(w, kernel, strides, pads[1], x.shape[1], wo),
+        )
     if strides[1] == 1:  # (Wo, C) merge into one contiguous run of the row
         s = taps.strides
         rows = as_strided(taps, (*kernel, ho, wo * c), (s[0], s[1], s[2], s[4]), writeable=False)
@@ -208,7 +220,7 @@ def conv2d_channels_last(
         for i in range(n):
             xi = x[i].transpose(1, 2, 0)
             if depthwise:
-                _depthwise(xi, w, window, y[i], cache)
+                _depthwise(xi, w, window, y[i], cache, attrs.get("row_padded"))
             else:
                 _im2col_gemm(xi, w, bias, window, y[i], cache)
     y2 = y.reshape((n * ho * wo, m), copy=False)
