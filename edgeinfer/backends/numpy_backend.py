@@ -74,6 +74,15 @@ class NumpyExecutable:
             for i, node in enumerate(graph.nodes)
         ]
 
+    def plans(self) -> dict[str, int]:
+        """How many nodes run with each executor plan (for tests and ``explain``)."""
+        groups = set(self._finish.values())
+        return {
+            "inplace_concats": len(groups),
+            "deferred_concat_epilogues": sum(g.deferred for g in groups),
+            "row_padded_depthwise": len(self._row_padded) // 2,
+        }
+
     def _run_node(self, i: int, env: dict[str, np.ndarray]) -> None:
         """Run node ``i``; a producer of an in-place Concat writes into its channel range of the output."""
         if i in self._skipped:

@@ -18,7 +18,7 @@ from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.conv_channels_last import add_channel_bias
 
 
-@dataclass
+@dataclass(eq=False)
 class ConcatGroup:
     """One Concat computed in place: its producers, their channel ranges and the deferred epilogue."""
 

@@ -1,0 +1,147 @@
+"""The NumPy executor's plans (in-place Concats, row-padded depthwise inputs, packed weights) change no result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+from edgeinfer.backends.numpy_backend import NumpyExecutable, backend_attrs  # noqa: E402
+from edgeinfer.compiler import compile_model  # noqa: E402
+
+RNG = np.random.default_rng(7)
+
+
+class ModelBuilder:
+    """A small ONNX graph of Convs and activations, built node by node."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        self.shape = shape
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def _name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def conv(self, x: str, cin: int, cout: int, k: int = 1, stride: int = 1, pads=(0, 0, 0, 0), group: int = 1,
+             act: str | None = None) -> str:  # fmt: skip
+        w, b, y = self._name("w"), self._name("b"), self._name("t")
+        weight = (RNG.standard_normal((cout, cin // group, k, k)) / np.sqrt(cin // group * k * k)).astype(np.float32)
+        self.inits += [numpy_helper.from_array(weight, w),
+                       numpy_helper.from_array(RNG.standard_normal(cout).astype(np.float32), b)]  # fmt: skip
+        self.nodes.append(helper.make_node("Conv", [x, w, b], [y], kernel_shape=[k, k], strides=[stride, stride],
+                                           pads=list(pads), group=group))  # fmt: skip
+        return self.activation(y, act)
+
+    def activation(self, x: str, act: str | None) -> str:
+        if act is None:
+            return x
+        y = self._name("a")
+        if act == "relu6":
+            lo, hi = self._name("lo"), self._name("hi")
+            self.inits += [numpy_helper.from_array(np.array(0, np.float32), lo),
+                           numpy_helper.from_array(np.array(6, np.float32), hi)]  # fmt: skip
+            self.nodes.append(helper.make_node("Clip", [x, lo, hi], [y]))
+        else:
+            self.nodes.append(helper.make_node(act, [x], [y]))
+        return y
+
+    def concat(self, xs: list[str]) -> str:
+        y = self._name("cat")
+        self.nodes.append(helper.make_node("Concat", xs, [y], axis=1))
+        return y
+
+    def model(self, out: str) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes, "plans", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shape)],
+            [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits,
+        )  # fmt: skip
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def run_both(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[NumpyExecutable, list[np.ndarray]]:
+    """The executable, and the relative L2 errors against onnxruntime on three inputs run in turn."""
+    ex = NumpyExecutable(compile_model(model))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    errors = []
+    for seed in (0, 1, 0):  # the third run repeats the first: buffers kept between runs must not leak
+        x = np.random.default_rng(seed).standard_normal(shape).astype(np.float32) * 3
+        (expected,) = sess.run(None, {"x": x})
+        got = next(iter(ex.run({"x": x}).values()))
+        assert got.shape == expected.shape and got.flags.c_contiguous
+        errors.append(float(np.linalg.norm(got - expected) / np.linalg.norm(expected)))
+    return ex, errors
+
+
+def fire(b: ModelBuilder, x: str, cin: int, squeeze: int, expand: int, acts=("Relu", "Relu")) -> str:
+    s = b.conv(x, cin, squeeze, act="Relu")
+    return b.concat([b.conv(s, squeeze, expand, act=acts[0]), b.conv(s, squeeze, expand, 3, pads=(1, 1, 1, 1),
+                                                                    act=acts[1])])  # fmt: skip
+
+
+def test_fire_modules_concatenate_in_place_with_one_epilogue() -> None:
+    b = ModelBuilder((1, 8, 13, 11))
+    y = fire(b, fire(b, "x", 8, 4, 8), 16, 4, 8)
+    ex, errors = run_both(b.model(b.conv(y, 16, 5)), (1, 8, 13, 11))
+    assert ex.plans()["inplace_concats"] == 2 and ex.plans()["deferred_concat_epilogues"] == 2
+    assert max(errors) < 1e-5
+
+
+def test_concat_of_producers_with_different_activations_keeps_their_epilogues() -> None:
+    b = ModelBuilder((1, 8, 9, 9))
+    y = fire(b, "x", 8, 4, 6, acts=("Relu", "Sigmoid"))
+    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9))
+    assert ex.plans() == {"inplace_concats": 1, "deferred_concat_epilogues": 0, "row_padded_depthwise": 0}
+    assert max(errors) < 1e-5
+
+
+def test_concat_of_a_grouped_conv_copies_its_result_into_place() -> None:
+    b = ModelBuilder((1, 8, 9, 9))
+    grouped = b.conv("x", 8, 8, 3, pads=(1, 1, 1, 1), group=2, act="Relu")  # no channels-last form
+    y = b.concat([grouped, b.conv("x", 8, 4, act="Relu")])
+    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9))
+    assert ex.plans()["inplace_concats"] == 1
+    assert max(errors) < 1e-5
+
+
+DEPTHWISE = [  # (H, W, kernel, stride, pads)
+    (7, 9, 3, 1, (1, 1, 1, 1)),
+    (8, 10, 3, 2, (0, 0, 1, 1)),  # TensorFlow's SAME at stride 2
+    (9, 9, 3, 2, (1, 1, 1, 1)),
+    (9, 11, 5, 1, (2, 2, 2, 2)),
+    (6, 6, 3, 1, (0, 0, 0, 0)),
+]
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=str)
+def test_depthwise_reads_the_row_padded_buffer_of_its_producer(case: tuple) -> None:
+    h, w, k, stride, pads = case
+    b = ModelBuilder((1, 8, h, w))
+    e = b.conv("x", 8, 24, act="relu6")
+    d = b.conv(e, 24, 24, k, stride, pads, group=24, act="relu6")
+    ex, errors = run_both(b.model(b.conv(d, 24, 8)), (1, 8, h, w))
+    assert ex.plans()["row_padded_depthwise"] == 1
+    assert max(errors) < 1e-5
+
+
+def test_depthwise_after_an_unbounded_producer_keeps_the_padded_copy() -> None:
+    """Wrapped taps meet zero weights, which cancel only finite values: a ReLU output may be inf."""
+    b = ModelBuilder((1, 8, 7, 7))
+    d = b.conv(b.conv("x", 8, 16, act="Relu"), 16, 16, 3, 1, (1, 1, 1, 1), group=16, act="relu6")
+    ex, errors = run_both(b.model(d), (1, 8, 7, 7))
+    assert ex.plans()["row_padded_depthwise"] == 0
+    assert max(errors) < 1e-5
+
+
+def test_only_convs_with_constant_weights_get_a_weight_cache() -> None:
+    b = ModelBuilder((1, 4, 5, 5))
+    graph = compile_model(b.model(b.conv("x", 4, 4, act="Relu")))
+    conv = next(n for n in graph.nodes if n.op == "Conv")
+    assert "packed_weights" in backend_attrs(conv, graph.constants)
+    assert "packed_weights" not in backend_attrs(conv, {})
+    assert backend_attrs(conv)["channels_last"] is True
