@@ -51,6 +51,12 @@ class ModelBuilder:
             self.nodes.append(helper.make_node(act, [x], [y]))
         return y
 
+    def max_pool(self, x: str, k: int = 3, stride: int = 2, pads=(0, 0, 0, 0), ceil_mode: int = 0) -> str:
+        y = self._name("pool")
+        self.nodes.append(helper.make_node("MaxPool", [x], [y], kernel_shape=[k, k], strides=[stride, stride],
+                                           pads=list(pads), ceil_mode=ceil_mode))  # fmt: skip
+        return y
+
     def concat(self, xs: list[str]) -> str:
         y = self._name("cat")
         self.nodes.append(helper.make_node("Concat", xs, [y], axis=1))
@@ -61,7 +67,7 @@ class ModelBuilder:
             self.nodes, "plans", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shape)],
             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits,
         )  # fmt: skip
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
 
 
 def run_both(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[NumpyExecutable, list[np.ndarray]]:
@@ -96,7 +102,7 @@ def test_concat_of_producers_with_different_activations_keeps_their_epilogues() 
     b = ModelBuilder((1, 8, 9, 9))
     y = fire(b, "x", 8, 4, 6, acts=("Relu", "Sigmoid"))
     ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9))
-    assert ex.plans() == {"inplace_concats": 1, "deferred_concat_epilogues": 0, "row_padded_depthwise": 0}
+    assert ex.plans()["inplace_concats"] == 1 and ex.plans()["deferred_concat_epilogues"] == 0
     assert max(errors) < 1e-5
 
 
@@ -145,3 +151,32 @@ def test_only_convs_with_constant_weights_get_a_weight_cache() -> None:
     assert "packed_weights" in backend_attrs(conv, graph.constants)
     assert "packed_weights" not in backend_attrs(conv, {})
     assert backend_attrs(conv)["channels_last"] is True
+
+
+@pytest.mark.parametrize("pool", [(3, 2, (0, 0, 0, 0), 0), (3, 2, (1, 1, 1, 1), 0), (2, 2, (0, 0, 0, 0), 1)], ids=str)
+def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple) -> None:
+    """A stem conv's ReLU and a fire module's biases + ReLU move past the MaxPool: bit-identical results."""
+    k, stride, pads, ceil_mode = pool
+    b = ModelBuilder((1, 3, 17, 15))
+    stem = b.max_pool(b.conv("x", 3, 8, 3, 2, act="Relu"), k, stride, pads, ceil_mode)
+    y = b.max_pool(fire(b, stem, 8, 4, 6), k, stride, pads, ceil_mode)
+    model = b.model(b.conv(y, 12, 5, act="Sigmoid"))
+    ex, errors = run_both(model, (1, 3, 17, 15))
+    assert ex.plans()["epilogues_after_max_pool"] == 2 and ex.plans()["deferred_concat_epilogues"] == 0
+    assert max(errors) < 1e-5
+    x = np.random.default_rng(3).standard_normal((1, 3, 17, 15)).astype(np.float32)
+    plain = NumpyExecutable(compile_model(model))
+    plain._pool_epilogues = {}  # the same graph, epilogues where the producers left them
+    plain._nodes = list(plain.graph.nodes)
+    plain._attrs = [backend_attrs(n, plain.graph.constants) for n in plain._nodes]
+    for group in plain._finish.values():  # with the producers' own biases and activations
+        group.deferred = False
+    np.testing.assert_array_equal(next(iter(ex.run({"x": x}).values())), next(iter(plain.run({"x": x}).values())))
+
+
+def test_hard_swish_stays_before_the_max_pool() -> None:
+    b = ModelBuilder((1, 3, 9, 9))
+    y = b.max_pool(b.conv("x", 3, 8, 3, 1, (1, 1, 1, 1), act="HardSwish"))
+    ex, errors = run_both(b.model(y), (1, 3, 9, 9))
+    assert ex.plans()["epilogues_after_max_pool"] == 0
+    assert max(errors) < 1e-5

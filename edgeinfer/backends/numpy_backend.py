@@ -9,6 +9,7 @@ import numpy as np
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.numpy_concat import plan_concat_groups
+from edgeinfer.backends.numpy_pool_epilogue import plan_pool_epilogues
 from edgeinfer.backends.numpy_row_padded import plan_row_padded
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops import get_op
@@ -56,7 +57,8 @@ def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None) ->
 class NumpyExecutable:
     def __init__(self, graph: Graph):
         self.graph = graph
-        groups, self._nodes = plan_concat_groups(graph)
+        groups, nodes = plan_concat_groups(graph)
+        self._nodes, self._pool_epilogues = plan_pool_epilogues(graph, nodes, groups)
         self._attrs = [backend_attrs(node, graph.constants) for node in self._nodes]
         self._slot = {i: (g, *g.ranges[i]) for g in groups for i in g.ranges}  # producer -> (group, begin, end)
         self._finish = {g.last: g for g in groups}
@@ -81,6 +83,7 @@ class NumpyExecutable:
             "inplace_concats": len(groups),
             "deferred_concat_epilogues": sum(g.deferred for g in groups),
             "row_padded_depthwise": len(self._row_padded) // 2,
+            "epilogues_after_max_pool": len(self._pool_epilogues),
         }
 
     def _run_node(self, i: int, env: dict[str, np.ndarray]) -> None:
@@ -89,6 +92,10 @@ class NumpyExecutable:
             return
         node, attrs = self._nodes[i], self._attrs[i]
         slot = self._slot.get(i)
+        if i in self._pool_epilogues:
+            run_node(node, env, attrs)
+            self._pool_epilogues[i].apply(env[node.outputs[0]])
+            return
         if slot is None and i in self._row_padded:
             self._run_row_padded(i, node, attrs, env)
             return

@@ -29,7 +29,7 @@ class ConcatGroup:
     bias: np.ndarray | None = None  # deferred biases of all producers, None when not deferred
     activation: str | None = None
     activation_params: list[float] | None = field(default=None)
-    deferred: bool = False
+    deferred: bool = False  # finish() runs the producers' biases and activation
 
     def buffer(self, env: dict[str, np.ndarray]) -> np.ndarray:
         """The Concat output (NCHW view of an NHWC block), allocated by the first producer of a run."""

@@ -16,7 +16,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from edgeinfer.ir import Graph
 from edgeinfer.ops.buffers import filled_buffer
@@ -45,15 +44,15 @@ class RowPadded:
         start = self.margin + self.top * w * c
         return self.buffer()[start : start + h * w * c].reshape(1, h, w, c)
 
-    def taps(self, kernel: list[int], strides: list[int], pad_left: int, out_hw: tuple[int, int]) -> np.ndarray:
-        """Read-only (kh, kw, Ho, Wo, C) view: ``[a, b, i, j]`` reads input row ``i*sh + a - top``, column
-        ``j*sw + b - pad_left`` (a column outside the row reads the neighbouring row)."""
+    def tap_source(self, strides: list[int], pad_left: int) -> tuple[np.ndarray, tuple[int, ...]]:
+        """``(base, byte strides)`` of the (kh, kw, Ho, Wo, C) tap view: ``[a, b, i, j]`` reads input row
+        ``i*sh + a - top``, column ``j*sw + b - pad_left`` (a column outside the row reads the neighbouring row).
+        ``base`` is C-contiguous, so the view is cheap to build (:func:`edgeinfer.ops.buffers.strided_view`)."""
         _, w, c = self.hwc
         flat = self.buffer()
         item = flat.itemsize
-        start = self.margin - pad_left * c
-        strides_b = (w * c * item, c * item, strides[0] * w * c * item, strides[1] * c * item, item)
-        return as_strided(flat[start:], (*kernel, *out_hw, c), strides_b, writeable=False)
+        base = flat[self.margin - pad_left * c :]
+        return base, (w * c * item, c * item, strides[0] * w * c * item, strides[1] * c * item, item)
 
 
 def row_padded_tiled_weights(

@@ -360,7 +360,13 @@ def conv(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     group = int(attrs.get("group", 1))
     if x.ndim < 3 or w.ndim != x.ndim or x.shape[1] != w.shape[1] * group:
         raise ValueError(f"Conv: input {x.shape} and weight {w.shape} do not match (group={group})")
-    kernel, strides, dilations, pads = window_attrs(attrs, x.shape[2:], w.shape[2:])
+    cache = attrs.get("packed_weights")  # the NumPy backend's per-node cache: parse the attributes once
+    geometry = None if cache is None else cache.get(("window", x.shape, w.shape))
+    if geometry is None:
+        geometry = window_attrs(attrs, x.shape[2:], w.shape[2:])
+        if cache is not None:
+            cache[("window", x.shape, w.shape)] = geometry
+    kernel, strides, dilations, pads = geometry
     if x.ndim == 3:  # 1-D runs as 2-D with a height of 1
         window = ([1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]])
         z4 = None if z is None else z[:, :, None, :]

@@ -21,10 +21,9 @@ from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from edgeinfer.ops.activations import apply_activation
-from edgeinfer.ops.buffers import filled_buffer, scratch
+from edgeinfer.ops.buffers import filled_buffer, scratch, strided_view
 
 Window = tuple[list[int], list[int], list[int], list[int]]
 
@@ -65,12 +64,16 @@ def padded_hwc(x: np.ndarray, pads: list[int], fill: float, need: tuple[int, int
     return buf
 
 
+def tap_strides(xp: np.ndarray, window: Window) -> tuple[int, int, int, int, int]:
+    """Byte strides of the (kh, kw, Ho, Wo, C) tap view of an (H, W, C) block ``xp``."""
+    _, (sh, sw), (dh, dw), _ = window
+    s0, s1, s2 = xp.strides
+    return (dh * s0, dw * s1, sh * s0, sw * s1, s2)
+
+
 def tap_view(xp: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
     """Read-only (kh, kw, Ho, Wo, C) view: ``[a, b, i, j] = xp[i * sh + a * dh, j * sw + b * dw]``."""
-    (kh, kw), (sh, sw), (dh, dw), _ = window
-    s0, s1, s2 = xp.strides
-    shape = (kh, kw, *out_hw, xp.shape[2])
-    return as_strided(xp, shape, (dh * s0, dw * s1, sh * s0, sw * s1, s2), writeable=False)
+    return strided_view(xp, (*window[0], *out_hw, xp.shape[2]), tap_strides(xp, window))
 
 
 def _tile_depthwise(w: np.ndarray, kernel: list[int], wo: int, dtype: np.dtype) -> np.ndarray:
@@ -92,23 +95,23 @@ def _depthwise(
     kernel, strides, _, pads = window
     ho, wo, c = y.shape
     if row_padded is None:
-        taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
+        base = padded_hwc(x, pads, 0.0)  # C-contiguous (H', W', C): the input itself where unpadded
+        st = tap_strides(base, window)
         tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
     else:  # taps read the producer's buffer, with zero weights where they wrap round a row end
         from edgeinfer.backends.numpy_row_padded import row_padded_tiled_weights
 
-        taps = row_padded.taps(kernel, strides, pads[1], (ho, wo))
+        base, st = row_padded.tap_source(strides, pads[1])
         tiled = packed(
             cache,
             ("dw_tiled_row_padded", wo),
             lambda: row_padded_tiled_weights(w, kernel, strides, pads[1], x.shape[1], wo),
         )
     if strides[1] == 1:  # (Wo, C) merge into one contiguous run of the row
-        s = taps.strides
-        rows = as_strided(taps, (*kernel, ho, wo * c), (s[0], s[1], s[2], s[4]), writeable=False)
+        rows = strided_view(base, (*kernel, ho, wo * c), (st[0], st[1], st[2], st[4]))
         np.einsum("abhx,abx->hx", rows, tiled.reshape(*kernel, wo * c), out=y.reshape((ho, wo * c), copy=False))
     else:
-        np.einsum("abhwc,abwc->hwc", taps, tiled, out=y)
+        np.einsum("abhwc,abwc->hwc", strided_view(base, (*kernel, ho, wo, c), st), tiled, out=y)
 
 
 def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
@@ -138,7 +141,7 @@ def _im2col_gemm(
     if bias is not None:
         cols[:, k] = 1
     s = cols.strides[1]
-    dst = as_strided(cols, (ho, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s))
+    dst = strided_view(cols, (ho, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s), True)
     np.copyto(dst, taps.transpose(2, 3, 0, 1, 4))
     def pack() -> np.ndarray:  # (kernel row, kernel column, channel) x M, plus the bias row
         w_t = w.transpose(2, 3, 1, 0).reshape(k, m)

@@ -1,0 +1,84 @@
+"""Biases and activations moved past the MaxPool that reads their result (NumPy backend).
+
+``max`` over a window commutes with adding a per-channel constant and with every non-decreasing
+activation (ReLU, Clip, Sigmoid, Tanh, LeakyReLU and HardSigmoid with a slope >= 0), and MaxPool's
+padding never wins a maximum. So a Conv's activation, or an in-place Concat's deferred biases and
+activation, can run on the pool's output, which a 3x3 stride-2 pool makes 4x smaller: SqueezeNet's stem
+and its first two fire blocks end in such pools. The results are bit-identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeinfer.backends.numpy_concat import ConcatGroup
+from edgeinfer.ir import Graph, Node
+from edgeinfer.ops.activations import apply_activation
+
+
+def non_decreasing(activation: str | None, params: list[float] | None) -> bool:
+    """Whether ``activation`` (a fused-Conv activation name) never decreases: then it commutes with max."""
+    if activation in ("relu", "clip", "sigmoid", "tanh"):
+        return True
+    slope = {"leaky_relu": 0.01, "hard_sigmoid": 0.2}.get(activation or "")
+    if slope is None:
+        return False  # hard_swish and silu dip below zero
+    return (float(params[0]) if params else slope) >= 0
+
+
+@dataclass(eq=False)
+class PoolEpilogue:
+    """What runs on the pool's output: a per-channel bias (or None) and an activation (or None)."""
+
+    bias: np.ndarray | None
+    activation: str | None
+    activation_params: list[float] | None
+
+    def apply(self, y: np.ndarray) -> None:
+        """In place on the pool output ``y`` (N, C, H, W) of any layout."""
+        if self.bias is not None:
+            np.add(y, self.bias[:, None, None], out=y)
+        if self.activation:
+            apply_activation(y, self.activation, self.activation_params, out=y)
+
+
+def _single_max_pool_reader(graph: Graph, name: str) -> int | None:
+    """The index of the one node reading ``name`` if it is a plain MaxPool (no Indices output)."""
+    readers = [i for i, node in enumerate(graph.nodes) if name in node.inputs]
+    if len(readers) != 1 or name in graph.outputs:
+        return None
+    pool = graph.nodes[readers[0]]
+    if pool.op != "MaxPool" or pool.inputs[0] != name or (len(pool.outputs) > 1 and pool.outputs[1]):
+        return None
+    info = graph.tensors.get(name)
+    return readers[0] if info is not None and len(info.shape) == 4 and not info.dynamic else None
+
+
+def plan_pool_epilogues(
+    graph: Graph, nodes: list[Node], groups: list[ConcatGroup]
+) -> tuple[list[Node], dict[int, PoolEpilogue]]:
+    """Move epilogues past single-reader MaxPools; returns the nodes to run and the epilogues by pool index.
+
+    A deferred Concat group's epilogue moves whole (its ``finish`` then has nothing to do); a Conv loses its
+    fused activation when it has no residual input and no bias-free way would change (its bias stays).
+    """
+    nodes = list(nodes)
+    epilogues: dict[int, PoolEpilogue] = {}
+    for group in groups:
+        pool = _single_max_pool_reader(graph, group.output)
+        if group.deferred and pool is not None and non_decreasing(group.activation, group.activation_params):
+            epilogues[pool] = PoolEpilogue(group.bias, group.activation, group.activation_params)
+            group.deferred = False
+    for i, node in enumerate(graph.nodes):
+        if node.op != "Conv" or nodes[i] is not node or (len(node.inputs) > 3 and node.inputs[3]):
+            continue
+        act, params = node.attrs.get("activation"), node.attrs.get("activation_params")
+        pool = _single_max_pool_reader(graph, node.outputs[0])
+        if not act or pool is None or pool in epilogues or not non_decreasing(act, params):
+            continue
+        attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}
+        nodes[i] = Node(node.name, node.op, node.inputs, node.outputs, attrs, node.placement)
+        epilogues[pool] = PoolEpilogue(None, act, params)
+    return nodes, epilogues
