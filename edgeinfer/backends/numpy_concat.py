@@ -30,6 +30,7 @@ class ConcatGroup:
     activation: str | None = None
     activation_params: list[float] | None = field(default=None)
     deferred: bool = False  # finish() runs the producers' biases and activation
+    cache: dict = field(default_factory=dict)  # the tiled bias rows
 
     def buffer(self, env: dict[str, np.ndarray]) -> np.ndarray:
         """The Concat output (NCHW view of an NHWC block), allocated by the first producer of a run."""
@@ -45,7 +46,7 @@ class ConcatGroup:
         n, h, w, c = self.shape_nhwc
         block = env[self.output].transpose(0, 2, 3, 1).reshape((n * h * w, c), copy=False)
         if self.bias is not None:
-            add_channel_bias(block, self.bias)
+            add_channel_bias(block, self.bias, self.cache)
         if self.activation:
             apply_activation(block, self.activation, self.activation_params, out=block)
 

@@ -173,18 +173,26 @@ def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndar
     return True
 
 
-def add_channel_bias(y: np.ndarray, bias: np.ndarray) -> None:
+def _bias_rows(bias: np.ndarray, p: int) -> np.ndarray:
+    """The bias tiled over ``reps`` pixels, ``reps`` a divisor of ``p`` near ``4096 / M`` (1 for ``M >= 128``)."""
+    m = bias.shape[0]
+    reps = 1 if m >= 128 else next(r for r in range(max(1, min(p, 4096 // m)), 0, -1) if p % r == 0)
+    return np.tile(bias, reps)
+
+
+def add_channel_bias(y: np.ndarray, bias: np.ndarray, cache: dict | None = None) -> None:
     """``y (P, M) += bias`` in place, with the bias tiled over several pixels so the inner loop is long.
 
     Broadcasting a short bias row makes NumPy run one inner loop of ``M`` elements per pixel, which
-    costs more than the additions themselves for ``M`` of 16-96.
+    costs more than the additions themselves for ``M`` of 16-96. ``cache`` keeps the tiled row.
     """
     p, m = y.shape
-    if m >= 128 or not y.flags.c_contiguous:
+    if not y.flags.c_contiguous:
         np.add(y, bias, out=y)
         return
-    reps = next(r for r in range(max(1, min(p, 4096 // m)), 0, -1) if p % r == 0)
-    np.add(y.reshape(p // reps, reps * m), np.tile(bias, reps), out=y.reshape(p // reps, reps * m))
+    rows = packed(cache, ("bias_rows", p), lambda: _bias_rows(bias, p))
+    flat = y.reshape((p * m // rows.shape[0], rows.shape[0]), copy=False)
+    np.add(flat, rows, out=flat)
 
 
 def conv2d_channels_last(
@@ -228,7 +236,7 @@ def conv2d_channels_last(
                 _im2col_gemm(xi, w, bias, window, y[i], cache)
     y2 = y.reshape((n * ho * wo, m), copy=False)
     if bias is not None and not folded:
-        add_channel_bias(y2, bias)
+        add_channel_bias(y2, bias, cache)
     if z is not None:
         np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
     if attrs.get("activation"):
