@@ -67,7 +67,8 @@ class ModelBuilder:
             self.nodes, "plans", [helper.make_tensor_value_info("x", TensorProto.FLOAT, self.shape)],
             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], self.inits,
         )  # fmt: skip
-        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+        # IR version 8 (opset 14's): a newer onnx writes a version an older onnxruntime refuses
+        return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
 
 
 def run_both(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[NumpyExecutable, list[np.ndarray]]:
