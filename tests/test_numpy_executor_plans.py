@@ -181,3 +181,13 @@ def test_hard_swish_stays_before_the_max_pool() -> None:
     ex, errors = run_both(b.model(y), (1, 3, 9, 9))
     assert ex.plans()["epilogues_after_max_pool"] == 0
     assert max(errors) < 1e-5
+
+
+def test_explain_names_each_plan() -> None:
+    b = ModelBuilder((1, 8, 9, 9))
+    y = b.max_pool(fire(b, "x", 8, 4, 6))
+    d = b.conv(b.conv(y, 12, 24, act="relu6"), 24, 24, 3, 1, (1, 1, 1, 1), group=24, act="relu6")
+    ex = NumpyExecutable(compile_model(b.model(d)))
+    plans = {row["op"] + ":" + next(iter(row["config"]), "-") for row in ex.explain()}
+    assert {"Concat:computed_in_place_by", "MaxPool:runs_epilogue_of_its_input", "Conv:writes_channels_of",
+            "Conv:row_padded"} <= plans  # fmt: skip

@@ -157,11 +157,38 @@ class NumpyExecutable:
         ]  # fmt: skip
         return sorted(rows, key=lambda r: -r["time_ms"])
 
+    def _plan_of(self, i: int) -> dict[str, Any]:
+        """What the executor plans do to node ``i`` (empty when it runs as compiled)."""
+        plan: dict[str, Any] = {}
+        if i in self._skipped:
+            plan["computed_in_place_by"] = [self.graph.nodes[j].name for j in self._finish_group_members(i)]
+        if i in self._slot:
+            group, begin, end = self._slot[i]
+            plan["writes_channels_of"] = [group.output, begin, end]
+            if self._nodes[i] is not self.graph.nodes[i]:
+                plan["epilogue_moved"] = "after the Concat" if group.deferred else "after the MaxPool"
+        if i in self._row_padded:
+            node = self.graph.nodes[i]
+            key = self._row_padded[i].key
+            plan["row_padded"] = "reads its producer's buffer" if node.name == key else f"writes the input of {key}"
+        if i in self._pool_epilogues:
+            plan["runs_epilogue_of_its_input"] = True
+        elif self._nodes[i] is not self.graph.nodes[i] and i not in self._slot:
+            plan["epilogue_moved"] = "after the MaxPool"
+        return plan
+
+    def _finish_group_members(self, concat_index: int) -> list[int]:
+        output = self.graph.nodes[concat_index].outputs[0]
+        return sorted(i for i, (g, _, _) in self._slot.items() if g.output == output)
+
     def explain(self) -> list[dict[str, Any]]:
-        return [
-            {"name": n.name, "op": n.op, "placement": "cpu", "kernel": "numpy", "config": {}, "config_source": "-"}
-            for n in self.graph.nodes
-        ]
+        """Per node: kernel ``numpy`` and, as its config, what the executor plans do to it."""
+        rows = []
+        for i, n in enumerate(self.graph.nodes):
+            plan = self._plan_of(i)
+            rows.append({"name": n.name, "op": n.op, "placement": "cpu", "kernel": "numpy", "config": plan,
+                         "config_source": "plan" if plan else "-"})  # fmt: skip
+        return rows
 
 
 def prepare(graph: Graph, device: str | None = None) -> NumpyExecutable:
