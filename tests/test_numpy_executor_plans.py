@@ -191,3 +191,12 @@ def test_explain_names_each_plan() -> None:
     plans = {row["op"] + ":" + next(iter(row["config"]), "-") for row in ex.explain()}
     assert {"Concat:computed_in_place_by", "MaxPool:runs_epilogue_of_its_input", "Conv:writes_channels_of",
             "Conv:row_padded"} <= plans  # fmt: skip
+
+
+def test_a_stem_conv_writes_the_row_padded_input_of_its_depthwise() -> None:
+    b = ModelBuilder((1, 3, 17, 17))
+    stem = b.conv("x", 3, 16, 3, 2, (0, 0, 1, 1), act="relu6")  # MobileNetV2's stem, reading the NCHW input
+    d = b.conv(stem, 16, 16, 3, 1, (1, 1, 1, 1), group=16, act="relu6")
+    ex, errors = run_both(b.model(b.conv(d, 16, 8)), (1, 3, 17, 17))
+    assert ex.plans()["row_padded_depthwise"] == 1
+    assert max(errors) < 1e-5

@@ -1,9 +1,9 @@
-"""Depthwise inputs written straight into a zero-padded buffer by the 1x1 Conv that produces them.
+"""Depthwise inputs written straight into a zero-padded buffer by the Conv that produces them.
 
 A channels-last depthwise conv reads its input through a padded copy; in MobileNetV2 the copies cost
-~0.9 ms per run. Here the producing 1x1 conv's sgemm writes its NHWC result into the interior of a
-buffer that has zero rows above and below the image but *no* zero columns, so the interior is one
-contiguous block. The depthwise then reads every tap as a strided view of the flat buffer: a tap left
+~0.9 ms per run. Here the producing conv's sgemm (a 1x1 expansion, or the stem) writes its NHWC result
+into the interior of a buffer that has zero rows above and below the image but *no* zero columns, so the
+interior is one contiguous block. The depthwise then reads every tap as a strided view of the flat buffer: a tap left
 of column 0 (right of the last column) reads the neighbouring row's last (first) pixel instead of a
 zero, and the tiled weights are zero at exactly those output columns (``row_padded_tiled_weights``).
 The zero weights only cancel finite values, so the producer must bound its output: a Clip activation
@@ -74,7 +74,7 @@ def _bounded_output(node_attrs: dict) -> bool:
 
 
 def plan_row_padded(graph: Graph) -> dict[int, RowPadded]:
-    """Depthwise Convs whose input comes from a bounded 1x1 Conv read by nothing else, by both node indices.
+    """Depthwise Convs whose input comes from a bounded group-1 Conv read by nothing else, by both node indices.
 
     The returned map holds each such producer's index and its depthwise consumer's index, both to the
     buffer geometry they share.
@@ -101,11 +101,10 @@ def plan_row_padded(graph: Graph) -> dict[int, RowPadded]:
             continue  # a fused residual: keep the plain path
         i = producer[node.inputs[0]]
         p = graph.nodes[i]
-        if p.op != "Conv" or int(p.attrs.get("group", 1)) != 1:
+        # group-1 2-D Convs compute channels-last and honour ``out``: 1x1 sgemms, NHWC im2col, stem convs
+        if p.op != "Conv" or int(p.attrs.get("group", 1)) != 1 or len(p.attrs.get("kernel_shape", [])) != 2:
             continue
-        pk, ps, _, ppads = window_attrs(p.attrs, (h, wd), [1, 1])
-        pointwise = pk == [1, 1] and ps == [1, 1] and not any(ppads)
-        if not pointwise or not _bounded_output(p.attrs) or readers.get(node.inputs[0]) != 1:
+        if not _bounded_output(p.attrs) or readers.get(node.inputs[0]) != 1:
             continue
         if node.inputs[0] in graph.outputs or i in plan or j in plan:
             continue

@@ -272,11 +272,13 @@ def _conv2d(
     k = kernel[0] * kernel[1]
     narrow = group == 1 and k > 1 and c * k <= m
     if narrow and attrs.get("channels_last"):  # a stem conv reading the NCHW graph input
-        y_nhwc = np.empty((n, ho, wo, m), x.dtype)
+        y_nhwc = attrs.get("out")  # a contiguous NHWC block chosen by the NumPy executor
+        if y_nhwc is None or not y_nhwc.flags.c_contiguous:
+            y_nhwc = np.empty((n, ho, wo, m), x.dtype)
         for i in range(n):
             planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
             _narrow_im2col(planes, taps, wq, w, bias, y_nhwc[i], channels_last=True)
-        y2 = y_nhwc.reshape(n * ho * wo, m)
+        y2 = y_nhwc.reshape((n * ho * wo, m), copy=False)
         if z is not None:
             np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
         if attrs.get("activation"):
