@@ -156,7 +156,11 @@ def test_only_convs_with_constant_weights_get_a_weight_cache() -> None:
 
 @pytest.mark.parametrize("pool", [(3, 2, (0, 0, 0, 0), 0), (3, 2, (1, 1, 1, 1), 0), (2, 2, (0, 0, 0, 0), 1)], ids=str)
 def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple) -> None:
-    """A stem conv's ReLU and a fire module's biases + ReLU move past the MaxPool: bit-identical results."""
+    """A stem conv's ReLU and a fire module's biases + ReLU move past the MaxPool.
+
+    Max commutes exactly with a later bias add and ReLU; against producers that add the bias inside their
+    sgemm the sums round differently, so the comparison allows an ulp or so.
+    """
     k, stride, pads, ceil_mode = pool
     b = ModelBuilder((1, 3, 17, 15))
     stem = b.max_pool(b.conv("x", 3, 8, 3, 2, act="Relu"), k, stride, pads, ceil_mode)
@@ -172,7 +176,8 @@ def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple) -> None:
     plain._attrs = [backend_attrs(n, plain.graph.constants) for n in plain._nodes]
     for group in plain._finish.values():  # with the producers' own biases and activations
         group.deferred = False
-    np.testing.assert_array_equal(next(iter(ex.run({"x": x}).values())), next(iter(plain.run({"x": x}).values())))
+    got, expected = (next(iter(e.run({"x": x}).values())) for e in (ex, plain))
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
 def test_hard_swish_stays_before_the_max_pool() -> None:

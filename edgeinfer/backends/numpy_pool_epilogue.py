@@ -4,7 +4,8 @@
 activation (ReLU, Clip, Sigmoid, Tanh, LeakyReLU and HardSigmoid with a slope >= 0), and MaxPool's
 padding never wins a maximum. So a Conv's activation, or an in-place Concat's deferred biases and
 activation, can run on the pool's output, which a 3x3 stride-2 pool makes 4x smaller: SqueezeNet's stem
-and its first two fire blocks end in such pools. The results are bit-identical.
+and its first two fire blocks end in such pools. Moving an activation changes no bit; a moved bias is
+added after the sgemm instead of inside it, which rounds differently (about an ulp).
 """
 
 from __future__ import annotations

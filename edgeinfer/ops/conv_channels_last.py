@@ -27,6 +27,9 @@ from edgeinfer.ops.buffers import filled_buffer, scratch, strided_view
 
 Window = tuple[list[int], list[int], list[int], list[int]]
 
+# im2col blocks of at most this many bytes (the L2 cache of one core on the development VM)
+IM2COL_BLOCK_BYTES = 2 << 20
+
 
 def packed(cache: dict | None, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
     """``make()``, kept in the node's ``cache`` (attribute ``packed_weights``) when the backend gave one.
@@ -130,6 +133,8 @@ def _im2col_gemm(
 
     Columns are ordered (kernel row, kernel column, channel), so a kernel row of one pixel is one
     contiguous run of ``kw * C`` inputs; a last column of ones carries the bias (if any) through the sgemm.
+    A big im2col goes in blocks of output rows that fit the L2 cache (``IM2COL_BLOCK_BYTES``): YOLOX's
+    first conv (12 -> 16 channels at 208x208) would write and read back 19 MB from memory otherwise.
     """
     kernel, _, _, pads = window
     ho, wo, m = y.shape
@@ -137,18 +142,23 @@ def _im2col_gemm(
     k = c * kernel[0] * kernel[1]
     taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
     width = k + (bias is not None)
-    cols = scratch("im2col_hwc", (ho * wo, width), y.dtype)
+    rows = max(1, min(ho, IM2COL_BLOCK_BYTES // (wo * width * y.itemsize)))
+    cols = scratch("im2col_hwc", (rows * wo, width), y.dtype)
     if bias is not None:
         cols[:, k] = 1
     s = cols.strides[1]
-    dst = strided_view(cols, (ho, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s), True)
-    np.copyto(dst, taps.transpose(2, 3, 0, 1, 4))
+
     def pack() -> np.ndarray:  # (kernel row, kernel column, channel) x M, plus the bias row
         w_t = w.transpose(2, 3, 1, 0).reshape(k, m)
         return np.ascontiguousarray(w_t) if bias is None else _with_bias_row(w_t, bias, y.dtype)
 
     weights = packed(cache, "im2col_hwc", pack)
-    np.matmul(cols, weights, out=y.reshape((ho * wo, m), copy=False))
+    for r0 in range(0, ho, rows):
+        n = min(rows, ho - r0)
+        block = cols[: n * wo]
+        dst = strided_view(block, (n, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s), True)
+        np.copyto(dst, taps[:, :, r0 : r0 + n].transpose(2, 3, 0, 1, 4))
+        np.matmul(block, weights, out=y[r0 : r0 + n].reshape((n * wo, m), copy=False))
 
 
 def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, cache: dict | None) -> bool:
@@ -207,18 +217,19 @@ def conv2d_channels_last(
 ) -> np.ndarray | None:
     """2-D (fused) Conv with a channels-last result, or ``None`` where no channels-last form applies.
 
-    Covers 1x1 stride-1 convs, depthwise convs with one output per channel and group-1 convs of a
-    channels-last input; the caller runs the rest in NCHW: grouped convs, depthwise with a channel
-    multiplier, and group-1 convs of an NCHW input (a stem conv reading the graph input), whose NCHW
-    im2col is faster there (0.79 against 1.23 ms on MobileNetV2's stem) and sums in onnxruntime's order,
-    which the rounding-sensitive QDQ models need (with the NHWC order 9 of 1001 uint8 outputs moved).
+    Covers 1x1 stride-1 convs, depthwise convs with one output per channel and group-1 convs; the
+    caller runs the rest: grouped convs and depthwise with a channel multiplier in NCHW, and "narrow"
+    stem convs of an NCHW input (``C * K <= M``, MobileNetV2's) through the NCHW-ordered im2col, which is
+    faster there (0.79 against 1.23 ms) and sums in onnxruntime's order, which the rounding-sensitive QDQ
+    models need (with the NHWC order 9 of 1001 uint8 outputs moved); it still returns channels-last.
     """
     kernel, strides, _, pads = window
     n, c = x.shape[:2]
     m = w.shape[0]
     pointwise = kernel == [1, 1] and strides == [1, 1] and not any(pads) and group == 1
     depthwise = group == c == m and group > 1
-    if not (pointwise or depthwise or (group == 1 and is_channels_last(x))):
+    narrow_stem = not is_channels_last(x) and c * kernel[0] * kernel[1] <= m  # NCHW's narrow im2col is better
+    if not (pointwise or depthwise or (group == 1 and not narrow_stem)):
         return None
     ho, wo = out_hw
     out = attrs.get("out")  # an NHWC block (or a channel range of one) chosen by the executor
