@@ -63,3 +63,24 @@ def test_concat_keeps_channels_last() -> None:
     got = OPS["Concat"].fn([channels_last(x) for x in xs], {"axis": 1})[0]
     assert is_channels_last(got)
     np.testing.assert_array_equal(got, np.concatenate(xs, axis=1))
+
+
+@pytest.mark.parametrize(
+    "geometry",
+    [(16, 20, 20, 3, [1, 1, 1, 1], 2), (8, 11, 13, 3, [1, 1, 1, 1], 2), (8, 12, 12, 3, [0, 0, 1, 1], 2),
+     (6, 9, 9, 5, [2, 2, 2, 2], 2), (4, 10, 7, 3, [0, 0, 0, 0], 2), (5, 9, 8, 2, [0, 0, 0, 0], 2),
+     (3, 8, 9, 1, [0, 0, 0, 0], 2), (7, 9, 10, 4, [1, 2, 2, 1], 2), (8, 12, 12, 3, [1, 1, 1, 1], 1)],
+    ids=str,
+)  # fmt: skip
+def test_stride_2_depthwise_by_column_phases_matches_nchw(geometry: tuple) -> None:
+    """Column stride 2 (row stride 2 or 1): the padded input split into even and odd columns."""
+    c, h, w, k, pads, row_stride = geometry
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, c, h, w), dtype=np.float32)
+    weight = rng.standard_normal((c, 1, k, k), dtype=np.float32)
+    bias = rng.standard_normal(c, dtype=np.float32)
+    attrs = {"group": c, "strides": [row_stride, 2], "pads": pads, "kernel_shape": [k, k], "dilations": [1, 1]}
+    expected = OPS["Conv"].fn([x, weight, bias], attrs)[0]
+    for xin in (x, channels_last(x)):
+        got = OPS["Conv"].fn([xin, weight, bias], {**attrs, "channels_last": True, "packed_weights": {}})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -95,8 +95,11 @@ def _depthwise(
     The weights are tiled along the output row so that, at stride 1, einsum's inner loop runs over a
     whole row (``Wo * C`` elements) with one multiply-accumulate per tap.
     """
-    kernel, strides, _, pads = window
+    kernel, strides, dilations, pads = window
     ho, wo, c = y.shape
+    if row_padded is None and strides[1] == 2 and dilations[1] == 1:
+        _depthwise_column_phases(x, w, window, y, cache)
+        return
     if row_padded is None:
         base = padded_hwc(x, pads, 0.0)  # C-contiguous (H', W', C): the input itself where unpadded
         st = tap_strides(base, window)
@@ -115,6 +118,45 @@ def _depthwise(
         np.einsum("abhx,abx->hx", rows, tiled.reshape(*kernel, wo * c), out=y.reshape((ho, wo * c), copy=False))
     else:
         np.einsum("abhwc,abwc->hwc", strided_view(base, (*kernel, ho, wo, c), st), tiled, out=y)
+
+
+def _depthwise_column_phases(x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None) -> None:
+    """Depthwise conv at column stride 2: the padded copy splits even and odd columns, so taps run whole rows.
+
+    At stride 2 the taps of neighbouring outputs are two pixels apart, so einsum's inner loop would be
+    the ``C`` channels of one pixel (16 floats in YOLOX's first stride-2 layer). With the padded input
+    stored as two column phases, tap ``b`` of output ``j`` is pixel ``j + b // 2`` of phase ``b % 2``: each
+    phase's taps read ``Wo * C`` contiguous floats per row, one einsum per phase. The copy replaces the
+    padded copy the plain path makes anyway.
+    """
+    kernel, strides, dilations, pads = window
+    (kh, kw), (h, wd, c), (ho, wo) = kernel, x.shape, y.shape[:2]
+    pt, pl = pads[0], pads[1]
+    hp = max(pt + h + pads[2], (ho - 1) * strides[0] + (kh - 1) * dilations[0] + 1)
+    wq = max(wo + (kw - 1) // 2, (wd - 1 + pl) // 2 + 1)  # pixels per phase
+    phases = filled_buffer(("dw_phases", x.shape, tuple(pads), hp, wq), (hp, 2, wq, c), x.dtype, 0.0)
+    for p in range(2):
+        first = (p - pl) % 2  # the first input column whose padded column has parity p
+        if first < wd:
+            start = (first + pl) // 2
+            cols = x[:, first::2]
+            phases[pt : pt + h, p, start : start + cols.shape[1]] = cols
+    tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
+    flat, row, item = phases.reshape(-1), 2 * wq * c, phases.itemsize
+    out = y.reshape((ho, wo * c), copy=False)
+    for p in range(min(2, kw)):
+        taps = len(range(p, kw, 2))
+        view = strided_view(
+            flat[p * wq * c :],
+            (kh, taps, ho, wo * c),
+            (dilations[0] * row * item, c * item, strides[0] * row * item, item),
+        )
+        weights = packed(cache, ("dw_phase_weights", wo, p), lambda p=p: np.ascontiguousarray(tiled[:, p::2]))
+        if p == 0:
+            np.einsum("abhx,abx->hx", view, weights.reshape(kh, taps, wo * c), out=out)
+        else:
+            part = np.einsum("abhx,abx->hx", view, weights.reshape(kh, taps, wo * c))
+            np.add(out, part, out=out)
 
 
 def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
