@@ -54,6 +54,15 @@ def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None) ->
     return attrs
 
 
+def _run_into(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any], out: np.ndarray) -> None:
+    """Run a Conv whose result must land in ``out`` (an NHWC block chosen by an executor plan)."""
+    run_node(node, env, {**attrs, "out": out})
+    result = env[node.outputs[0]]
+    if not np.shares_memory(result, out):  # a Conv without a channels-last form ignored ``out``
+        np.copyto(out, result.transpose(0, 2, 3, 1))
+        env[node.outputs[0]] = out.transpose(0, 3, 1, 2)
+
+
 class NumpyExecutable:
     def __init__(self, graph: Graph):
         self.graph = graph
@@ -63,7 +72,8 @@ class NumpyExecutable:
         self._slot = {i: (g, *g.ranges[i]) for g in groups for i in g.ranges}  # producer -> (group, begin, end)
         self._finish = {g.last: g for g in groups}
         self._row_padded = {i: r for i, r in plan_row_padded(graph).items() if i not in self._slot}
-        self._skipped = {i for i, node in enumerate(graph.nodes) if node.outputs[0] in {g.output for g in groups}}
+        in_place = {g.output for g in groups}
+        self._skipped = {i for i, node in enumerate(graph.nodes) if node.outputs[0] in in_place}
         # Free each intermediate as soon as its last reader has run.
         last_use: dict[str, int] = {}
         for i, node in enumerate(graph.nodes):
@@ -103,12 +113,7 @@ class NumpyExecutable:
             run_node(node, env, attrs)
             return
         group, begin, end = slot
-        part = group.buffer(env)[:, begin:end]
-        run_node(node, env, {**attrs, "out": part.transpose(0, 2, 3, 1)})
-        result = env[node.outputs[0]]
-        if not np.shares_memory(result, part):  # a Conv without a channels-last form ignored ``out``
-            np.copyto(part, result)
-            env[node.outputs[0]] = part
+        _run_into(node, env, attrs, group.buffer(env)[:, begin:end].transpose(0, 2, 3, 1))
         if i in self._finish:
             self._finish[i].finish(env)
 
@@ -117,11 +122,7 @@ class NumpyExecutable:
         geometry = self._row_padded[i]
         interior = geometry.interior()
         if node.name != geometry.key:  # the producer (the geometry is named after the depthwise)
-            run_node(node, env, {**attrs, "out": interior})
-            result = env[node.outputs[0]]
-            if not np.shares_memory(result, interior):
-                np.copyto(interior, result.transpose(0, 2, 3, 1))
-                env[node.outputs[0]] = interior.transpose(0, 3, 1, 2)
+            _run_into(node, env, attrs, interior)
             return
         x = env[node.inputs[0]]
         run_node(node, env, {**attrs, "row_padded": geometry} if np.shares_memory(x, interior) else attrs)

@@ -51,14 +51,6 @@ class ConcatGroup:
             apply_activation(block, self.activation, self.activation_params, out=block)
 
 
-def _readers(graph: Graph) -> dict[str, int]:
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
-    return readers
-
-
 def plan_concat_groups(graph: Graph) -> tuple[list[ConcatGroup], list[Node]]:
     """Concats along channels of float32 4-D Conv outputs that nothing else reads, computed in place.
 
@@ -67,7 +59,7 @@ def plan_concat_groups(graph: Graph) -> tuple[list[ConcatGroup], list[Node]]:
     residual and one activation for all producers.
     """
     producer = {out: i for i, node in enumerate(graph.nodes) for out in node.outputs if out}
-    readers = _readers(graph)
+    readers = graph.consumers()
     nodes = list(graph.nodes)
     groups: list[ConcatGroup] = []
     for node in graph.nodes:
@@ -80,7 +72,7 @@ def plan_concat_groups(graph: Graph) -> tuple[list[ConcatGroup], list[Node]]:
         if not all(
             name in producer
             and graph.nodes[producer[name]].op == "Conv"
-            and readers.get(name) == 1
+            and len(readers.get(name, [])) == 1
             and name not in graph.outputs
             and graph.tensors[name].shape[0] == info.shape[0]
             for name in inputs

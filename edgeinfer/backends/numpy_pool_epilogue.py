@@ -45,16 +45,18 @@ class PoolEpilogue:
             apply_activation(y, self.activation, self.activation_params, out=y)
 
 
-def _single_max_pool_reader(graph: Graph, name: str) -> int | None:
+def _single_max_pool_reader(graph: Graph, readers: dict[str, list[Node]], name: str) -> int | None:
     """The index of the one node reading ``name`` if it is a plain MaxPool (no Indices output)."""
-    readers = [i for i, node in enumerate(graph.nodes) if name in node.inputs]
-    if len(readers) != 1 or name in graph.outputs:
+    users = readers.get(name, [])
+    if len(users) != 1 or name in graph.outputs:
         return None
-    pool = graph.nodes[readers[0]]
+    pool = users[0]
     if pool.op != "MaxPool" or pool.inputs[0] != name or (len(pool.outputs) > 1 and pool.outputs[1]):
         return None
     info = graph.tensors.get(name)
-    return readers[0] if info is not None and len(info.shape) == 4 and not info.dynamic else None
+    if info is None or len(info.shape) != 4 or info.dynamic:
+        return None
+    return next(i for i, node in enumerate(graph.nodes) if node is pool)
 
 
 def plan_pool_epilogues(
@@ -62,13 +64,14 @@ def plan_pool_epilogues(
 ) -> tuple[list[Node], dict[int, PoolEpilogue]]:
     """Move epilogues past single-reader MaxPools; returns the nodes to run and the epilogues by pool index.
 
-    A deferred Concat group's epilogue moves whole (its ``finish`` then has nothing to do); a Conv loses its
-    fused activation when it has no residual input and no bias-free way would change (its bias stays).
+    A deferred Concat group's epilogue moves whole (its ``finish`` then has nothing to do); a Conv without
+    a residual input loses only its fused activation (its bias stays in its sgemm).
     """
+    readers = graph.consumers()
     nodes = list(nodes)
     epilogues: dict[int, PoolEpilogue] = {}
     for group in groups:
-        pool = _single_max_pool_reader(graph, group.output)
+        pool = _single_max_pool_reader(graph, readers, group.output)
         if group.deferred and pool is not None and non_decreasing(group.activation, group.activation_params):
             epilogues[pool] = PoolEpilogue(group.bias, group.activation, group.activation_params)
             group.deferred = False
@@ -76,7 +79,7 @@ def plan_pool_epilogues(
         if node.op != "Conv" or nodes[i] is not node or (len(node.inputs) > 3 and node.inputs[3]):
             continue
         act, params = node.attrs.get("activation"), node.attrs.get("activation_params")
-        pool = _single_max_pool_reader(graph, node.outputs[0])
+        pool = _single_max_pool_reader(graph, readers, node.outputs[0])
         if not act or pool is None or pool in epilogues or not non_decreasing(act, params):
             continue
         attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}

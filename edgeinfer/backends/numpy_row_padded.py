@@ -5,7 +5,8 @@ A channels-last depthwise conv reads its input through a padded copy; in MobileN
 into the interior of a buffer that has zero rows above and below the image but *no* zero columns, so the
 interior is one contiguous block. The depthwise then reads every tap as a strided view of the flat buffer: a tap left
 of column 0 (right of the last column) reads the neighbouring row's last (first) pixel instead of a
-zero, and the tiled weights are zero at exactly those output columns (``row_padded_tiled_weights``).
+zero, and the tiled weights are zero at exactly those output columns
+(``edgeinfer.ops.conv_channels_last.row_padded_tiled_weights``).
 The zero weights only cancel finite values, so the producer must bound its output: a Clip activation
 with finite limits (MobileNet's ReLU6).
 """
@@ -55,18 +56,6 @@ class RowPadded:
         return base, (w * c * item, c * item, strides[0] * w * c * item, strides[1] * c * item, item)
 
 
-def row_padded_tiled_weights(
-    w: np.ndarray, kernel: list[int], strides: list[int], pad_left: int, width: int, wo: int
-) -> np.ndarray:
-    """Depthwise weights as (kh, kw, Wo, C), zero where a tap falls left or right of the image row."""
-    c = w.shape[0]
-    tiled = np.empty((*kernel, wo, c), np.float32)
-    tiled[...] = w.reshape(c, *kernel).transpose(1, 2, 0)[:, :, None, :]
-    cols = np.arange(wo)[None, :] * strides[1] + np.arange(kernel[1])[:, None] - pad_left  # (kw, Wo)
-    tiled[:, (cols < 0) | (cols >= width)] = 0
-    return tiled
-
-
 def _bounded_output(node_attrs: dict) -> bool:
     """Whether a fused Conv's activation keeps every output finite (Clip with finite limits)."""
     params = node_attrs.get("activation_params") or []
@@ -80,10 +69,7 @@ def plan_row_padded(graph: Graph) -> dict[int, RowPadded]:
     buffer geometry they share.
     """
     producer = {out: i for i, node in enumerate(graph.nodes) for out in node.outputs if out}
-    readers: dict[str, int] = {}
-    for node in graph.nodes:
-        for name in node.inputs:
-            readers[name] = readers.get(name, 0) + 1
+    readers = graph.consumers()
     plan: dict[int, RowPadded] = {}
     for j, node in enumerate(graph.nodes):
         if node.op != "Conv" or len(node.inputs) < 2 or node.inputs[0] not in producer:
@@ -104,7 +90,7 @@ def plan_row_padded(graph: Graph) -> dict[int, RowPadded]:
         # group-1 2-D Convs compute channels-last and honour ``out``: 1x1 sgemms, NHWC im2col, stem convs
         if p.op != "Conv" or int(p.attrs.get("group", 1)) != 1 or len(p.attrs.get("kernel_shape", [])) != 2:
             continue
-        if not _bounded_output(p.attrs) or readers.get(node.inputs[0]) != 1:
+        if not _bounded_output(p.attrs) or len(readers.get(node.inputs[0], [])) != 1:
             continue
         if node.inputs[0] in graph.outputs or i in plan or j in plan:
             continue

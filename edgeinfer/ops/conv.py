@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import as_strided
 from edgeinfer.ops import register
 from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch
-from edgeinfer.ops.conv_channels_last import conv2d_channels_last
+from edgeinfer.ops.conv_channels_last import conv2d_channels_last, residual_and_activation
 
 # Depthwise im2col block size in elements (about 1 MiB of float32: one core's L2 cache on the dev machine).
 DW_BLOCK_FLOATS = 1 << 18
@@ -278,11 +278,7 @@ def _conv2d(
         for i in range(n):
             planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
             _narrow_im2col(planes, taps, wq, w, bias, y_nhwc[i], channels_last=True)
-        y2 = y_nhwc.reshape((n * ho * wo, m), copy=False)
-        if z is not None:
-            np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
-        if attrs.get("activation"):
-            apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+        residual_and_activation(y_nhwc.reshape((n * ho * wo, m), copy=False), z, attrs)
         return y_nhwc.transpose(0, 3, 1, 2)
     y = np.empty((n, m, ho, wo), x.dtype)
     if kernel == [1, 1] and strides == [1, 1] and not any(pads):

@@ -87,6 +87,17 @@ def _tile_depthwise(w: np.ndarray, kernel: list[int], wo: int, dtype: np.dtype) 
     return tiled
 
 
+def row_padded_tiled_weights(
+    w: np.ndarray, kernel: list[int], strides: list[int], pad_left: int, width: int, wo: int
+) -> np.ndarray:
+    """:func:`_tile_depthwise`, zero where a tap falls left or right of the image row (a row-padded input,
+    ``edgeinfer.backends.numpy_row_padded``, has no zero columns there)."""
+    tiled = _tile_depthwise(w, kernel, wo, np.float32)
+    cols = np.arange(wo)[None, :] * strides[1] + np.arange(kernel[1])[:, None] - pad_left  # (kw, Wo)
+    tiled[:, (cols < 0) | (cols >= width)] = 0
+    return tiled
+
+
 def _depthwise(
     x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None, row_padded: Any = None
 ) -> None:
@@ -105,8 +116,6 @@ def _depthwise(
         st = tap_strides(base, window)
         tiled = packed(cache, ("dw_tiled", wo), lambda: _tile_depthwise(w, kernel, wo, y.dtype))
     else:  # taps read the producer's buffer, with zero weights where they wrap round a row end
-        from edgeinfer.backends.numpy_row_padded import row_padded_tiled_weights
-
         base, st = row_padded.tap_source(strides, pads[1])
         tiled = packed(
             cache,
@@ -247,6 +256,14 @@ def add_channel_bias(y: np.ndarray, bias: np.ndarray, cache: dict | None = None)
     np.add(flat, rows, out=flat)
 
 
+def residual_and_activation(y2: np.ndarray, z: np.ndarray | None, attrs: dict[str, Any]) -> None:
+    """The fused tail on a channels-last result ``y2`` (pixels, M), in place: ``+ Z``, then the activation."""
+    if z is not None:
+        np.add(y2, z.transpose(0, 2, 3, 1).reshape(y2.shape), out=y2)
+    if attrs.get("activation"):
+        apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+
+
 def conv2d_channels_last(
     x: np.ndarray,
     w: np.ndarray,
@@ -290,10 +307,7 @@ def conv2d_channels_last(
     y2 = y.reshape((n * ho * wo, m), copy=False)
     if bias is not None and not folded:
         add_channel_bias(y2, bias, cache)
-    if z is not None:
-        np.add(y2, z.transpose(0, 2, 3, 1).reshape(n * ho * wo, m), out=y2)
-    if attrs.get("activation"):
-        apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+    residual_and_activation(y2, z, attrs)
     if out is not None and y is not out:
         np.copyto(out, y)
         y = out
