@@ -3,12 +3,16 @@
 The kernel templates (``kernels/``) and tuned config tables (``tuned_configs/``) live at the repository
 root so that they are easy to find and edit; a build copies them into the package as
 ``edgeinfer/_data/`` so that a plain (non-editable) install carries them too.
+
+``kernels/cpu/conv_hwc.c`` builds the NumPy backend's native kernels (``edgeinfer._cpu_kernels``, loaded
+with ctypes). The extension is optional: where it does not build (no C compiler, MSVC) the install still
+succeeds and the backend runs pure NumPy (``edgeinfer devices`` says which).
 """
 
 import shutil
 from pathlib import Path
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).parent
@@ -34,6 +38,14 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["edgeinfer", "edgeinfer.*"]),
     cmdclass={"build_py": BuildWithData},
+    ext_modules=[
+        Extension(
+            "edgeinfer._cpu_kernels",
+            sources=["kernels/cpu/conv_hwc.c"],
+            extra_compile_args=["-O3", "-Wno-psabi"],
+            optional=True,
+        )
+    ],
     install_requires=["numpy>=2.1", "pillow>=9"],
     extras_require={
         "compile": ["onnx>=1.14"],

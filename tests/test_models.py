@@ -150,8 +150,10 @@ def _random_feeds(graph: Graph, seed: int = 0) -> dict[str, np.ndarray]:
     return feeds
 
 
-def _compare(file: str, kind: str, graph: Graph, sess: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> None:
-    ours = numpy_backend.prepare(graph).run(feeds)
+def _compare(
+    file: str, kind: str, graph: Graph, sess: ort.InferenceSession, feeds: dict[str, np.ndarray], native: bool = True
+) -> None:
+    ours = numpy_backend.NumpyExecutable(graph, native=native).run(feeds)
     ref = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, feeds)))
     assert set(ours) == set(ref), "graph outputs must keep their ONNX names"
     failures = []
@@ -179,11 +181,13 @@ def _require_models() -> None:
         pytest.skip(f"no models in {MODELS} (set EDGEINFER_SHARED to the folder holding models/)")
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "pure-numpy"])
 @pytest.mark.parametrize("file", MODEL_FILES or ["(none)"])
-def test_model_matches_onnxruntime_on_random_input(file, compiled):
+def test_model_matches_onnxruntime_on_random_input(file, compiled, native):
+    """With the native kernels (the default where they are built) and without (the pure NumPy fallback)."""
     _require_models()
     graph, sess = _get(compiled, file)
-    _compare(file, "random", graph, sess, _random_feeds(graph))
+    _compare(file, "random" if native else "random, pure NumPy", graph, sess, _random_feeds(graph), native)
 
 
 @pytest.mark.parametrize("file", MODEL_FILES or ["(none)"])

@@ -11,6 +11,7 @@ from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from edgeinfer.backends.numpy_backend import NumpyExecutable, backend_attrs  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
+from edgeinfer.ops import native_kernels  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -71,9 +72,12 @@ class ModelBuilder:
         return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)], ir_version=8)
 
 
-def run_both(model: onnx.ModelProto, shape: tuple[int, ...]) -> tuple[NumpyExecutable, list[np.ndarray]]:
-    """The executable, and the relative L2 errors against onnxruntime on three inputs run in turn."""
-    ex = NumpyExecutable(compile_model(model))
+def run_both(
+    model: onnx.ModelProto, shape: tuple[int, ...], native: bool = False
+) -> tuple[NumpyExecutable, list[np.ndarray]]:
+    """The executable (pure NumPy, or with the ``native`` kernels), and the relative L2 errors against
+    onnxruntime on three inputs run in turn."""
+    ex = NumpyExecutable(compile_model(model), native=native)
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     errors = []
     for seed in (0, 1, 0):  # the third run repeats the first: buffers kept between runs must not leak
@@ -91,27 +95,30 @@ def fire(b: ModelBuilder, x: str, cin: int, squeeze: int, expand: int, acts=("Re
                                                                     act=acts[1])])  # fmt: skip
 
 
-def test_fire_modules_concatenate_in_place_with_one_epilogue() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_fire_modules_concatenate_in_place_with_one_epilogue(native: bool) -> None:
     b = ModelBuilder((1, 8, 13, 11))
     y = fire(b, fire(b, "x", 8, 4, 8), 16, 4, 8)
-    ex, errors = run_both(b.model(b.conv(y, 16, 5)), (1, 8, 13, 11))
+    ex, errors = run_both(b.model(b.conv(y, 16, 5)), (1, 8, 13, 11), native)
     assert ex.plans()["inplace_concats"] == 2 and ex.plans()["deferred_concat_epilogues"] == 2
     assert max(errors) < 1e-5
 
 
-def test_concat_of_producers_with_different_activations_keeps_their_epilogues() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_concat_of_producers_with_different_activations_keeps_their_epilogues(native: bool) -> None:
     b = ModelBuilder((1, 8, 9, 9))
     y = fire(b, "x", 8, 4, 6, acts=("Relu", "Sigmoid"))
-    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9))
+    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9), native)
     assert ex.plans()["inplace_concats"] == 1 and ex.plans()["deferred_concat_epilogues"] == 0
     assert max(errors) < 1e-5
 
 
-def test_concat_of_a_grouped_conv_copies_its_result_into_place() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_concat_of_a_grouped_conv_copies_its_result_into_place(native: bool) -> None:
     b = ModelBuilder((1, 8, 9, 9))
     grouped = b.conv("x", 8, 8, 3, pads=(1, 1, 1, 1), group=2, act="Relu")  # no channels-last form
     y = b.concat([grouped, b.conv("x", 8, 4, act="Relu")])
-    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9))
+    ex, errors = run_both(b.model(b.conv(y, 12, 3)), (1, 8, 9, 9), native)
     assert ex.plans()["inplace_concats"] == 1
     assert max(errors) < 1e-5
 
@@ -155,7 +162,8 @@ def test_only_convs_with_constant_weights_get_a_weight_cache() -> None:
 
 
 @pytest.mark.parametrize("pool", [(3, 2, (0, 0, 0, 0), 0), (3, 2, (1, 1, 1, 1), 0), (2, 2, (0, 0, 0, 0), 1)], ids=str)
-def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple) -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple, native: bool) -> None:
     """A stem conv's ReLU and a fire module's biases + ReLU move past the MaxPool.
 
     Max commutes exactly with a later bias add and ReLU; against producers that add the bias inside their
@@ -166,24 +174,25 @@ def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple) -> None:
     stem = b.max_pool(b.conv("x", 3, 8, 3, 2, act="Relu"), k, stride, pads, ceil_mode)
     y = b.max_pool(fire(b, stem, 8, 4, 6), k, stride, pads, ceil_mode)
     model = b.model(b.conv(y, 12, 5, act="Sigmoid"))
-    ex, errors = run_both(model, (1, 3, 17, 15))
+    ex, errors = run_both(model, (1, 3, 17, 15), native)
     assert ex.plans()["epilogues_after_max_pool"] == 2 and ex.plans()["deferred_concat_epilogues"] == 0
     assert max(errors) < 1e-5
     x = np.random.default_rng(3).standard_normal((1, 3, 17, 15)).astype(np.float32)
-    plain = NumpyExecutable(compile_model(model))
+    plain = NumpyExecutable(compile_model(model), native=native)
     plain._pool_epilogues = {}  # the same graph, epilogues where the producers left them
     plain._nodes = list(plain.graph.nodes)
-    plain._attrs = [backend_attrs(n, plain.graph.constants) for n in plain._nodes]
+    plain._attrs = [backend_attrs(n, plain.graph.constants, plain.native) for n in plain._nodes]
     for group in plain._finish.values():  # with the producers' own biases and activations
         group.deferred = False
     got, expected = (next(iter(e.run({"x": x}).values())) for e in (ex, plain))
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
 
 
-def test_hard_swish_stays_before_the_max_pool() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_hard_swish_stays_before_the_max_pool(native: bool) -> None:
     b = ModelBuilder((1, 3, 9, 9))
     y = b.max_pool(b.conv("x", 3, 8, 3, 1, (1, 1, 1, 1), act="HardSwish"))
-    ex, errors = run_both(b.model(y), (1, 3, 9, 9))
+    ex, errors = run_both(b.model(y), (1, 3, 9, 9), native)
     assert ex.plans()["epilogues_after_max_pool"] == 0
     assert max(errors) < 1e-5
 
@@ -192,7 +201,7 @@ def test_explain_names_each_plan() -> None:
     b = ModelBuilder((1, 8, 9, 9))
     y = b.max_pool(fire(b, "x", 8, 4, 6))
     d = b.conv(b.conv(y, 12, 24, act="relu6"), 24, 24, 3, 1, (1, 1, 1, 1), group=24, act="relu6")
-    ex = NumpyExecutable(compile_model(b.model(d)))
+    ex = NumpyExecutable(compile_model(b.model(d)), native=False)
     plans = {row["op"] + ":" + next(iter(row["config"]), "-") for row in ex.explain()}
     assert {"Concat:computed_in_place_by", "MaxPool:runs_epilogue_of_its_input", "Conv:writes_channels_of",
             "Conv:row_padded"} <= plans  # fmt: skip
@@ -204,4 +213,30 @@ def test_a_stem_conv_writes_the_row_padded_input_of_its_depthwise() -> None:
     d = b.conv(stem, 16, 16, 3, 1, (1, 1, 1, 1), group=16, act="relu6")
     ex, errors = run_both(b.model(b.conv(d, 16, 8)), (1, 3, 17, 17))
     assert ex.plans()["row_padded_depthwise"] == 1
+    assert max(errors) < 1e-5
+
+
+@pytest.mark.parametrize("case", DEPTHWISE, ids=str)
+def test_native_depthwise_reads_its_input_without_row_padded_buffers(case: tuple) -> None:
+    """The native kernel pads on the fly: no row-padded plan, the same results."""
+    if not native_kernels.available():
+        pytest.skip(f"native kernels: {native_kernels.status()}")
+    h, w, k, stride, pads = case
+    b = ModelBuilder((1, 8, h, w))
+    d = b.conv(b.conv("x", 8, 32, act="relu6"), 32, 32, k, stride, pads, group=32, act="relu6")
+    ex, errors = run_both(b.model(b.conv(d, 32, 8)), (1, 8, h, w), native=True)
+    assert ex.plans()["row_padded_depthwise"] == 0 and ex.plans()["native_kernels"] == 1
+    assert [row["kernel"] for row in ex.explain()] == ["numpy+native", "native", "numpy+native"]
+    assert max(errors) < 1e-5
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_concat_of_depthwise_convs_writes_channel_ranges(native: bool) -> None:
+    """With the native kernels a depthwise conv writes its channel range of the Concat directly."""
+    b = ModelBuilder((1, 8, 9, 9))
+    e = b.conv("x", 8, 16)
+    y = b.concat([b.conv(e, 16, 16, 3, 1, (1, 1, 1, 1), group=16, act="relu6"),
+                  b.conv(e, 16, 16, 5, 1, (2, 2, 2, 2), group=16, act="Relu")])  # fmt: skip
+    ex, errors = run_both(b.model(b.conv(y, 32, 4, act="Relu")), (1, 8, 9, 9), native)
+    assert ex.plans()["inplace_concats"] == 1
     assert max(errors) < 1e-5

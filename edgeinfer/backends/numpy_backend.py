@@ -12,13 +12,14 @@ from edgeinfer.backends.numpy_concat import plan_concat_groups
 from edgeinfer.backends.numpy_pool_epilogue import plan_pool_epilogues
 from edgeinfer.backends.numpy_row_padded import plan_row_padded
 from edgeinfer.ir import Graph, Node
-from edgeinfer.ops import get_op
+from edgeinfer.ops import get_op, native_kernels
 
 NAME = "cpu"
 
 
 def list_devices() -> list[DeviceInfo]:
-    return [DeviceInfo(backend=NAME, spec=NAME, name="NumPy on the host CPU", kind="cpu")]
+    kernels = "native kernels" if native_kernels.available() else f"no native kernels: {native_kernels.status()}"
+    return [DeviceInfo(backend=NAME, spec=NAME, name=f"NumPy on the host CPU ({kernels})", kind="cpu")]
 
 
 def run_node(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
@@ -38,8 +39,9 @@ def _c_order(x: np.ndarray) -> np.ndarray:
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
-def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
-    """The attributes this backend runs ``node`` with: Convs compute channels-last.
+def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None, native: bool = False) -> dict[str, Any]:
+    """The attributes this backend runs ``node`` with: Convs compute channels-last (with the ``native``
+    kernels of :mod:`edgeinfer.ops.native_kernels` where they apply).
 
     Channels-last results (``edgeinfer.ops.conv_channels_last``) are NCHW-shaped arrays with NHWC
     strides, so every op still gets ONNX semantics; other callers of the ops (the OpenCL host fallback,
@@ -48,7 +50,7 @@ def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None) ->
     """
     if node.op != "Conv":
         return node.attrs
-    attrs = {**node.attrs, "channels_last": True}
+    attrs = {**node.attrs, "channels_last": True, "native_kernels": native}
     if constants is not None and all(name in constants for name in node.inputs[1:3] if name):
         attrs["packed_weights"] = {}
     return attrs
@@ -64,14 +66,21 @@ def _run_into(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any], out
 
 
 class NumpyExecutable:
-    def __init__(self, graph: Graph):
+    """A graph prepared for the NumPy backend; ``native`` (default: where they are built) uses the C kernels."""
+
+    def __init__(self, graph: Graph, native: bool | None = None):
         self.graph = graph
+        self.native = native_kernels.available() if native is None else native and native_kernels.available()
         groups, nodes = plan_concat_groups(graph)
+        for group in groups:
+            group.native = self.native
         self._nodes, self._pool_epilogues = plan_pool_epilogues(graph, nodes, groups)
-        self._attrs = [backend_attrs(node, graph.constants) for node in self._nodes]
+        self._attrs = [backend_attrs(node, graph.constants, self.native) for node in self._nodes]
         self._slot = {i: (g, *g.ranges[i]) for g in groups for i in g.ranges}  # producer -> (group, begin, end)
         self._finish = {g.last: g for g in groups}
-        self._row_padded = {i: r for i, r in plan_row_padded(graph).items() if i not in self._slot}
+        # the native depthwise reads any input and pads on the fly: row-padded buffers only serve the einsum
+        row_padded = {} if self.native else plan_row_padded(graph)
+        self._row_padded = {i: r for i, r in row_padded.items() if i not in self._slot}
         in_place = {g.output for g in groups}
         self._skipped = {i for i, node in enumerate(graph.nodes) if node.outputs[0] in in_place}
         # Free each intermediate as soon as its last reader has run.
@@ -94,6 +103,7 @@ class NumpyExecutable:
             "deferred_concat_epilogues": sum(g.deferred for g in groups),
             "row_padded_depthwise": len(self._row_padded) // 2,
             "epilogues_after_max_pool": len(self._pool_epilogues),
+            "native_kernels": int(self.native),
         }
 
     def _run_node(self, i: int, env: dict[str, np.ndarray]) -> None:
@@ -104,7 +114,7 @@ class NumpyExecutable:
         slot = self._slot.get(i)
         if i in self._pool_epilogues:
             run_node(node, env, attrs)
-            self._pool_epilogues[i].apply(env[node.outputs[0]])
+            self._pool_epilogues[i].apply(env[node.outputs[0]], self.native)
             return
         if slot is None and i in self._row_padded:
             self._run_row_padded(i, node, attrs, env)
@@ -154,9 +164,19 @@ class NumpyExecutable:
         rows = [
             {"name": n.name, "op": n.op, "kernel": "numpy", "time_ms": t * 1e3,
              "gflops": node_flops.get(n.name, 0) / t / 1e9 if t else 0.0, "share": t / total}
-            for n, t in zip(self.graph.nodes, medians)
+            for i, (n, t) in enumerate(zip(self.graph.nodes, medians))
         ]  # fmt: skip
         return sorted(rows, key=lambda r: -r["time_ms"])
+
+    def _kernel(self, i: int) -> str:
+        """``native``: a depthwise conv in the C kernel; ``numpy+native``: NumPy's sgemm with the C epilogue."""
+        node = self.graph.nodes[i]
+        if not self.native or node.op != "Conv":
+            return "numpy"
+        x, w = self.graph.tensors.get(node.inputs[0]), self.graph.constants.get(node.inputs[1])
+        group = int(node.attrs.get("group", 1))
+        depthwise = x is not None and w is not None and len(x.shape) == 4 and group == x.shape[1] == w.shape[0] > 1
+        return "native" if depthwise and x.dtype == "float32" else "numpy+native"
 
     def _plan_of(self, i: int) -> dict[str, Any]:
         """What the executor plans do to node ``i`` (empty when it runs as compiled)."""
@@ -183,11 +203,11 @@ class NumpyExecutable:
         return sorted(i for i, (g, _, _) in self._slot.items() if g.output == output)
 
     def explain(self) -> list[dict[str, Any]]:
-        """Per node: kernel ``numpy`` and, as its config, what the executor plans do to it."""
+        """Per node: its kernel (:meth:`_kernel`) and, as its config, what the executor plans do to it."""
         rows = []
         for i, n in enumerate(self.graph.nodes):
             plan = self._plan_of(i)
-            rows.append({"name": n.name, "op": n.op, "placement": "cpu", "kernel": "numpy", "config": plan,
+            rows.append({"name": n.name, "op": n.op, "placement": "cpu", "kernel": self._kernel(i), "config": plan,
                          "config_source": "plan" if plan else "-"})  # fmt: skip
         return rows
 

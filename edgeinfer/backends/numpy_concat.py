@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeinfer.ir import Graph, Node
-from edgeinfer.ops.activations import apply_activation
-from edgeinfer.ops.conv_channels_last import add_channel_bias
+from edgeinfer.ops.conv_channels_last import fused_epilogue
 
 
 @dataclass(eq=False)
@@ -31,6 +30,7 @@ class ConcatGroup:
     activation_params: list[float] | None = field(default=None)
     deferred: bool = False  # finish() runs the producers' biases and activation
     cache: dict = field(default_factory=dict)  # the tiled bias rows
+    native: bool = False  # finish() with the native epilogue kernel
 
     def buffer(self, env: dict[str, np.ndarray]) -> np.ndarray:
         """The Concat output (NCHW view of an NHWC block), allocated by the first producer of a run."""
@@ -45,10 +45,7 @@ class ConcatGroup:
             return
         n, h, w, c = self.shape_nhwc
         block = env[self.output].transpose(0, 2, 3, 1).reshape((n * h * w, c), copy=False)
-        if self.bias is not None:
-            add_channel_bias(block, self.bias, self.cache)
-        if self.activation:
-            apply_activation(block, self.activation, self.activation_params, out=block)
+        fused_epilogue(block, self.bias, None, self.activation, self.activation_params, self.cache, self.native)
 
 
 def plan_concat_groups(graph: Graph) -> tuple[list[ConcatGroup], list[Node]]:
@@ -99,8 +96,9 @@ def plan_concat_groups(graph: Graph) -> tuple[list[ConcatGroup], list[Node]]:
                 attrs = {k: v for k, v in c.attrs.items() if k not in ("activation", "activation_params")}
                 nodes[i] = Node(c.name, c.op, c.inputs[:2], c.outputs, attrs, c.placement)
             group.bias = bias if bias.any() else None
-            group.activation, group.activation_params = convs[0].attrs.get("activation"), convs[0].attrs.get(
-                "activation_params"
+            group.activation, group.activation_params = (
+                convs[0].attrs.get("activation"),
+                convs[0].attrs.get("activation_params"),
             )
             group.deferred = True
         groups.append(group)

@@ -17,6 +17,7 @@ import numpy as np
 from edgeinfer.backends.numpy_concat import ConcatGroup
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops.activations import apply_activation
+from edgeinfer.ops.conv_channels_last import fused_epilogue, is_channels_last
 
 
 def non_decreasing(activation: str | None, params: list[float] | None) -> bool:
@@ -37,8 +38,13 @@ class PoolEpilogue:
     activation: str | None
     activation_params: list[float] | None
 
-    def apply(self, y: np.ndarray) -> None:
-        """In place on the pool output ``y`` (N, C, H, W) of any layout."""
+    def apply(self, y: np.ndarray, native: bool = False) -> None:
+        """In place on the pool output ``y`` (N, C, H, W) of any layout; ``native``: the C epilogue kernel."""
+        if is_channels_last(y):
+            n, c, h, w = y.shape
+            y2 = y.transpose(0, 2, 3, 1).reshape((n * h * w, c), copy=False)
+            fused_epilogue(y2, self.bias, None, self.activation, self.activation_params, None, native)
+            return
         if self.bias is not None:
             np.add(y, self.bias[:, None, None], out=y)
         if self.activation:

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import register
+from edgeinfer.ops import native_kernels, register
 from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch
-from edgeinfer.ops.conv_channels_last import conv2d_channels_last, residual_and_activation
+from edgeinfer.ops.conv_channels_last import conv2d_channels_last, fused_epilogue
 
 # Depthwise im2col block size in elements (about 1 MiB of float32: one core's L2 cache on the dev machine).
 DW_BLOCK_FLOATS = 1 << 18
@@ -278,7 +278,9 @@ def _conv2d(
         for i in range(n):
             planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
             _narrow_im2col(planes, taps, wq, w, bias, y_nhwc[i], channels_last=True)
-        residual_and_activation(y_nhwc.reshape((n * ho * wo, m), copy=False), z, attrs)
+        native = bool(attrs.get("native_kernels")) and native_kernels.available()
+        y2 = y_nhwc.reshape((n * ho * wo, m), copy=False)
+        fused_epilogue(y2, None, z, attrs.get("activation"), attrs.get("activation_params"), None, native)
         return y_nhwc.transpose(0, 3, 1, 2)
     y = np.empty((n, m, ho, wo), x.dtype)
     if kernel == [1, 1] and strides == [1, 1] and not any(pads):

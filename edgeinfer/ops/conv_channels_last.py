@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.ops import native_kernels
 from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch, strided_view
 
@@ -168,6 +169,23 @@ def _depthwise_column_phases(x: np.ndarray, w: np.ndarray, window: Window, y: np
             np.add(out, part, out=out)
 
 
+def _native_depthwise(
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    window: Window,
+    y: np.ndarray,
+    cache: dict | None,
+    bounds: tuple[float, float],
+) -> None:
+    """Depthwise conv of one image by the native kernel: taps, bias and a clamp in one pass, no padded copy."""
+    if not native_kernels.fits(x):
+        x = np.ascontiguousarray(x)
+    kernel = window[0]
+    weights = packed(cache, "dw_native", lambda: np.ascontiguousarray(w.reshape(w.shape[0], -1).T, np.float32))
+    native_kernels.depthwise(x, weights.reshape(*kernel, -1), bias, y, window, bounds)
+
+
 def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
     """``[W^T; b]``: the (K + 1, M) sgemm operand whose last row meets the column of ones."""
     k, m = w_t.shape
@@ -212,7 +230,9 @@ def _im2col_gemm(
         np.matmul(block, weights, out=y[r0 : r0 + n].reshape((n * wo, m), copy=False))
 
 
-def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, cache: dict | None) -> bool:
+def _pointwise(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray, cache: dict | None, native: bool = False
+) -> bool:
     """1x1 stride-1 unpadded conv of all images: ``Y (NHW, M) = X (NHW, C) @ W^T``; True if the bias is in.
 
     Where the output has more channels than the input (an expansion) and many pixels, the bias rides in
@@ -223,7 +243,7 @@ def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, y: np.ndar
     c = x.shape[1]
     x2 = x.transpose(0, 2, 3, 1).reshape(n * h * wd, c)
     y2 = y.reshape((n * h * wd, m), copy=False)
-    if bias is None or m <= c or n * h * wd < 8 * (c + 1):
+    if native or bias is None or m <= c or n * h * wd < 8 * (c + 1):  # (the native epilogue adds it for free)
         np.matmul(x2, w.reshape(m, c).T, out=y2)
         return False
     cols = scratch("pointwise_hwc", (n * h * wd, c + 1), y.dtype)
@@ -256,12 +276,33 @@ def add_channel_bias(y: np.ndarray, bias: np.ndarray, cache: dict | None = None)
     np.add(flat, rows, out=flat)
 
 
-def residual_and_activation(y2: np.ndarray, z: np.ndarray | None, attrs: dict[str, Any]) -> None:
-    """The fused tail on a channels-last result ``y2`` (pixels, M), in place: ``+ Z``, then the activation."""
+def fused_epilogue(
+    y2: np.ndarray,
+    bias: np.ndarray | None,
+    z: np.ndarray | None,
+    activation: str | None,
+    activation_params: list[float] | None,
+    cache: dict | None = None,
+    native: bool = False,
+) -> None:
+    """A conv's tail on its channels-last result ``y2`` (pixels, M), in place: ``+ bias`` (where not yet in),
+    ``+ Z`` (an NCHW-shaped residual), then the activation; one pass with the ``native`` kernel where the
+    activation is a clamp (none, ReLU, Clip), a pass per step in NumPy."""
+    if native:
+        z2 = None if z is None else z.transpose(0, 2, 3, 1).reshape(y2.shape)
+        bounds = native_kernels.clamp_bounds(activation, activation_params)
+        if native_kernels.fits(y2, z2, bias):
+            if bias is not None or z2 is not None or activation in ("relu", "clip"):
+                native_kernels.epilogue(y2, bias, z2, bounds or (-np.inf, np.inf))
+            if bounds is None:
+                apply_activation(y2, activation, activation_params, out=y2)
+            return
+    if bias is not None:
+        add_channel_bias(y2, bias, cache)
     if z is not None:
         np.add(y2, z.transpose(0, 2, 3, 1).reshape(y2.shape), out=y2)
-    if attrs.get("activation"):
-        apply_activation(y2, attrs["activation"], attrs.get("activation_params"), out=y2)
+    if activation:
+        apply_activation(y2, activation, activation_params, out=y2)
 
 
 def conv2d_channels_last(
@@ -291,23 +332,31 @@ def conv2d_channels_last(
     if not (pointwise or depthwise or (group == 1 and not narrow_stem)):
         return None
     ho, wo = out_hw
+    native = bool(attrs.get("native_kernels")) and native_kernels.available() and x.dtype == np.float32
+    bounds = native_kernels.clamp_bounds(attrs.get("activation"), attrs.get("activation_params"))
+    whole_in_kernel = depthwise and native and z is None and bounds is not None  # taps + bias + activation
     out = attrs.get("out")  # an NHWC block (or a channel range of one) chosen by the executor
-    y = out if out is not None and (pointwise or not depthwise) else np.empty((n, ho, wo, m), x.dtype)
+    takes_out = out is not None and (pointwise or not depthwise or (native and native_kernels.fits(out)))
+    y = out if takes_out else np.empty((n, ho, wo, m), x.dtype)
     cache = attrs.get("packed_weights")
+    if native and bias is not None:
+        bias = packed(cache, "bias_f32", lambda: np.ascontiguousarray(bias, np.float32))
     if pointwise:
-        folded = _pointwise(x, w, bias, y, cache)
+        folded = _pointwise(x, w, bias, y, cache, native)
     else:
-        folded = not depthwise
+        folded = not depthwise or native
         for i in range(n):
             xi = x[i].transpose(1, 2, 0)
-            if depthwise:
+            if depthwise and native:
+                _native_depthwise(xi, w, bias, window, y[i], cache, bounds if whole_in_kernel else (-np.inf, np.inf))
+            elif depthwise:
                 _depthwise(xi, w, window, y[i], cache, attrs.get("row_padded"))
             else:
                 _im2col_gemm(xi, w, bias, window, y[i], cache)
-    y2 = y.reshape((n * ho * wo, m), copy=False)
-    if bias is not None and not folded:
-        add_channel_bias(y2, bias, cache)
-    residual_and_activation(y2, z, attrs)
+    if not whole_in_kernel:
+        y2 = y.reshape((n * ho * wo, m), copy=False)
+        fused_epilogue(y2, None if folded else bias, z, attrs.get("activation"), attrs.get("activation_params"),
+                       cache, native)  # fmt: skip
     if out is not None and y is not out:
         np.copyto(out, y)
         y = out
