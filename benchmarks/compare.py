@@ -1,6 +1,6 @@
 """Compare edgeinfer backends with onnxruntime on the shared models, in one process, alternating.
 
-    python benchmarks/compare.py                       # NumPy backend and OpenCL (if usable) vs ORT 1 and 2 threads
+    python benchmarks/compare.py                       # NumPy backend (native kernels, pure NumPy), OpenCL vs ORT
     python benchmarks/compare.py --backends cpu --models squeezenet1.1.onnx --runs 50
     python benchmarks/compare.py --markdown            # a table to paste into benchmarks/RESULTS.md
 
@@ -111,7 +111,7 @@ def git_commit() -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", nargs="*", default=SHARED_MODELS)
-    p.add_argument("--backends", default="cpu,opencl", help="comma-separated edgeinfer devices")
+    p.add_argument("--backends", default="cpu,cpu:numpy,opencl", help="comma-separated edgeinfer devices")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--block-warmup", type=int, default=0,

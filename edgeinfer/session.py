@@ -30,8 +30,9 @@ class Session:
     """A compiled model (``.pack``) prepared on one device.
 
     ``device`` is ``"auto"`` (a GPU if one is usable, then other OpenCL devices, then NumPy), ``"cpu"``
-    (the NumPy backend), ``"opencl"`` or ``"opencl:<platform>:<device>"``. With ``"auto"`` the
-    environment variable ``EDGEINFER_DEVICE`` overrides the choice.
+    (the NumPy backend, with its native kernels where they are built), ``"cpu:numpy"`` (pure NumPy),
+    ``"opencl"`` or ``"opencl:<platform>:<device>"``. With ``"auto"`` the environment variable
+    ``EDGEINFER_DEVICE`` overrides the choice.
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "auto"):

@@ -136,3 +136,18 @@ def test_a_stale_build_is_not_called(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.undo()
         native_kernels._load.cache_clear()
     assert native_kernels.available()
+
+
+def test_the_pure_numpy_device_and_the_default_agree(tiny, tmp_path) -> None:
+    import edgeinfer
+    from edgeinfer.errors import DeviceError
+    from edgeinfer.pack import write_pack
+
+    pack = tmp_path / "tiny.pack"
+    write_pack(tiny, pack)
+    x = np.random.default_rng(0).standard_normal(edgeinfer.Session(pack, "cpu").inputs[0].shape).astype(np.float32)
+    pure, default = edgeinfer.Session(pack, "cpu:numpy"), edgeinfer.Session(pack, "cpu")
+    assert not pure._executable.native and default._executable.native == native_kernels.available()
+    np.testing.assert_allclose(pure.run(x)["y"], default.run(x)["y"], rtol=1e-6, atol=1e-6)
+    with pytest.raises(DeviceError, match="cpu:numpy"):
+        edgeinfer.Session(pack, "cpu:fast")

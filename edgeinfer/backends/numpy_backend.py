@@ -11,15 +11,20 @@ from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.numpy_concat import plan_concat_groups
 from edgeinfer.backends.numpy_pool_epilogue import plan_pool_epilogues
 from edgeinfer.backends.numpy_row_padded import plan_row_padded
+from edgeinfer.errors import DeviceError
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops import get_op, native_kernels
 
 NAME = "cpu"
+PURE = "cpu:numpy"  # the pure NumPy paths even where the native kernels are built
 
 
 def list_devices() -> list[DeviceInfo]:
     kernels = "native kernels" if native_kernels.available() else f"no native kernels: {native_kernels.status()}"
-    return [DeviceInfo(backend=NAME, spec=NAME, name=f"NumPy on the host CPU ({kernels})", kind="cpu")]
+    return [
+        DeviceInfo(backend=NAME, spec=NAME, name=f"NumPy on the host CPU ({kernels})", kind="cpu"),
+        DeviceInfo(backend=NAME, spec=PURE, name="NumPy on the host CPU, pure NumPy (no native kernels)", kind="cpu"),
+    ]
 
 
 def run_node(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
@@ -213,4 +218,7 @@ class NumpyExecutable:
 
 
 def prepare(graph: Graph, device: str | None = None) -> NumpyExecutable:
-    return NumpyExecutable(graph)
+    """``device`` ``"cpu"`` (native kernels where built) or ``"cpu:numpy"`` (pure NumPy)."""
+    if device not in (None, NAME, PURE):
+        raise DeviceError(f"unknown NumPy backend device {device!r}; expected {NAME!r} or {PURE!r}")
+    return NumpyExecutable(graph, native=False if device == PURE else None)
