@@ -167,7 +167,7 @@ class NumpyExecutable:
         medians = [float(np.median(t)) for t in samples]
         total = sum(medians) or 1.0
         rows = [
-            {"name": n.name, "op": n.op, "kernel": "numpy", "time_ms": t * 1e3,
+            {"name": n.name, "op": n.op, "kernel": self._kernel(i), "time_ms": t * 1e3,
              "gflops": node_flops.get(n.name, 0) / t / 1e9 if t else 0.0, "share": t / total}
             for i, (n, t) in enumerate(zip(self.graph.nodes, medians))
         ]  # fmt: skip
