@@ -42,7 +42,8 @@ DEPTHWISE = [
     (33, 12, 12, (7, 7), (1, 1), (1, 1), (3, 3, 3, 3)),
 ]
 ACTIVATIONS = [(None, None), ("relu", None), ("clip", [0.0, 6.0]), ("clip", [-0.5, 0.5]), ("hard_swish", None),
-               ("silu", None)]  # fmt: skip
+               ("silu", None), ("sigmoid", None), ("leaky_relu", [0.1]), ("hard_sigmoid", [0.3, 0.4]),
+               ("tanh", None)]  # fmt: skip
 
 
 @needs_native
@@ -111,6 +112,23 @@ def test_native_epilogue_matches_numpy(activation: tuple, with_bias: bool, with_
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(results[1][..., :8], whole[..., :8])  # nothing outside the range moves
     np.testing.assert_array_equal(results[1][..., 32:], whole[..., 32:])
+
+
+@needs_native
+@pytest.mark.parametrize("activation", ["sigmoid", "silu", "hard_swish"])
+def test_native_activations_at_extreme_inputs(activation: str) -> None:
+    """The kernel's exp clamps its argument; results still meet NumPy's at the far ends (and keep NaN)."""
+    values = np.array([-1e30, -1000, -100, -88.5, -87.5, -20, -1e-3, 0, 1e-3, 20, 87.5, 88.5, 100, 1000, 1e30,
+                       np.nan], np.float32)  # fmt: skip
+    y = np.tile(values, (3, 2))  # 32 channels: the vector loop; a 48-wide view below takes the scalar tail
+    results = []
+    for native in (False, True):
+        for width in (32, 27):
+            out = y[:, :width].copy()
+            fused_epilogue(out, None, None, activation, None, None, native)
+            results.append(out)
+    for pure, native in zip(results[:2], results[2:]):
+        np.testing.assert_allclose(native, pure, rtol=1e-6, atol=1e-30)
 
 
 def test_native_kernels_turn_off_with_the_environment_variable() -> None:

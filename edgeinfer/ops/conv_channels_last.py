@@ -286,15 +286,15 @@ def fused_epilogue(
     native: bool = False,
 ) -> None:
     """A conv's tail on its channels-last result ``y2`` (pixels, M), in place: ``+ bias`` (where not yet in),
-    ``+ Z`` (an NCHW-shaped residual), then the activation; one pass with the ``native`` kernel where the
-    activation is a clamp (none, ReLU, Clip), a pass per step in NumPy."""
+    ``+ Z`` (an NCHW-shaped residual), then the activation; one pass with the ``native`` kernel (tanh then
+    runs after it), a pass per step in NumPy."""
     if native:
         z2 = None if z is None else z.transpose(0, 2, 3, 1).reshape(y2.shape)
-        bounds = native_kernels.clamp_bounds(activation, activation_params)
+        kind = native_kernels.activation_kind(activation, activation_params)
         if native_kernels.fits(y2, z2, bias):
-            if bias is not None or z2 is not None or activation in ("relu", "clip"):
-                native_kernels.epilogue(y2, bias, z2, bounds or (-np.inf, np.inf))
-            if bounds is None:
+            if bias is not None or z2 is not None or activation:
+                native_kernels.epilogue(y2, bias, z2, kind or (0, -np.inf, np.inf))
+            if kind is None:
                 apply_activation(y2, activation, activation_params, out=y2)
             return
     if bias is not None:

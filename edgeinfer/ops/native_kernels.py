@@ -1,11 +1,12 @@
 """The NumPy backend's native kernels: ``kernels/cpu/conv_hwc.c``, built as ``edgeinfer._cpu_kernels``.
 
 NumPy runs a depthwise conv as one pass per kernel tap and each bias, residual and activation as one
-more pass over the output; the C kernels fuse them (depthwise taps + bias + clamp, and the epilogue of
-an sgemm conv) and are 3-5x faster per layer. They are optional: the extension builds where a C compiler
-is found at install time and is loaded with ctypes (no Python or NumPy headers, nothing but NumPy at
-run time). Without it, or with ``EDGEINFER_NATIVE=0`` in the environment, the NumPy backend runs the
-pure NumPy paths, which remain the reference the tests hold the kernels to.
+or more passes over the output (SiLU takes four); the C kernels fuse them (depthwise taps + bias + clamp,
+and a conv's epilogue: bias + residual + any fused activation but tanh) and are 3-5x faster per layer.
+They are optional: the extension builds where a C compiler is found at install time and is loaded with
+ctypes (no Python or NumPy headers, nothing but NumPy at run time). Without it, or with
+``EDGEINFER_NATIVE=0`` in the environment, the NumPy backend runs the pure NumPy paths, which remain the
+reference the tests hold the kernels to.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MODULE = "edgeinfer._cpu_kernels"
-ABI = 1  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
+ABI = 2  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
 DISABLE_ENV = "EDGEINFER_NATIVE"  # "0" turns the native kernels off
 
 _ptr, _i64, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -43,7 +44,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         return None, f"stale build {spec.origin} (ABI {abi}, this edgeinfer needs {ABI}): reinstall edgeinfer"
     lib.edgeinfer_depthwise_hwc.argtypes = [_ptr, _ptr, _ptr, _ptr, _ptr, _f32, _f32]
     lib.edgeinfer_depthwise_hwc.restype = None
-    lib.edgeinfer_epilogue_hwc.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _i64, _f32, _f32]
+    lib.edgeinfer_epilogue_hwc.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _i64, ctypes.c_int32, _f32, _f32]
     lib.edgeinfer_epilogue_hwc.restype = None
     return lib, f"loaded from {spec.origin}"
 
@@ -69,6 +70,25 @@ def clamp_bounds(activation: str | None, params: Sequence[float] | None) -> tupl
         hi = float(params[1]) if params is not None and len(params) > 1 else math.inf
         return lo, hi
     return None
+
+
+# the activation kinds of edgeinfer_epilogue_hwc (enum ACT_* in conv_hwc.c), with their parameter defaults
+ACTIVATION_KINDS = {"clip": (0, -math.inf, math.inf), "leaky_relu": (1, 0.01, 0.0), "hard_sigmoid": (2, 0.2, 0.5),
+                    "hard_swish": (3, 1 / 6, 0.5), "sigmoid": (4, 0.0, 0.0), "silu": (5, 0.0, 0.0)}  # fmt: skip
+
+
+def activation_kind(activation: str | None, params: Sequence[float] | None) -> tuple[int, float, float] | None:
+    """``(kind, a, b)`` of the epilogue kernel for a fused activation, or ``None`` where it has none (tanh)."""
+    bounds = clamp_bounds(activation, params)
+    if bounds is not None:
+        return (0, *bounds)
+    if activation not in ACTIVATION_KINDS:
+        return None
+    kind, a, b = ACTIVATION_KINDS[activation]
+    if activation in ("leaky_relu", "hard_sigmoid") and params:
+        a = float(params[0])
+        b = float(params[1]) if len(params) > 1 else b
+    return kind, a, b
 
 
 def _floats(strides: tuple[int, ...]) -> list[int]:
@@ -110,11 +130,14 @@ def depthwise(
     )  # fmt: skip
 
 
-def epilogue(y2: np.ndarray, bias: np.ndarray | None, z2: np.ndarray | None, bounds: tuple[float, float]) -> None:
-    """``y2 (P, M) = clamp(y2 + bias + z2, *bounds)`` in place, one pass; ``bias`` and ``z2`` may be ``None``."""
+def epilogue(
+    y2: np.ndarray, bias: np.ndarray | None, z2: np.ndarray | None, activation: tuple[int, float, float]
+) -> None:
+    """``y2 (P, M) = act(y2 + bias + z2)`` in place, one pass; ``activation`` from :func:`activation_kind`;
+    ``bias`` and ``z2`` may be ``None``."""
     lib = _load()[0]
     p, m = y2.shape
     lib.edgeinfer_epilogue_hwc(
         y2.ctypes.data, p, m, y2.strides[0] // 4, None if bias is None else bias.ctypes.data,
-        None if z2 is None else z2.ctypes.data, 0 if z2 is None else z2.strides[0] // 4, *bounds,
+        None if z2 is None else z2.ctypes.data, 0 if z2 is None else z2.strides[0] // 4, *activation,
     )  # fmt: skip

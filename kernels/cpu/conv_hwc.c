@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 /* Bumped whenever a signature or the geometry layout changes, so a stale build is never called. */
-#define EDGEINFER_CPU_KERNELS_ABI 1
+#define EDGEINFER_CPU_KERNELS_ABI 2
 
 int edgeinfer_cpu_kernels_abi(void) { return EDGEINFER_CPU_KERNELS_ABI; }
 
@@ -144,28 +144,88 @@ CLONES void edgeinfer_depthwise_hwc(const float *x, const float *wt, const float
     }
 }
 
-/* y[p, :] = clamp(y[p, :] + bias + z[p, :], lo, hi) for p < pixels, in place: a Conv's epilogue in one pass.
- * y rows are y_row floats apart, z rows z_row; bias and z may be NULL. */
+/* ---- the conv epilogue ---- */
+
+typedef uint32_t vu16 __attribute__((vector_size(64)));
+
+/* e^v, Cephes' single-precision polynomial (about 1 ulp); v is clamped to [-87.3, 88.3], so e^v stays a
+ * normal float (fine for sigmoid and SiLU, which then round to their limits), and NaN stays NaN. */
+INLINE v16 exp16(v16 v) {
+    const v16 hi = {0}, lo = {0};
+    v = select16(v > hi + 88.3f, hi + 88.3f, v);
+    v = select16(v < lo - 87.3f, lo - 87.3f, v);
+    v16 fx = v * 1.44269504088896341f + 0.5f;
+    v16 n = __builtin_convertvector(__builtin_convertvector(fx, vi16), v16); /* truncates towards zero */
+    n = select16(n > fx, n - 1.0f, n);                                           /* floor */
+    v16 r = v - n * 0.693359375f + n * 2.12194440e-4f;
+    v16 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    vu16 bits = (vu16)(__builtin_convertvector(n, vi16) + 127) << 23; /* 2^n */
+    return p * (v16)bits;
+}
+
+static inline float exp1(float v) {
+    v16 x = {0};
+    x += v;
+    return exp16(x)[0];
+}
+
+/* Activation kinds (ACTIVATION_KINDS in native_kernels.py); a and b are their parameters. */
+enum { ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SILU };
+
+#define ACT16_CLAMP(v) clamp16(v, va, vb)
+#define ACT16_LEAKY_RELU(v) select16((v) < zero, (v) * va, v)
+#define ACT16_HARD_SIGMOID(v) clamp16((v) * va + vb, zero, one)
+#define ACT16_HARD_SWISH(v) ((v) * clamp16((v) * va + vb, zero, one))
+#define ACT16_SIGMOID(v) (one / (one + exp16(-(v))))
+/* below -88 e^-v is clamped, so x / (1 + e^-v) would not reach its limit 0: take it */
+#define ACT16_SILU(v) select16((v) < zero - 88.0f, (v) * zero, (v) / (one + exp16(-(v))))
+#define ACT1_CLAMP(v) clamp1(v, a, b)
+#define ACT1_LEAKY_RELU(v) ((v) < 0 ? (v) * a : (v))
+#define ACT1_HARD_SIGMOID(v) clamp1((v) * a + b, 0.0f, 1.0f)
+#define ACT1_HARD_SWISH(v) ((v) * clamp1((v) * a + b, 0.0f, 1.0f))
+#define ACT1_SIGMOID(v) (1.0f / (1.0f + exp1(-(v))))
+#define ACT1_SILU(v) ((v) < -88.0f ? (v) * 0.0f : (v) / (1.0f + exp1(-(v))))
+
+/* One loop per activation, so that the activation is not decided per element. */
+#define EPILOGUE_LOOP(KIND)                                                  \
+    for (long p = 0; p < pixels; p++) {                                      \
+        float *yo = y + p * y_row;                                           \
+        const float *zo = z ? z + p * z_row : 0;                             \
+        long k = 0;                                                          \
+        for (; k + 16 <= m; k += 16) {                                       \
+            v16 v = LD(yo + k);                                              \
+            if (bias) v += LD(bias + k);                                     \
+            if (zo) v += LD(zo + k);                                         \
+            ST(yo + k, ACT16_##KIND(v));                                     \
+        }                                                                    \
+        for (; k < m; k++) {                                                 \
+            float v = yo[k];                                                 \
+            if (bias) v += bias[k];                                          \
+            if (zo) v += zo[k];                                              \
+            yo[k] = ACT1_##KIND(v);                                          \
+        }                                                                    \
+    }
+
+/* y[p, :] = act(y[p, :] + bias + z[p, :]) for p < pixels, in place: a Conv's epilogue in one pass.
+ * y rows are y_row floats apart, z rows z_row; bias and z may be NULL. ACT_CLAMP with a, b = -inf, inf is
+ * no activation. */
 CLONES void edgeinfer_epilogue_hwc(float *y, int64_t pixels, int64_t m, int64_t y_row, const float *bias,
-                                   const float *z, int64_t z_row, float lo, float hi) {
-    v16 vlo = {0}, vhi = {0};
-    vlo += lo;
-    vhi += hi;
-    for (long p = 0; p < pixels; p++) {
-        float *yo = y + p * y_row;
-        const float *zo = z ? z + p * z_row : 0;
-        long k = 0;
-        for (; k + 16 <= m; k += 16) {
-            v16 v = LD(yo + k);
-            if (bias) v += LD(bias + k);
-            if (zo) v += LD(zo + k);
-            ST(yo + k, clamp16(v, vlo, vhi));
-        }
-        for (; k < m; k++) {
-            float v = yo[k];
-            if (bias) v += bias[k];
-            if (zo) v += zo[k];
-            yo[k] = clamp1(v, lo, hi);
-        }
+                                   const float *z, int64_t z_row, int32_t kind, float a, float b) {
+    v16 va = {0}, vb = {0}, zero = {0}, one = {0};
+    va += a;
+    vb += b;
+    one += 1.0f;
+    switch (kind) {
+    case ACT_LEAKY_RELU: EPILOGUE_LOOP(LEAKY_RELU) break;
+    case ACT_HARD_SIGMOID: EPILOGUE_LOOP(HARD_SIGMOID) break;
+    case ACT_HARD_SWISH: EPILOGUE_LOOP(HARD_SWISH) break;
+    case ACT_SIGMOID: EPILOGUE_LOOP(SIGMOID) break;
+    case ACT_SILU: EPILOGUE_LOOP(SILU) break;
+    default: EPILOGUE_LOOP(CLAMP) break;
     }
 }
