@@ -169,3 +169,27 @@ def test_the_pure_numpy_device_and_the_default_agree(tiny, tmp_path) -> None:
     np.testing.assert_allclose(pure.run(x)["y"], default.run(x)["y"], rtol=1e-6, atol=1e-6)
     with pytest.raises(DeviceError, match="cpu:numpy"):
         edgeinfer.Session(pack, "cpu:fast")
+
+
+# (C, H, W, kernel, strides, dilations, pads, ceil_mode)
+MAX_POOLS = [
+    (64, 13, 13, (3, 3), (2, 2), (1, 1), (0, 0, 0, 0), 1),  # SqueezeNet's
+    (16, 12, 12, (2, 2), (2, 2), (1, 1), (0, 0, 0, 0), 0),
+    (32, 9, 9, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 0),  # YOLOX's SPP
+    (20, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 0),  # a scalar channel tail
+    (16, 10, 8, (3, 2), (1, 2), (2, 1), (2, 0, 1, 1), 1),  # dilated, mixed strides, asymmetric pads
+]
+
+
+@needs_native
+@pytest.mark.parametrize("case", MAX_POOLS, ids=str)
+def test_native_max_pool_matches_the_nchw_reference(case: tuple) -> None:
+    c, h, w, kernel, strides, dilations, pads, ceil_mode = case
+    x = np.random.default_rng(4).standard_normal((2, c, h, w), dtype=np.float32)
+    x[1, 3, 4, 4] = np.nan  # NaN wins its windows, as np.maximum lets it
+    attrs = {"kernel_shape": list(kernel), "strides": list(strides), "dilations": list(dilations),
+             "pads": list(pads), "ceil_mode": ceil_mode}  # fmt: skip
+    expected = OPS["MaxPool"].fn([x], attrs)[0]
+    got = OPS["MaxPool"].fn([channels_last(x)], {**attrs, "native_kernels": True})[0]
+    assert got.shape == expected.shape and np.isnan(expected).any()
+    np.testing.assert_array_equal(got, expected)

@@ -53,6 +53,8 @@ def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None, na
     constant folding) keep plain NCHW arrays. A Conv whose weight and bias are among ``constants`` also
     gets a ``packed_weights`` cache: its weight layouts are then built on the first run only.
     """
+    if node.op == "MaxPool" and native:
+        return {**node.attrs, "native_kernels": True}
     if node.op != "Conv":
         return node.attrs
     attrs = {**node.attrs, "channels_last": True, "native_kernels": native}
@@ -176,6 +178,8 @@ class NumpyExecutable:
     def _kernel(self, i: int) -> str:
         """``native``: a depthwise conv in the C kernel; ``numpy+native``: NumPy's sgemm with the C epilogue."""
         node = self.graph.nodes[i]
+        if self.native and node.op == "MaxPool":
+            return "native"
         if not self.native or node.op != "Conv":
             return "numpy"
         x, w = self.graph.tensors.get(node.inputs[0]), self.graph.constants.get(node.inputs[1])

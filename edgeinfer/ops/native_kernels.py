@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 MODULE = "edgeinfer._cpu_kernels"
-ABI = 2  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
+ABI = 3  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
 DISABLE_ENV = "EDGEINFER_NATIVE"  # "0" turns the native kernels off
 
 _ptr, _i64, _f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
@@ -46,6 +46,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     lib.edgeinfer_depthwise_hwc.restype = None
     lib.edgeinfer_epilogue_hwc.argtypes = [_ptr, _i64, _i64, _i64, _ptr, _ptr, _i64, ctypes.c_int32, _f32, _f32]
     lib.edgeinfer_epilogue_hwc.restype = None
+    lib.edgeinfer_max_pool_hwc.argtypes = [_ptr, _ptr, _ptr]
+    lib.edgeinfer_max_pool_hwc.restype = None
     return lib, f"loaded from {spec.origin}"
 
 
@@ -105,6 +107,22 @@ def fits(*arrays: np.ndarray | None) -> bool:
     return True
 
 
+def _geometry(x: np.ndarray, y: np.ndarray, window: tuple[list[int], list[int], list[int], list[int]]) -> np.ndarray:
+    """The int64 geometry array of ``conv_hwc.c`` (enum G_*): image, strides, window, all output rows."""
+    kernel, strides, dilations, pads = window
+    h, w, c = x.shape
+    ho, wo, _ = y.shape
+    xr, xp, _ = _floats(x.strides)
+    yr, yp, _ = _floats(y.strides)
+    return np.array([h, w, c, xr, xp, *kernel, *strides, *dilations, pads[0], pads[1], wo, yr, yp, 0, ho], np.int64)
+
+
+def max_pool(x: np.ndarray, y: np.ndarray, window: tuple[list[int], list[int], list[int], list[int]]) -> None:
+    """``y (Ho, Wo, C)`` = 2-D max pool of ``x (H, W, C)``; padding never wins; NaN propagates as in NumPy."""
+    lib = _load()[0]
+    lib.edgeinfer_max_pool_hwc(x.ctypes.data, y.ctypes.data, _geometry(x, y, window).ctypes.data)
+
+
 def depthwise(
     x: np.ndarray,
     weights: np.ndarray,
@@ -118,12 +136,7 @@ def depthwise(
     ``weights`` is (kh, kw, C) C-contiguous; ``x`` and ``y`` need contiguous channels (:func:`fits`).
     """
     lib = _load()[0]
-    kernel, strides, dilations, pads = window
-    h, w, c = x.shape
-    ho, wo, _ = y.shape
-    xr, xp, _ = _floats(x.strides)
-    yr, yp, _ = _floats(y.strides)
-    geometry = np.array([h, w, c, xr, xp, *kernel, *strides, *dilations, pads[0], pads[1], wo, yr, yp, 0, ho], np.int64)
+    geometry = _geometry(x, y, window)
     lib.edgeinfer_depthwise_hwc(
         x.ctypes.data, weights.ctypes.data, None if bias is None else bias.ctypes.data, y.ctypes.data,
         geometry.ctypes.data, *bounds,

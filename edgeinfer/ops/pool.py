@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import register
+from edgeinfer.ops import native_kernels, register
 from edgeinfer.ops.buffers import scratch
 from edgeinfer.ops.conv import out_size, shifted_planes, window_attrs
 from edgeinfer.ops.conv_channels_last import is_channels_last, padded_hwc
@@ -206,7 +206,13 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     """
     x = inputs[0]
     kernel, strides, dilations, pads, outs = _geometry(x, attrs)
-    if is_channels_last(x) and math.prod(outs) > 1:
+    native = attrs.get("native_kernels") and x.dtype == np.float32 and native_kernels.available()
+    if is_channels_last(x) and native and len(kernel) == 2:
+        y = np.empty((x.shape[0], *outs, x.shape[1]), x.dtype)
+        for i in range(x.shape[0]):
+            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], (kernel, strides, dilations, pads))
+        y = y.transpose(0, 3, 1, 2)
+    elif is_channels_last(x) and math.prod(outs) > 1:
         y = _max_pool_channels_last(x, kernel, strides, dilations, pads, outs)
     elif x.ndim == 4 and math.prod(outs) > 1:
         y = _pool2d(x, kernel, strides, dilations, pads, outs, np.maximum, _lowest(x.dtype))

@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 /* Bumped whenever a signature or the geometry layout changes, so a stale build is never called. */
-#define EDGEINFER_CPU_KERNELS_ABI 2
+#define EDGEINFER_CPU_KERNELS_ABI 3
 
 int edgeinfer_cpu_kernels_abi(void) { return EDGEINFER_CPU_KERNELS_ABI; }
 
@@ -141,6 +141,55 @@ CLONES void edgeinfer_depthwise_hwc(const float *x, const float *wt, const float
         for (long j = 0; j < jl; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi);
         for (long j = jh; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi);
         depthwise_row_3x3(x + r0 * xr, xr, xp, c, sw, pl, wt, bias, jl, jh, yrow, yp, vlo, vhi);
+    }
+}
+
+/* ---- max pooling ---- */
+
+INLINE float max1(float acc, float v) { return v != v ? v : (v > acc ? v : acc); }
+
+/* y[i, j, :] = max over taps (a, b) inside the image of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] (padding
+ * never wins, as if it were -inf), for output rows g[G_I0] <= i < g[G_I1]; the geometry is the depthwise's. */
+CLONES void edgeinfer_max_pool_hwc(const float *x, float *y, const int64_t *g) {
+    const long h = g[G_H], w = g[G_W], c = g[G_C], xr = g[G_XROW], xp = g[G_XPIX];
+    const long kh = g[G_KH], kw = g[G_KW], sh = g[G_SH], sw = g[G_SW], dh = g[G_DH], dw = g[G_DW];
+    const long pt = g[G_PT], pl = g[G_PL], wo = g[G_WO], yr = g[G_YROW], yp = g[G_YPIX];
+    const float lowest = -__builtin_inff();
+    for (long i = g[G_I0]; i < g[G_I1]; i++) {
+        const long r0 = i * sh - pt;
+        long a0 = 0, a1 = kh;
+        while (a0 < kh && r0 + a0 * dh < 0) a0++;
+        while (a1 > a0 && r0 + (a1 - 1) * dh >= h) a1--;
+        for (long j = 0; j < wo; j++) {
+            const long q0 = j * sw - pl;
+            long b0 = 0, b1 = kw;
+            while (b0 < kw && q0 + b0 * dw < 0) b0++;
+            while (b1 > b0 && q0 + (b1 - 1) * dw >= w) b1--;
+            float *yo = y + i * yr + j * yp;
+            long k = 0;
+            for (; k + 16 <= c; k += 16) {
+                /* NaN wins, as in np.maximum: a tap is NaN where it is not <= inf (GCC scalarises v != v) */
+                v16 acc = {0}, inf = {0};
+                vi16 nan = {0};
+                acc += lowest;
+                inf -= lowest;
+                for (long a = a0; a < a1; a++)
+                    for (long b = b0; b < b1; b++) {
+                        const v16 v = LD(x + (r0 + a * dh) * xr + (q0 + b * dw) * xp + k);
+                        acc = select16(v > acc, v, acc);
+                        nan |= ~(v <= inf);
+                    }
+                v16 qnan = {0};
+                qnan += __builtin_nanf("");
+                ST(yo + k, select16(nan, qnan, acc));
+            }
+            for (; k < c; k++) {
+                float acc = lowest;
+                for (long a = a0; a < a1; a++)
+                    for (long b = b0; b < b1; b++) acc = max1(acc, x[(r0 + a * dh) * xr + (q0 + b * dw) * xp + k]);
+                yo[k] = acc;
+            }
+        }
     }
 }
 
