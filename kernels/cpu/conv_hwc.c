@@ -3,7 +3,8 @@
  * NumPy has no fused multiply-add over a window: its depthwise conv (one einsum pass per tap) is bound
  * by cache bandwidth at ~5 G taps/s, and each bias and activation is one more pass. These kernels keep
  * a pixel's accumulators in registers across all taps and write the result once, with the bias and a
- * clamp (ReLU, ReLU6, Clip) applied on the way out: ~20 G taps/s on one AVX-512 core.
+ * clamp (ReLU, ReLU6, Clip) applied on the way out: ~20 G taps/s on one AVX-512 core. Also here: a conv's
+ * epilogue (bias + residual + activation) in one pass, and a channels-last MaxPool.
  *
  * Plain C with GCC/Clang vector extensions, no Python or NumPy headers: a build without a C compiler,
  * or with one that lacks these extensions (MSVC), skips the kernels and the backend stays pure NumPy.
