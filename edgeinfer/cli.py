@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -23,6 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     except (EdgeInferError, ValueError, FileNotFoundError) as e:
         print(f"edgeinfer {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (``edgeinfer devices | head``): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit-time flush cannot fail
+        return 141
 
 
 def _parser() -> argparse.ArgumentParser:

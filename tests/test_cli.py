@@ -76,3 +76,16 @@ def test_bench_profile_lists_nodes_slowest_first(demo_pack, capsys):
     assert {"Conv", "MaxPool", "Concat"} <= {r["op"] for r in rows}
     assert [r["time_ms"] for r in rows] == sorted((r["time_ms"] for r in rows), reverse=True)
     assert abs(sum(r["share"] for r in rows) - 1) < 1e-6
+
+
+def test_a_closed_pipe_ends_the_command_quietly():
+    """``edgeinfer devices | head -1`` must not print a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    code = "import sys; sys.argv = ['edgeinfer', 'devices']; from edgeinfer.cli import main; sys.exit(main())"
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # the reader is gone before the first line
+    stderr = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert "Traceback" not in stderr, stderr
