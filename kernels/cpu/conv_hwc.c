@@ -73,7 +73,7 @@ int edgeinfer_depthwise_geometry_size(void) { return G_COUNT; }
 
 /* One output pixel, any window: taps outside the image are skipped (zero padding). */
 INLINE void depthwise_pixel(const float *x, const int64_t *g, const float *wt, const float *bias, long r0, long q0,
-                            float *yo, v16 vlo, v16 vhi, float lo, float hi) {
+                            float *yo, v16 vlo, v16 vhi, float lo, float hi, int wide) {
     const long h = g[G_H], w = g[G_W], c = g[G_C], xr = g[G_XROW], xp = g[G_XPIX];
     const long kh = g[G_KH], kw = g[G_KW], dh = g[G_DH], dw = g[G_DW];
     long a0 = 0, a1 = kh, b0 = 0, b1 = kw;
@@ -82,6 +82,16 @@ INLINE void depthwise_pixel(const float *x, const int64_t *g, const float *wt, c
     while (b0 < kw && q0 + b0 * dw < 0) b0++;
     while (b1 > b0 && q0 + (b1 - 1) * dw >= w) b1--;
     long k = 0;
+    if (wide) /* AVX-512: 16 channels at a time */
+        for (; k + 16 <= c; k += 16) {
+            v16 acc = {0};
+            if (bias) acc = LD(bias + k);
+            for (long a = a0; a < a1; a++) {
+                const float *xa = x + (r0 + a * dh) * xr + q0 * xp + k, *wa = wt + a * kw * c + k;
+                for (long b = b0; b < b1; b++) acc += LD(xa + b * dw * xp) * LD(wa + b * c);
+            }
+            ST(yo + k, clamp16(acc, vlo, vhi));
+        }
     v8 lo8 = {0}, hi8 = {0};
     lo8 += lo;
     hi8 += hi;
@@ -185,17 +195,17 @@ CLONES void edgeinfer_depthwise_hwc(const float *x, const float *wt, const float
     while (jl < wo && jl * sw - pl < 0) jl++;
     while (jh > jl && (jh - 1) * sw - pl + (kw - 1) * dw >= w) jh--;
     const int fast = kh == 3 && kw == 3 && dh == 1 && dw == 1 && c % 8 == 0;
-    const int wide = c % 16 == 0 && HAS_AVX512;
+    const int wide = HAS_AVX512; /* (the 3x3 rows then take 16 channels at a time where C allows) */
     for (long i = g[G_I0]; i < g[G_I1]; i++) {
         const long r0 = i * sh - pt;
         float *yrow = y + i * yr;
         if (!(fast && r0 >= 0 && r0 + 2 < h)) {
-            for (long j = 0; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi);
+            for (long j = 0; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
             continue;
         }
-        for (long j = 0; j < jl; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi);
-        for (long j = jh; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi);
-        if (wide)
+        for (long j = 0; j < jl; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
+        for (long j = jh; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
+        if (wide && c % 16 == 0)
             depthwise_row_3x3_wide(x + r0 * xr, xr, xp, c, sw, pl, wt, bias, jl, jh, yrow, yp, lo, hi);
         else
             depthwise_row_3x3(x + r0 * xr, xr, xp, c, sw, pl, wt, bias, jl, jh, yrow, yp, lo, hi);
