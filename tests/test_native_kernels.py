@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -193,3 +195,33 @@ def test_native_max_pool_matches_the_nchw_reference(case: tuple) -> None:
     got = OPS["MaxPool"].fn([channels_last(x)], {**attrs, "native_kernels": True})[0]
     assert got.shape == expected.shape and np.isnan(expected).any()
     np.testing.assert_array_equal(got, expected)
+
+
+SELFTEST = Path(__file__).resolve().parent.parent / "kernels" / "cpu" / "selftest.c"
+
+
+def _run_selftest(tmp_path: Path, compiler: str, flags: list[str], runner: list[str]) -> str:
+    exe = tmp_path / "selftest"
+    subprocess.run([compiler, "-O3", "-Wno-psabi", *flags, str(SELFTEST), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+@pytest.mark.parametrize("flags", [[], ["-DHAS_AVX512=0"]], ids=["as-built", "8-wide-paths"])
+def test_c_selftest_on_this_cpu(tmp_path: Path, flags: list[str]) -> None:
+    """kernels/cpu/selftest.c: the kernels against plain C reference loops, without Python in between."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("no C compiler")
+    assert "all 21 cases passed" in _run_selftest(tmp_path, cc, flags, [])
+
+
+def test_c_selftest_on_aarch64_under_qemu(tmp_path: Path) -> None:
+    """The NEON build (Raspberry Pi, Jetson): cross-compiled and run under qemu where those tools are installed
+    (.ci/run installs gcc-aarch64-linux-gnu and qemu-user)."""
+    cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
+    if cc is None or qemu is None or not Path("/usr/aarch64-linux-gnu").is_dir():
+        pytest.skip("no aarch64 cross compiler and qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user)")
+    assert "all 21 cases passed" in _run_selftest(tmp_path, cc, [], [qemu, "-L", "/usr/aarch64-linux-gnu"])
