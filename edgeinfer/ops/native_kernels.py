@@ -75,8 +75,9 @@ def clamp_bounds(activation: str | None, params: Sequence[float] | None) -> tupl
 
 
 # the activation kinds of edgeinfer_epilogue_hwc (enum ACT_* in conv_hwc.c), with their parameter defaults
-ACTIVATION_KINDS = {"clip": (0, -math.inf, math.inf), "leaky_relu": (1, 0.01, 0.0), "hard_sigmoid": (2, 0.2, 0.5),
-                    "hard_swish": (3, 1 / 6, 0.5), "sigmoid": (4, 0.0, 0.0), "silu": (5, 0.0, 0.0)}  # fmt: skip
+# (kind 0, the clamp, covers no activation, ReLU and Clip: clamp_bounds gives its limits)
+ACTIVATION_KINDS = {"leaky_relu": (1, 0.01, 0.0), "hard_sigmoid": (2, 0.2, 0.5), "hard_swish": (3, 1 / 6, 0.5),
+                    "sigmoid": (4, 0.0, 0.0), "silu": (5, 0.0, 0.0)}  # fmt: skip
 
 
 def activation_kind(activation: str | None, params: Sequence[float] | None) -> tuple[int, float, float] | None:

@@ -69,8 +69,6 @@ enum {
     G_COUNT
 };
 
-int edgeinfer_depthwise_geometry_size(void) { return G_COUNT; }
-
 /* One output pixel, any window: taps outside the image are skipped (zero padding). */
 INLINE void depthwise_pixel(const float *x, const int64_t *g, const float *wt, const float *bias, long r0, long q0,
                             float *yo, v16 vlo, v16 vhi, float lo, float hi, int wide) {
