@@ -25,6 +25,7 @@ class DeviceInfo:
     kind: str  # "gpu", "cpu", "accelerator"
     device_key: str = ""  # key of tuned_configs/<backend>/<device_key>.json
     family: str = ""  # devices of one family may borrow each other's tuned tables (tuned_configs.load_table)
+    isa: str = ""  # CPU devices: the vector ISA class the kernels are built for (cpu_isa.py); "simt" on GPUs
     usable: bool = True
     reason: str = ""  # why it is not usable
     details: dict[str, Any] = field(default_factory=dict)

@@ -7,6 +7,7 @@ A platform can be installed yet broken (the pip ``pocl-binary-distribution`` fai
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends.base import DeviceInfo
+from edgeinfer.cpu_isa import host_isa, pocl_isa
 from edgeinfer.errors import DeviceError
 from edgeinfer.tuned_configs import sanitize_key
 
@@ -61,8 +63,34 @@ def build_flags(device: cl.Device) -> str:
 
 
 def device_key(platform: cl.Platform, device: cl.Device) -> str:
-    """File-name-safe key of the tuned-config table: platform, vendor and device name."""
-    return sanitize_key(f"{platform.name} {device.vendor} {device.name}")
+    """File-name-safe key of the tuned-config table: platform, vendor and device name.
+
+    PoCL names a CPU device after the LLVM CPU it compiles for (``pthread-haswell-AMD EPYC ...``); where
+    ``POCL_LLVM_CPU_NAME`` forces another target the name does not change, so the key takes the forced one
+    (an AVX-512 machine building AVX2 code gets an AVX2 key, not its own table)."""
+    return sanitize_key(f"{platform.name} {device.vendor} {device_target_name(platform, device)}")
+
+
+def device_target_name(platform: cl.Platform, device: cl.Device) -> str:
+    """The device name, its LLVM CPU replaced by ``POCL_LLVM_CPU_NAME`` where PoCL is forced to another one."""
+    name = device.name.strip()
+    forced = os.environ.get("POCL_LLVM_CPU_NAME", "").strip()
+    if not forced or "portable computing language" not in platform.name.lower():
+        return name
+    match = re.match(r"(pthread|basic|cpu)-(.+?)-(?=[A-Z(])", name)
+    if match is None:
+        return f"{name} {forced}"
+    return f"{match.group(1)}-{forced}-{name[match.end():]}"
+
+
+def device_isa(platform: cl.Platform, device: cl.Device) -> str:
+    """The vector ISA class the device's kernels are compiled for (cpu_isa.py): PoCL's LLVM CPU on CPU devices,
+    "simt" on GPUs and accelerators."""
+    if device_kind(device) != "cpu":
+        return "simt"
+    if "portable computing language" in platform.name.lower():
+        return pocl_isa(device.name).name
+    return host_isa().name  # another CPU driver (Intel's, Apple's) compiles for the host
 
 
 def device_family(platform: cl.Platform, device: cl.Device) -> str:
@@ -134,6 +162,7 @@ def _probe() -> tuple[tuple[DeviceInfo, cl.Device | None, cl.Context | None], ..
                 kind=device_kind(device),
                 device_key=device_key(platform, device),
                 family=device_family(platform, device),
+                isa=device_isa(platform, device) if context is not None else "",
                 usable=context is not None,
                 reason=reason,
                 details={
