@@ -35,6 +35,7 @@ from edgeinfer.backends.opencl.kernels import (
 from edgeinfer.backends.opencl.kernels_tensor import strided_copy
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
+from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import CPU, Graph, Node
 from edgeinfer.tuned_configs import load_table
 
@@ -107,6 +108,7 @@ class OpenCLExecutable:
             lambda launch: self._compile(launch).get_work_group_info(
                 cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device
             ),
+            isa_class(device.info.isa or "simt"),
         )
         self.records = [self._plan(node, plan_ctx) for node in graph.nodes]
         self.redirected: dict[int, str] = {}  # record index -> the tensor its launch writes instead of its output

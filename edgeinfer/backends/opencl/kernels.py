@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends.opencl.layout import LAYOUT_ATTR
+from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Graph, Node
 from edgeinfer.tuned_configs import ConfigTable, data_dir
 
@@ -92,6 +93,9 @@ class PlanContext:
     # The largest work-group the compiled kernel of a launch can run with (None: not known while planning).
     # Planners whose tiles need their whole work-group (gemm_local) check it and choose another kernel.
     work_group_limit: Callable[[Launch], int] | None = None
+    # The vector ISA class the device's kernels compile for (CPU devices: lanes and registers that tiles must
+    # fit; cpu_isa.py); "simt" on GPUs.
+    isa: IsaClass = ISA_CLASSES["simt"]
 
     def config(self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]):
         """(config, source) for ``template`` on ``workload``."""
@@ -123,6 +127,31 @@ class PlanContext:
         for name in names:
             if name and self.dtype(name) != "float32":
                 raise NoKernel(f"dtype {self.dtype(name)} of {name!r}, kernels take float32")
+
+
+@dataclass(frozen=True)
+class KnobSpace:
+    """The knobs of one template, defined once next to it: the tuner searches ``candidates``, the docs print
+    ``knobs``. ``candidates(workload, ctx)`` lists the configs worth timing for one workload on ctx's device (the
+    knob ranges pruned by the workload's shape and the device: register budget, work-group limit); the
+    planner's heuristic default is one of the configs the template accepts, not necessarily in the list."""
+
+    template: str
+    knobs: dict[str, str]  # knob -> what it means (docs/tuned-configs.md, edgeinfer tune --report)
+    candidates: Callable[[dict[str, Any], PlanContext], list[dict[str, Any]]]
+
+
+KNOB_SPACES: dict[str, KnobSpace] = {}
+
+
+def knob_space(template: str, knobs: dict[str, str]):
+    """Register the function below as the candidate generator of ``template`` (see :class:`KnobSpace`)."""
+
+    def wrap(fn: Callable[[dict[str, Any], PlanContext], list[dict[str, Any]]]):
+        KNOB_SPACES[template] = KnobSpace(template, knobs, fn)
+        return fn
+
+    return wrap
 
 
 Planner = Callable[[Node, PlanContext], KernelPlan]
