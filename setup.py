@@ -51,6 +51,8 @@ setup(
         "compile": ["onnx>=1.14"],
         "opencl": ["pyopencl>=2023.1", "platformdirs>=3"],
         "cuda": ["cupy-cuda12x>=13"],
+        # edgeinfer tune: the learned cost model (gradient-boosted trees) and its progress bar
+        "tune": ["scikit-learn>=1.3", "tqdm>=4.60"],
         "test": [
             "pytest>=7",
             "setuptools>=68",
@@ -60,6 +62,8 @@ setup(
             "pyopencl>=2023.1",
             "platformdirs>=3",
             "ruff",
+            "scikit-learn>=1.3",
+            "tqdm>=4.60",
         ],
     },
     entry_points={"console_scripts": ["edgeinfer=edgeinfer.cli:main"]},

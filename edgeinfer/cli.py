@@ -1,4 +1,4 @@
-"""The ``edgeinfer`` command: compile, run, info, bench, devices."""
+"""The ``edgeinfer`` command: compile, run, info, bench, tune, devices."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,6 +79,20 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", action="store_true", help="per-node times, slowest first (OpenCL profiling events)")
     b.add_argument("--json", action="store_true", help="print JSON")
     b.set_defaults(func=cmd_bench)
+
+    t = sub.add_parser("tune", help="tune kernel knobs for a device (learned cost model); writes a tuned table")
+    t.add_argument("packs", nargs="+", metavar="PACK", help="packs whose workloads to tune")
+    t.add_argument("--device", default="opencl", help="OpenCL device (opencl or opencl:P:D)")
+    t.add_argument("--trials", type=int, default=24, help="configs measured per workload (default 24)")
+    t.add_argument("--time-budget", type=float, metavar="S", help="stop after S seconds, keeping what was tuned")
+    t.add_argument("--out", type=Path, help="table to write (default: the device's table in the user data dir)")
+    t.add_argument("--records", type=Path, help="measurement log (default: beside the table); a rerun resumes")
+    t.add_argument("--templates", help="comma-separated templates to tune (default: all)")
+    t.add_argument("--search", choices=("model", "random"), default="model", help="cost-model search or random")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--repeat", type=int, default=10, help="timed runs per config (median)")
+    t.add_argument("--report", action="store_true", help="only show how each workload is covered by the tables")
+    t.set_defaults(func=cmd_tune)
 
     d = sub.add_parser("devices", help="list backends and devices, with the reason one is unavailable")
     d.add_argument("--json", action="store_true")
@@ -288,6 +303,33 @@ def cmd_bench(args: argparse.Namespace) -> None:
             print(f"{key:>14}: {value:.3f}" if isinstance(value, float) else f"{key:>14}: {value}")
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from edgeinfer.tuning import TuneOptions, coverage_report, tune
+    from edgeinfer.tuning.report import format_report
+
+    if args.report:
+        print(format_report(*coverage_report(args.packs, args.device)))
+        return 0
+    templates = set(args.templates.split(",")) if args.templates else None
+    options = TuneOptions(args.device, args.trials, args.time_budget, args.out, args.records, templates, args.search,
+                          args.seed, args.repeat, progress=sys.stderr.isatty())  # fmt: skip
+    result = tune(args.packs, options)
+    for done in result.results:
+        t = done.task
+        if done.best_ms is None:
+            print(f"{t.template:10s} {t.signature:48s} no valid config ({done.invalid} invalid)")
+            continue
+        speedup = f"x{done.default_ms / done.best_ms:4.2f}" if done.default_ms else "     "
+        default = f"{done.default_ms:8.3f}" if done.default_ms else "       -"
+        print(f"{t.template:10s} {t.signature:48s} default {default} -> {done.best_ms:8.3f} ms {speedup}"
+              f"  ({done.trials} trials, {done.invalid} invalid) {done.best_config}")  # fmt: skip
+    print(f"{len(result.results)} of {result.tasks} workloads tuned; table {result.table_path}")
+    if result.stopped:
+        print(f"stopped early ({result.stopped}): rerun the same command to resume from {result.records_path}")
+        return 130 if result.stopped == "interrupted" else 0
+    return 0
+
+
 def cmd_devices(args: argparse.Namespace) -> None:
     from edgeinfer.backends import backend_status, list_all_devices
 
@@ -308,7 +350,7 @@ def tuned_table_note(device: DeviceInfo) -> str:
     """Which tuned-config table the device's kernels take their knobs from."""
     from edgeinfer.tuned_configs import load_table
 
-    table = load_table(device.backend, device.device_key, device.family)
+    table = load_table(device.backend, device.device_key, device.family, device.isa)
     sibling = table.fallback
     if not table.entries:
         if sibling is None:

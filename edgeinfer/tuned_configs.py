@@ -6,8 +6,15 @@ the workload's numeric fields), then the caller's heuristic default, and says wh
 
 A device without a table of its own borrows the table of the most similar device of its *family* (same
 platform, same device kind: e.g. PoCL on any x86 CPU), because a table tuned on a sibling device beats the
-heuristic defaults; a device whose own table lacks a template borrows that template the same way. Every
-config source from a borrowed table ends in ``via <that table's key>``.
+heuristic defaults; a device whose own table lacks a template borrows that template the same way. Among
+siblings, one of the device's own ISA class comes first (an AVX2 CPU borrows from an AVX2 table, whose tiles
+fit its 16 vector registers, before an AVX-512 one); a config lent across ISA classes is only taken where the
+caller accepts it (the OpenCL planner: where it is in the template's knob space for this device). Every config
+source from a borrowed table ends in ``via <that table's key>``.
+
+``edgeinfer tune`` writes the tables it makes to the user's data directory (``user_tables_dir()``); a user
+table's entries take precedence over the shipped table of the same device, and their source reads
+``tuned (user table)``.
 """
 
 from __future__ import annotations
@@ -22,11 +29,27 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.cpu_isa import isa_of_llvm_cpu
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 TABLE_FORMAT_VERSION = 1
 
 # Where a config came from, as shown by Session.explain().
 TUNED, NEAREST, DEFAULT = "tuned", "nearest", "default"
+USER_TABLE = "user table"  # the ``table`` mark of entries read from the user's tables
+TUNED_DIR_ENV = "EDGEINFER_TUNED_DIR"
+
+
+def user_tables_dir() -> Path:
+    """Where ``edgeinfer tune`` writes tables by default and ``Session`` looks first: ``EDGEINFER_TUNED_DIR``,
+    else the user data directory (``~/.local/share/edgeinfer/tuned_configs`` on Linux)."""
+    if os.environ.get(TUNED_DIR_ENV):
+        return Path(os.environ[TUNED_DIR_ENV])
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:
+        return Path.home() / ".local" / "share" / "edgeinfer" / "tuned_configs"
+    return Path(user_data_dir("edgeinfer")) / "tuned_configs"
 
 
 def data_dir(name: str) -> Path:
@@ -62,19 +85,31 @@ class ConfigTable:
     entries: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # template -> signature -> entry
     path: Path | None = None
     family: str = ""  # platform and device kind (runtime.device_family); tables are borrowed within a family
+    isa: str = ""  # the vector ISA class it was tuned for (cpu_isa.py; "simt" for GPUs)
     fallback: ConfigTable | None = None  # a sibling's table, for the templates this one has no entries of
 
     def lookup(
-        self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]
+        self,
+        template: str,
+        workload: dict[str, Any],
+        default: Callable[[], dict[str, Any]],
+        accept: Callable[[dict[str, Any]], bool] | None = None,
     ) -> tuple[dict[str, Any], str]:
-        """Config for ``template`` on ``workload`` and its source: tuned, nearest or default."""
+        """Config for ``template`` on ``workload`` and its source: tuned, nearest or default. A config borrowed
+        from a table of another ISA class is only taken if ``accept`` (when given) accepts it."""
         if template not in self.entries and self.fallback is not None:
             config, source = self.fallback.lookup(template, workload, default)
-            return config, source if source == DEFAULT else f"{source} via {self.fallback.device_key}"
+            if source == DEFAULT:
+                return config, source
+            lender = self.fallback
+            if accept is not None and lender.isa != self.isa and not accept(config):
+                return default(), f"{DEFAULT} (the config via {lender.device_key} does not fit {self.isa})"
+            return config, f"{source} via {lender.device_key}"
         tuned = self.entries.get(template, {})
         signature = workload_signature(workload)
         if signature in tuned:
-            return dict(tuned[signature]["config"]), TUNED
+            entry = tuned[signature]
+            return dict(entry["config"]), f"{TUNED} ({USER_TABLE})" if entry.get("table") == USER_TABLE else TUNED
         best, best_distance = None, math.inf
         for entry in tuned.values():
             distance = workload_distance(workload, entry["workload"])
@@ -90,6 +125,7 @@ class ConfigTable:
             "backend": self.backend,
             "device_key": self.device_key,
             "family": self.family,
+            "isa": self.isa,
             "entries": [entry for per_template in self.entries.values() for entry in per_template.values()],
         }
 
@@ -115,34 +151,50 @@ def table_path(backend: str, device_key: str) -> Path:
     return data_dir("tuned_configs") / backend / f"{device_key}.json"
 
 
-def load_table(backend: str, device_key: str, family: str = "") -> ConfigTable:
-    """The table of ``device_key`` (its missing templates borrowed from ``family``); else the table of the most
-    similar device of ``family`` (borrowed); else an empty one. Also empty if ``EDGEINFER_TUNED_CONFIGS=off``
-    (benchmarks use it to measure the defaults)."""
+def load_table(backend: str, device_key: str, family: str = "", isa: str = "") -> ConfigTable:
+    """The table of ``device_key``: the user's (``edgeinfer tune``) over the shipped one, its missing templates
+    borrowed from ``family`` (a sibling of ISA class ``isa`` first); else the most similar table of ``family``
+    (borrowed); else an empty one. Also empty if ``EDGEINFER_TUNED_CONFIGS=off`` (benchmarks use it to measure
+    the defaults)."""
     if os.environ.get("EDGEINFER_TUNED_CONFIGS", "").lower() == "off":
-        return ConfigTable(backend, device_key, family=family)
-    return _shipped_table(backend, device_key, family)
+        return ConfigTable(backend, device_key, family=family, isa=isa)
+    shipped = _shipped_table(backend, device_key, family, isa)
+    user_path = user_tables_dir() / backend / f"{device_key}.json"
+    if not user_path.is_file():
+        return shipped
+    user = read_table(user_path, backend, device_key)
+    merged = ConfigTable(backend, device_key, path=user_path, family=family, isa=isa, fallback=shipped.fallback)
+    merged.entries = {template: dict(per) for template, per in shipped.entries.items()}
+    for template, per in user.entries.items():
+        for signature, entry in per.items():
+            merged.entries.setdefault(template, {})[signature] = {**entry, "table": USER_TABLE}
+    return merged
 
 
 @cache
-def _shipped_table(backend: str, device_key: str, family: str) -> ConfigTable:
+def _shipped_table(backend: str, device_key: str, family: str, isa: str = "") -> ConfigTable:
     """Cached: the shipped tables are read-only at run time."""
     try:
         path = table_path(backend, device_key)
     except FileNotFoundError:
-        return ConfigTable(backend, device_key, family=family)
+        return ConfigTable(backend, device_key, family=family, isa=isa)
     table = read_table(path, backend, device_key)  # empty where the device has no table of its own
-    table.fallback = _family_table(path.parent, device_key, family) if family else None
+    table.isa = isa or table.isa
+    table.fallback = _family_table(path.parent, device_key, family, table.isa) if family else None
     return table
 
 
-def _family_table(directory: Path, device_key: str, family: str) -> ConfigTable | None:
-    """The shipped table of ``family`` most similar to ``device_key``, other than its own."""
+def _family_table(directory: Path, device_key: str, family: str, isa: str = "") -> ConfigTable | None:
+    """The shipped table of ``family`` most like ``device_key``, other than its own: one of ISA class ``isa``
+    first, then the one sharing most words with the key."""
     others = sorted(p for p in directory.glob("*.json") if p.stem != device_key)
     siblings = [t for t in map(_read_shipped, others) if t.family == family]
     if not siblings:
         return None
-    return max(siblings, key=lambda t: (key_similarity(device_key, t.device_key), len(t.entries), t.device_key))
+    return max(
+        siblings,
+        key=lambda t: (t.isa == isa, key_similarity(device_key, t.device_key), len(t.entries), t.device_key),
+    )
 
 
 def _read_shipped(path: Path) -> ConfigTable:
@@ -163,12 +215,25 @@ def read_table(path: Path, backend: str, device_key: str) -> ConfigTable:
     if data.get("format") != TABLE_FORMAT_VERSION:
         raise ValueError(f"{path}: tuned-config format {data.get('format')!r}, expected {TABLE_FORMAT_VERSION}")
     table.family = data.get("family", "")
+    table.isa = data.get("isa") or table_isa(device_key, table.family)
     for entry in data["entries"]:
         extra = {k: v for k, v in entry.items() if k not in ("template", "workload", "config")}
         table.add(entry["template"], entry["workload"], entry["config"], **extra)
     return table
 
 
+def table_isa(device_key: str, family: str) -> str:
+    """The ISA class of a table that does not record one: GPUs "simt"; CPUs from the LLVM CPU in the key."""
+    if not family.endswith("-cpu"):
+        return "simt"
+    return isa_of_llvm_cpu(device_key).name
+
+
 def write_table(table: ConfigTable, path: Path) -> None:
+    """Write ``table`` atomically (a reader, or a tuner interrupted mid-write, never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(table.to_json(), indent=1, sort_keys=True) + "\n")
+    entries = [{k: v for k, v in e.items() if k != "table"} for e in table.to_json()["entries"]]
+    text = json.dumps({**table.to_json(), "entries": entries}, indent=1, sort_keys=True) + "\n"
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)

@@ -44,8 +44,8 @@ MF = cl.mem_flags
 # Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
 RESIDUAL_EPILOGUE_KERNELS = (
     "gemm_reduce", "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m",
-    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d", "conv_pw16", "conv_direct16", "conv_dw16",
-    "conv_sep16",
+    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d", "conv_pw_blocked", "conv_direct_blocked",
+    "conv_dw_blocked", "conv_sep_blocked",
 )
 
 SPIN_ENV = "EDGEINFER_OPENCL_SPIN"  # "1": the host polls while the device works (see wait_for_device)
@@ -93,7 +93,7 @@ class OpenCLExecutable:
         self.spin = spin_wanted()
         self.device = device
         # CPUs run convolutions on channel-blocked tensors (layout.py); the pack's graph stays as it is.
-        self.graph = graph = layout.apply(graph) if layout.wanted(device.info.kind) else graph
+        self.graph = graph = layout.for_device(graph, device.info.kind, isa_class(device.info.isa or "simt"))
         self.context = device.context
         self.queue = shared_queue(self.context)  # one per context (runtime.py says why)
         self._profiling_queue: cl.CommandQueue | None = None
@@ -101,7 +101,7 @@ class OpenCLExecutable:
         cl_device = device.device
         plan_ctx = PlanContext(
             graph,
-            load_table("opencl", device.info.device_key, device.info.family),
+            load_table("opencl", device.info.device_key, device.info.family, device.info.isa),
             device.info.kind,
             cl_device.max_work_group_size,
             overrides or {},

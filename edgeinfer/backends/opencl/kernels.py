@@ -11,6 +11,7 @@ Templates are ``kernels/opencl/<template>.cl`` with ``common.cl`` prepended; kno
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -101,7 +102,17 @@ class PlanContext:
         """(config, source) for ``template`` on ``workload``."""
         if template in self.overrides:
             return dict(self.overrides[template]), "override"
-        return self.table.lookup(template, workload, default)
+        return self.table.lookup(template, workload, default, lambda config: self.in_knob_space(template, workload,
+                                                                                                config))  # fmt: skip
+
+    def in_knob_space(self, template: str, workload: dict[str, Any], config: dict[str, Any]) -> bool:
+        """Whether ``config`` is one of the template's candidates for ``workload`` on this device (a config
+        borrowed from another ISA class's table must fit this device's registers)."""
+        space = KNOB_SPACES.get(template)
+        if space is None:
+            return True
+        wanted = _canonical(config)
+        return any(_canonical(c) == wanted for c in space.candidates(workload, self))
 
     def whole_group_shortfall(self, launch: Launch) -> str | None:
         """Why ``launch``, whose tiles are sized by its work-group, cannot run with that whole group on this
@@ -206,6 +217,10 @@ def activation_of(node: Node) -> tuple[int, float, float]:
         raise NoKernel(f"fused activation {name!r} has no OpenCL epilogue")
     params = [float(p) for p in node.attrs.get("activation_params", [])] + [0.0, 0.0]
     return ACTIVATIONS[name], params[0], params[1]
+
+
+def _canonical(config: dict[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True)
 
 
 def local_size(work: tuple[int, ...], wanted: tuple[int, ...], limit: int) -> tuple[int, ...]:

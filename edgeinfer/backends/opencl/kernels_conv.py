@@ -19,9 +19,11 @@ from edgeinfer.backends.opencl.kernels import (
     f32,
     i32,
     kernel_for,
+    knob_space,
     local_size,
 )
 from edgeinfer.backends.opencl.memory import GUARD_BYTES
+from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Node
 
 GUARD_FLOATS = GUARD_BYTES // 4
@@ -106,6 +108,17 @@ def plan_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     return plan_direct(ctx, node, weights, bias, z, y, (n, c, h, w, co, ho, wo), groups, (sh, sw), pads, (dh, dw), tail)
 
 
+def vectors_per(floats: int, isa: IsaClass) -> int:
+    """Vector registers that ``floats`` lanes of one OpenCL vector take on ``isa`` (a float16 is two ymm)."""
+    return -(-floats // isa.lanes)
+
+
+def fits_registers(accumulators: int, floats: int, ctx: PlanContext) -> bool:
+    """Whether ``accumulators`` vectors of ``floats`` lanes leave room in ctx's CPU vector registers (two
+    registers kept for operands); always true on GPUs, whose compilers tile for work-items."""
+    return ctx.device_kind != "cpu" or accumulators * vectors_per(floats, ctx.isa) <= ctx.isa.registers - 2
+
+
 def pick_column_block(n: int, largest: int = 16) -> int:
     """Columns per work-item for gemm_vec_m: cost ~ blocks * (columns + 2 for the weight load), a partial
     last block counting twice."""
@@ -117,13 +130,16 @@ def pick_column_block(n: int, largest: int = 16) -> int:
     return min(range(1, min(largest, n) + 1), key=lambda width: (cost(width), -width))
 
 
-def default_gemm_config(m: int, n: int) -> dict:
-    """Weights broadcast from memory over 2 column vectors (gemm_bcast, 8 rows x 32 columns) wherever there
-    are 16 columns or more: never far from the best tuned config on the MobileNetV2 / SqueezeNet / YOLOX
-    workloads on PoCL (benchmarks/opencl_tune.py). Vectors over columns with lane swizzles for 4-15
-    columns, vectors over rows only for Gemm-like products with 1-3 columns."""
+def default_gemm_config(m: int, n: int, isa: IsaClass = ISA_CLASSES["avx512"]) -> dict:
+    """Weights broadcast from memory over 2 column vectors (gemm_bcast, 8 rows x 32 columns on AVX-512)
+    wherever there are 16 columns or more: never far from the best tuned config on the MobileNetV2 /
+    SqueezeNet / YOLOX workloads on PoCL (the tuner). The accumulators fill half the vector registers, so
+    narrower ISAs (AVX2: 16 registers of 8 lanes) get fewer rows. Vectors over columns with lane swizzles for
+    4-15 columns, vectors over rows only for Gemm-like products with 1-3 columns."""
     if n >= 16:
-        return {"VEC": "B", "TM": min(8, m), "NV": 2 if n >= 32 else 1}
+        nv = 2 if n >= 32 else 1
+        rows = max(1, isa.registers // 2 // (nv * vectors_per(16, isa)))
+        return {"VEC": "B", "TM": min(pick_row_block(rows, 8), m), "NV": nv}
     if n >= 4:
         return {"VEC": "N", "TM": pick_row_block(m, 16), "TN": 8 if n >= 8 else 4, "UNROLL_K": 4}
     rows = 16 if m >= 16 else 8 if m >= 8 else 4  # a vector width: rows past M are zero padding
@@ -143,7 +159,7 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
             if columns < 4 and k >= 256 and ctx.max_work_group_size >= 128:  # a matrix-vector product
                 return {"VEC": "R", "RG": 128}
             return {"VEC": "N", "TM": 4, "TN": 4, "UNROLL_K": 4}  # small register tiles, many work-items
-        config = default_gemm_config(m, columns)
+        config = default_gemm_config(m, columns, ctx.isa)
         # gemm_vec_m: 2 items per group; gemm_bcast: each item is a large tile, one per group (one PoCL task).
         config["local"] = {"M": [2, 1, 1], "B": [1, 1, 1]}.get(config["VEC"], config.get("local"))
         if config["local"] is None:
@@ -365,3 +381,98 @@ def plan_matmul(node: Node, ctx: PlanContext) -> KernelPlan:
     tail = [i32(0), i32(0), f32(0), f32(0)]
     bias = np.zeros(b.shape[1], np.float32)
     return plan_pointwise(ctx, a_name, b.T.astype(np.float32), bias, TensorArg(y), y, rows, a_shape[-1], 1, tail)
+
+
+# ---------------------------------------------------------------------------------------------- knob spaces
+
+
+def local_candidates(ctx: PlanContext) -> list[list[int]]:
+    """Work-group shapes worth trying: on CPUs one group is one task of a PoCL worker thread (few work-items);
+    on GPUs 64-256 work-items for occupancy."""
+    if ctx.device_kind == "cpu":
+        return [[1, 1, 1], [2, 1, 1], [4, 1, 1], [8, 1, 1], [16, 1, 1], [2, 2, 1], [4, 2, 1], [4, 4, 1], [1, 4, 1]]
+    return [[16, 4, 1], [32, 2, 1], [8, 8, 1], [64, 1, 1], [16, 8, 1], [32, 4, 1], [4, 16, 1]]
+
+
+def few_locals(ctx: PlanContext) -> list[list[int]]:
+    return [[1, 1, 1], [2, 1, 1], [1, 2, 1]] if ctx.device_kind == "cpu" else local_candidates(ctx)
+
+
+@knob_space(
+    "gemm",
+    {
+        "VEC": "kernel: B gemm_bcast (CPUs), N vector over columns, M vector over rows, L gemm_local, R gemm_reduce",
+        "TM": "rows (output channels) per work-item",
+        "TN": "columns per work-item (N, M) or per work-item tile (L)",
+        "NV": "gemm_bcast: column vectors of 16 per work-item",
+        "WM/WN": "gemm_local: work-group rows / columns",
+        "BK": "gemm_local: reduction depth staged in local memory",
+        "RG": "gemm_reduce: work-items per output row",
+        "UNROLL_K": "reduction loop unroll",
+        "local": "work-group shape",
+    },
+)
+def gemm_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
+    m, n = workload["M"], workload["N"]
+    locals_ = local_candidates(ctx)
+    pairs = [(tm, tn) for tm in (4, 8, 16) for tn in (8, 16) if tn <= 2 * n and fits_registers(tm, tn, ctx)]
+    shapes = [{"VEC": "N", "TM": tm, "TN": tn, "UNROLL_K": 4} for tm, tn in pairs]
+    column_blocks = sorted({pick_column_block(n), min(4, n), min(8, n)})
+    shapes += [{"VEC": "M", "TM": tm, "TN": tn, "UNROLL_K": 4} for tm in (8, 16) for tn in column_blocks
+               if fits_registers(tn, tm, ctx)]  # fmt: skip
+    found = [{**shape, "local": lo} for shape in shapes for lo in locals_]
+    if ctx.device_kind == "cpu":
+        vectors = [nv for nv in (1, 2, 3, 4) if 16 * (nv - 1) < n]  # at most one partial vector
+        rows = [tm for tm in (2, 4, 6, 8, 12, 14, 16) if tm < 2 * m]
+        found += [{"VEC": "B", "TM": tm, "NV": nv, "local": lo} for tm in rows for nv in vectors
+                  for lo in few_locals(ctx) if fits_registers(tm * nv, 16, ctx)]  # fmt: skip
+    elif n < 4:  # gemm_reduce: a work-group per row
+        found += [{"VEC": "R", "RG": group} for group in (32, 64, 128, 256) if group <= ctx.max_work_group_size]
+    elif n >= 16 and m >= 16:  # gemm_local: the work-group shape is part of the tile
+        tiles = [(tm, tn, wm, wn, bk) for tm in (2, 4, 8) for tn in (1, 2, 4)
+                 for wm, wn in ((16, 16), (8, 8), (16, 8), (8, 32)) for bk in (8, 16)]  # fmt: skip
+        found += [{"VEC": "L", "TM": tm, "TN": tn, "WM": wm, "WN": wn, "BK": bk} for tm, tn, wm, wn, bk in tiles
+                  if wm * tm <= 2 * m and wm * wn <= ctx.max_work_group_size]  # fmt: skip
+    return found
+
+
+@knob_space(
+    "depthwise",
+    {
+        "MODE": "block (TY rows x TN columns per work-item), rows (a work-item walks its TY rows), flat (stride 1:"
+        " TN pixels of the flattened plane x TC channels)",
+        "TN": "columns (pixels) per work-item",
+        "TY": "output rows per work-item",
+        "TC": "flat: channels per work-item",
+        "local": "work-group shape",
+    },
+)
+def depthwise_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
+    widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
+    tiles = [(tn, ty) for tn in widths for ty in (1, 2, 4, 8) if fits_registers(ty, tn, ctx)]
+    found = [{"TN": tn, "TY": ty, "local": lo} for tn, ty in tiles for lo in local_candidates(ctx)]
+    two_d = [lo[:2] for lo in few_locals(ctx)]
+    found += [{"MODE": "rows", "TN": tn, "TY": ty, "local": lo} for tn, ty in tiles for lo in two_d]
+    if workload["S"] == 1:  # depthwise_flat (the planner refuses it where the plane is too wide)
+        channels = [tc for tc in (1, 2, 4, 8, 16) if workload["C"] % tc == 0]
+        found += [{"MODE": "flat", "TN": tn, "TC": tc, "local": lo} for tn in (8, 16) for tc in channels
+                  for lo in two_d if fits_registers(tc, tn, ctx)]  # fmt: skip
+    return found
+
+
+@knob_space(
+    "conv2d",
+    {
+        "TM": "output channels per work-item",
+        "TN": "output columns per work-item",
+        "BCAST": "1: each weight a broadcast load (any TM); 0: one vector of TM weights and lane swizzles",
+        "local": "work-group shape",
+    },
+)
+def conv2d_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
+    widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
+    found = [{"TM": tm, "TN": tn, "local": lo} for tm in (4, 8, 16) for tn in widths for lo in local_candidates(ctx)
+             if fits_registers(tm, tn, ctx)]  # fmt: skip
+    rows = [tm for tm in (4, 6, 8, 12, 16) if tm < 2 * workload["Co"]]
+    return found + [{"TM": tm, "TN": tn, "BCAST": 1, "local": lo} for tm in rows for tn in widths
+                    for lo in few_locals(ctx) if fits_registers(tm, tn, ctx)]  # fmt: skip

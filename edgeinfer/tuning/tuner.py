@@ -1,0 +1,226 @@
+"""One tuning run over one or more packs on one OpenCL device (``edgeinfer tune``)."""
+
+from __future__ import annotations
+
+import datetime
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeinfer.backends.opencl.kernels import KNOB_SPACES
+from edgeinfer.backends.opencl.runtime import select_device
+from edgeinfer.pack import read_pack
+from edgeinfer.tuned_configs import ConfigTable, read_table, user_tables_dir, write_table
+from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
+from edgeinfer.tuning.measure import Measurement, Measurer
+from edgeinfer.tuning.records import Record, RecordLog, config_key
+from edgeinfer.tuning.search import SearchState, StopSearch, search
+from edgeinfer.tuning.workloads import TuningTask, collect_tasks, plan_context
+
+# The best few configs and the default are timed again, interleaved, before one enters the table: one lucky
+# measurement on a shared machine must not make a config the winner.
+CONFIRM_TOP, CONFIRM_ROUNDS = 3, 2
+
+
+@dataclass
+class TuneOptions:
+    device: str = "opencl"
+    trials: int = 24  # measured configs per workload (earlier runs' count toward it)
+    time_budget: float | None = None  # seconds for the whole run
+    out: Path | None = None  # table to write; default: the user's table of the device
+    records: Path | None = None  # measurement log; default: beside the table
+    templates: set[str] | None = None
+    search: str = "model"  # or "random"
+    seed: int = 0
+    repeat: int = 10
+    progress: bool = True
+
+
+@dataclass
+class TaskResult:
+    task: TuningTask
+    default_ms: float | None
+    best_config: dict[str, Any] | None
+    best_ms: float | None
+    trials: int
+    invalid: int
+
+
+@dataclass
+class TuneResult:
+    device_key: str
+    table_path: Path
+    records_path: Path
+    results: list[TaskResult] = field(default_factory=list)
+    stopped: str = ""  # why the run stopped early ("" if it finished)
+    tasks: int = 0
+
+
+def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = print) -> TuneResult:
+    """Tune every tunable workload of ``packs`` on ``options.device``; write the best valid, checked config of
+    each into the table. Interrupting (Ctrl-C) or running out of ``time_budget`` keeps what was measured."""
+    if options.search == "model":
+        require_sklearn()
+    device = select_device(options.device)
+    info = device.info
+    out = options.out or user_tables_dir() / "opencl" / f"{info.device_key}.json"
+    records_path = options.records or out.with_name(out.stem + ".records.jsonl")
+    table = read_table(out, "opencl", info.device_key) if out.is_file() else ConfigTable("opencl", info.device_key)
+    table.family, table.isa = info.family, info.isa
+    records = RecordLog(records_path)
+    graphs = {Path(p).stem: read_pack(p) for p in packs}
+    tasks = collect_tasks(graphs, device, options.templates)
+    result = TuneResult(info.device_key, out, records_path, tasks=len(tasks))
+    log(f"tuning {len(tasks)} workloads of {', '.join(graphs)} on {info.spec} {info.name} ({info.isa})")
+    log(f"  table: {out}\n  log:   {records_path}")
+    measurer = Measurer(options.device, repeat=options.repeat)
+    deadline = time.monotonic() + options.time_budget if options.time_budget else None
+    rng = random.Random(options.seed)
+    bar = _progress(len(tasks) * options.trials, options.progress)
+    try:
+        for task in tasks:
+            done = _tune_task(task, device, measurer, records, options, rng, deadline, bar)
+            result.results.append(done)
+            if done.best_config is not None:
+                _enter(table, done, info)
+                write_table(table, out)
+    except (KeyboardInterrupt, StopSearch) as e:
+        result.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else "time budget spent"
+        if table.entries:
+            write_table(table, out)
+    finally:
+        bar.close()
+    return result
+
+
+def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> TaskResult:
+    info = device.info
+    ctx = plan_context(task.graph, device, ConfigTable("opencl", info.device_key))
+    candidates = list({config_key(c): c for c in KNOB_SPACES[task.template].candidates(task.workload, ctx)}.values())
+    state = SearchState(task.workload)
+    for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
+        state.add(record.config, Measurement(record.ms, record.error))
+    bar.set_description(f"{task.template} {task.signature}"[:60])
+
+    def measure(config: dict[str, Any], budgeted: bool = True) -> Measurement:
+        if budgeted and deadline is not None and time.monotonic() > deadline:
+            raise StopSearch()
+        result = measurer.measure(task, config)
+        records.append(_record(task, config, result, info))
+        return result
+
+    def on_measured(config: dict[str, Any], result: Measurement) -> None:
+        bar.update(1)
+        best = state.best
+        bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
+
+    default = _default_config(task, ctx)
+    if default is not None and config_key(default) not in state.measured:
+        state.add(default, measure(default))
+        state.trials += 1
+        on_measured(default, state.measured[config_key(default)][1])
+    already = len(state.measured)
+    search(state, candidates, measure, max(0, options.trials - already + state.trials), strategy=options.search,
+           samples=_training_samples(task.template, records, info.device_key, info.family),
+           rng=rng, on_measured=on_measured)  # fmt: skip
+    bar.update(max(0, options.trials - state.trials))  # a resumed or exhausted task has fewer to do
+    best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False))
+    invalid = sum(not m.valid for _, m in state.measured.values())
+    return TaskResult(task, default_ms, best[0] if best else None, best[1] if best else None, len(state.measured),
+                      invalid)  # fmt: skip
+
+
+def _default_config(task: TuningTask, ctx) -> dict[str, Any] | None:
+    """The planner's heuristic default for the task's node (what the device runs without a table)."""
+    from edgeinfer.backends.opencl.kernels import NoKernel, plan_node
+
+    try:
+        plan = plan_node(task.graph.nodes[0], ctx)
+    except NoKernel:
+        return None
+    return dict(plan.config) if plan.template == task.template else None
+
+
+def _confirm(state: SearchState, default, measure) -> tuple[tuple[dict, float] | None, float | None]:
+    """Time the best few configs and the default again, interleaved; the best of each one's times decides.
+    The default competes, so a table never makes a workload slower than no table."""
+    valid = sorted(((c, m.ms) for c, m in state.measured.values() if m.valid), key=lambda item: item[1])
+    finalists = [c for c, _ in valid[:CONFIRM_TOP]]
+    if default is not None and all(config_key(c) != config_key(default) for c in finalists):
+        finalists.append(default)
+    times = {config_key(c): [ms] for c, ms in valid if any(config_key(c) == config_key(f) for f in finalists)}
+    for _ in range(CONFIRM_ROUNDS if len(finalists) > 1 else 0):
+        for config in finalists:
+            result = measure(config)
+            if result.valid:
+                times.setdefault(config_key(config), []).append(result.ms)
+    scored = [(c, min(times[config_key(c)])) for c in finalists if times.get(config_key(c))]
+    default_ms = min(times[config_key(default)]) if default is not None and times.get(config_key(default)) else None
+    return (min(scored, key=lambda item: item[1]) if scored else None), default_ms
+
+
+def _training_samples(template: str, records: RecordLog, device_key: str, family: str):
+    """The cost model's warm start: every valid record of the template in the log (this device's at full
+    weight, others' lower), and the shipped tables of the device's family (their best configs and times)."""
+    from edgeinfer.tuned_configs import _read_shipped, data_dir
+
+    samples = [(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT)
+               for r in records.records if r.template == template and r.valid]  # fmt: skip
+    for path in sorted((data_dir("tuned_configs") / "opencl").glob("*.json")):
+        table = _read_shipped(path)
+        if table.family != family:
+            continue
+        weight = 1.0 if table.device_key == device_key else OTHER_DEVICE_WEIGHT
+        for entry in table.entries.get(template, {}).values():
+            if entry.get("time_ms"):
+                samples.append((entry["workload"], entry["config"], float(entry["time_ms"]), weight))
+    return samples
+
+
+def _record(task: TuningTask, config: dict, result: Measurement, info) -> Record:
+    from edgeinfer import __version__
+
+    return Record(task.template, dict(task.workload), dict(config), result.ms, info.device_key, result.error,
+                  info.details.get("driver_version", ""), _now(), __version__)  # fmt: skip
+
+
+def _enter(table: ConfigTable, done: TaskResult, info) -> None:
+    from edgeinfer import __version__
+
+    table.add(
+        done.task.template,
+        done.task.workload,
+        done.best_config,
+        time_ms=round(done.best_ms, 4),
+        default_ms=round(done.default_ms, 4) if done.default_ms else None,
+        trials=done.trials,
+        device_key=info.device_key,
+        driver=info.details.get("driver_version", ""),
+        date=_now(),
+        edgeinfer_version=__version__,
+    )
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def set_description(self, text: str) -> None: ...
+    def set_postfix_str(self, text: str) -> None: ...
+    def close(self) -> None: ...
+
+
+def _progress(total: int, wanted: bool):
+    if not wanted:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, unit="trial", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,117 @@
+"""The tunable work of a pack on one device: distinct (template, workload) pairs and a node for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeinfer.backends.opencl import layout
+from edgeinfer.backends.opencl.kernels import KNOB_SPACES, NoKernel, PlanContext, plan_node
+from edgeinfer.backends.opencl.runtime import OpenCLDevice
+from edgeinfer.cpu_isa import isa_class
+from edgeinfer.ir import DEVICE, Graph, Node
+from edgeinfer.tuned_configs import ConfigTable, workload_signature
+
+TUNABLE_OPS = ("Conv", "Gemm", "MatMul", layout.SEPARABLE)
+
+
+@dataclass
+class TuningTask:
+    """One (template, workload) of a pack: ``graph`` is one node that has it, alone (see :func:`single_node`)."""
+
+    template: str
+    workload: dict[str, Any]
+    graph: Graph
+    feeds: dict[str, np.ndarray]
+    models: list[str] = field(default_factory=list)  # the packs that have it (for the report)
+
+    @property
+    def signature(self) -> str:
+        return workload_signature(self.workload)
+
+    @property
+    def key(self) -> str:
+        return f"{self.template}:{self.signature}"
+
+
+class _RecordingTable(ConfigTable):
+    """A table that answers every lookup with the default and remembers the last (template, workload) asked."""
+
+    def lookup(self, template, workload, default):
+        self.asked = (template, dict(workload))
+        return default(), "default"
+
+
+def plan_context(graph: Graph, device: OpenCLDevice, table: ConfigTable) -> PlanContext:
+    info = device.info
+    return PlanContext(graph, table, info.kind, device.device.max_work_group_size, isa=isa_class(info.isa or "simt"))
+
+
+def device_graph(graph: Graph, device: OpenCLDevice) -> Graph:
+    """The graph as the executor plans it on ``device`` (channel-blocked on CPUs)."""
+    return layout.apply(graph) if layout.wanted(device.info.kind) else graph
+
+
+def collect_tasks(
+    graphs: dict[str, Graph], device: OpenCLDevice, templates: set[str] | None = None
+) -> list[TuningTask]:
+    """Distinct tunable (template, workload) pairs of ``graphs`` (name -> pack graph) on ``device``, in the order
+    met; ``templates`` limits them."""
+    tasks: dict[str, TuningTask] = {}
+    for model, pack_graph in graphs.items():
+        graph = device_graph(pack_graph, device)
+        recorder = _RecordingTable("opencl", device.info.device_key)
+        ctx = plan_context(graph, device, recorder)
+        for node in graph.nodes:
+            if node.placement != DEVICE or node.op not in TUNABLE_OPS:
+                continue
+            recorder.asked = None
+            try:
+                plan_node(node, ctx)
+            except NoKernel:
+                continue
+            if recorder.asked is None:
+                continue
+            template, workload = recorder.asked
+            if template not in KNOB_SPACES or (templates and template not in templates):
+                continue
+            key = f"{template}:{workload_signature(workload)}"
+            if key not in tasks:
+                single, feeds = single_node(graph, node)
+                tasks[key] = TuningTask(template, workload, single, feeds)
+            if model not in tasks[key].models:
+                tasks[key].models.append(model)
+    return list(tasks.values())
+
+
+def single_node(graph: Graph, node: Node) -> tuple[Graph, dict[str, np.ndarray]]:
+    """``node`` alone, its non-constant inputs becoming graph inputs with seeded random data (channel-blocked
+    inputs get zero padding lanes, as real blocked tensors have)."""
+    rng = np.random.default_rng(0)
+    inputs = [name for name in dict.fromkeys(node.inputs) if name and name not in graph.constants]
+    names = set(inputs) | {o for o in node.outputs if o}
+    constants = {name: graph.constants[name] for name in node.inputs if name in graph.constants}
+    tensors = {name: graph.tensors[name] for name in names}
+    single = Graph([node], inputs, [o for o in node.outputs if o], tensors, constants, dict(graph.metadata))
+    feeds = {}
+    for name in inputs:
+        info = tensors[name]
+        data = rng.standard_normal(info.shape).astype(info.dtype)
+        if len(info.shape) == 5:  # channel-blocked: which lanes are real is in the node's layout record
+            data = _zero_padding_lanes(data, node, name)
+        feeds[name] = data
+    return single, feeds
+
+
+def _zero_padding_lanes(data: np.ndarray, node: Node, name: str) -> np.ndarray:
+    record = node.attrs.get(layout.LAYOUT_ATTR) or {}
+    channels = dict(zip(node.inputs, record.get("channels", [])))
+    real = channels.get(name, 0)
+    if real:
+        block = data.shape[-1]
+        flat = data.transpose(0, 1, 4, 2, 3).reshape(data.shape[0], -1, *data.shape[2:4])
+        flat[:, real:] = 0
+        data = np.ascontiguousarray(flat.reshape(data.shape[0], -1, block, *data.shape[2:4]).transpose(0, 1, 3, 4, 2))
+    return data
