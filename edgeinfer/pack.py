@@ -17,8 +17,10 @@ are memory-mapped read-only, so loading a pack copies no weights.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
+import stat
 import struct
 import tempfile
 import zlib
@@ -29,26 +31,14 @@ import numpy as np
 
 from edgeinfer.errors import PackError
 from edgeinfer.ir import Graph, MemoryPlan, Node, TensorInfo
+from edgeinfer.validation import header as header_schema
+from edgeinfer.validation.graph import validate_graph
 
 MAGIC = b"EDGEPACK"
 FORMAT_VERSION = 1
 ALIGN = 64
 _PREFIX = struct.Struct("<8sIIQ")  # magic, version, header crc32, header length
-# Dtypes a pack may hold; anything else is refused on read (no object arrays, no pickle).
-_DTYPES = {
-    "float32",
-    "float16",
-    "float64",
-    "int8",
-    "uint8",
-    "int16",
-    "uint16",
-    "int32",
-    "uint32",
-    "int64",
-    "uint64",
-    "bool",
-}
+_DTYPES = header_schema.DTYPES  # anything else is refused on read (no object arrays, no pickle)
 
 
 def _align(n: int) -> int:
@@ -67,11 +57,13 @@ def _encode_attr(value: Any) -> Any:
 
 
 def _decode_attr(value: Any) -> Any:
+    """Tagged arrays back to arrays (``validation.header.check_attr_value`` checked dtype, shape and values)."""
     if isinstance(value, dict) and "__ndarray__" in value:
         spec = value["__ndarray__"]
-        if spec["dtype"] not in _DTYPES:
-            raise PackError(f"attribute array has unsupported dtype {spec['dtype']!r}")
-        return np.array(spec["data"], dtype=spec["dtype"]).reshape(spec["shape"])
+        try:
+            return np.array(spec["data"], dtype=spec["dtype"]).reshape(spec["shape"])
+        except (OverflowError, ValueError) as e:  # e.g. 300 in a uint8 array
+            raise PackError(f"attribute array holds values outside {spec['dtype']}: {e}") from e
     if isinstance(value, list):
         return [_decode_attr(v) for v in value]
     return value
@@ -106,7 +98,7 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
         "format_version": FORMAT_VERSION,
         "inputs": graph.inputs,
         "outputs": graph.outputs,
-        "tensors": {name: info.to_json() for name, info in graph.tensors.items()},
+        "tensors": _tensor_table(graph),
         "nodes": [dict(n.to_json(), attrs={k: _encode_attr(v) for k, v in n.attrs.items()}) for n in graph.nodes],
         "memory_plan": graph.memory_plan.to_json(),
         "metadata": graph.metadata,
@@ -128,15 +120,29 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
         raise
 
 
+def _tensor_table(graph: Graph) -> dict[str, Any]:
+    """The tensor entries, with one for every constant (a reader checks the constants against them)."""
+    table = {name: info.to_json() for name, info in graph.tensors.items()}
+    for name, array in graph.constants.items():
+        table.setdefault(name, {"shape": list(array.shape), "dtype": array.dtype.name})
+    return table
+
+
 def read_pack(path: str | os.PathLike, verify: bool = True) -> Graph:
     """Load a pack; raise :class:`PackError` saying what is wrong for anything that is not a valid pack.
 
-    ``verify`` checks the weights' crc32 (a few milliseconds for a 14 MB model).
+    The header is validated before anything is built from it (``edgeinfer.validation``): a forged pack is
+    refused here, never handed to a kernel. ``verify`` checks the weights' crc32 (a few milliseconds for a
+    14 MB model).
     """
     path = Path(path)
     try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
+        fd = _open_regular(path)
+    except OSError as e:
+        raise PackError(f"cannot read pack {path}: {e.strerror or e}") from e
+    with os.fdopen(fd, "rb") as f:
+        try:
+            size = os.fstat(fd).st_size
             prefix = f.read(_PREFIX.size)
             if len(prefix) < _PREFIX.size or not prefix.startswith(MAGIC):
                 raise PackError(f"{path} is not an edgeinfer pack (no EDGEPACK magic at the start)")
@@ -150,85 +156,62 @@ def read_pack(path: str | os.PathLike, verify: bool = True) -> Graph:
                 raise PackError(f"{path} has invalid pack format version {version}")
             if _PREFIX.size + header_len > size:
                 raise PackError(f"{path} is truncated: header needs {header_len} bytes, file has {size}")
+            if header_len > header_schema.MAX_HEADER_BYTES:
+                raise PackError(f"{path} has a {header_len}-byte header; at most {header_schema.MAX_HEADER_BYTES}")
             header_bytes = f.read(header_len)
-    except OSError as e:
-        raise PackError(f"cannot read pack {path}: {e.strerror or e}") from e
-    if zlib.crc32(header_bytes) != header_crc:
-        raise PackError(f"{path} is corrupt: header checksum mismatch")
-    try:
-        header = json.loads(header_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise PackError(f"{path} is corrupt: header is not valid JSON ({e})") from e
-    data_start = _align(_PREFIX.size + header_len)
-    try:
-        return _graph_from_header(header, path, size, data_start, verify)
-    except PackError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise PackError(f"{path} is corrupt: malformed header ({type(e).__name__}: {e})") from e
+        except OSError as e:
+            raise PackError(f"cannot read pack {path}: {e.strerror or e}") from e
+        if zlib.crc32(header_bytes) != header_crc:
+            raise PackError(f"{path} is corrupt: header checksum mismatch")
+        header = header_schema.parse_header(header_bytes, str(path))
+        data_start = _align(_PREFIX.size + header_len)
+        header_schema.check_header(header, str(path), FORMAT_VERSION, max(size - data_start, 0))
+        graph = _graph_from_header(header, f, path, data_start, verify)
+    validate_graph(graph, str(path))
+    return graph
 
 
-def _graph_from_header(header: dict, path: Path, size: int, data_start: int, verify: bool) -> Graph:
-    if header.get("format") != "edgeinfer.pack":
-        raise PackError(f"{path} header does not describe an edgeinfer pack")
-    data_size = int(header["data"]["size"])
-    if data_start + data_size > size:
-        raise PackError(f"{path} is truncated: expected {data_start + data_size} bytes, file has {size}")
+def _open_regular(path: Path) -> int:
+    """Open ``path`` for reading only if it is a regular file: a FIFO or device would block or never end.
+
+    O_NONBLOCK makes the open itself return at once should the path be swapped for a FIFO after the stat.
+    """
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise PackError(f"{path} is not a regular file (a directory, pipe or device cannot be a pack)")
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise PackError(f"{path} is not a regular file (a directory, pipe or device cannot be a pack)")
+    return fd
+
+
+def _graph_from_header(header: dict, f: Any, path: Path, data_start: int, verify: bool) -> Graph:
+    """Build the graph from a header that ``validation.header.check_header`` accepted."""
+    data_size = header["data"]["size"]
     constants: dict[str, np.ndarray] = {}
     if data_size:
-        with open(path, "rb") as f:
-            mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         data = memoryview(mapped)[data_start : data_start + data_size]
-        if verify and zlib.crc32(data) != int(header["data"]["crc32"]):
+        if verify and zlib.crc32(data) != header["data"]["crc32"]:
             raise PackError(f"{path} is corrupt: weights checksum mismatch")
         for entry in header["constants"]:
-            dtype, shape = str(entry["dtype"]), tuple(int(s) for s in entry["shape"])
-            if dtype not in _DTYPES:
-                raise PackError(f"{path}: constant {entry['name']!r} has unsupported dtype {dtype!r}")
-            start, nbytes = int(entry["offset"]), int(entry["nbytes"])
-            count = int(np.prod(shape, dtype=np.int64))
-            if start < 0 or start + nbytes > data_size or nbytes != count * np.dtype(dtype).itemsize:
-                raise PackError(f"{path} is corrupt: constant {entry['name']!r} lies outside the data section")
-            constants[str(entry["name"])] = np.frombuffer(
-                data, dtype=np.dtype(dtype).newbyteorder("<"), count=count, offset=start
-            ).reshape(shape)
-    tensors = {str(name): TensorInfo.from_json(name, d) for name, d in header["tensors"].items()}
+            dtype, shape = np.dtype(entry["dtype"]).newbyteorder("<"), tuple(entry["shape"])
+            count = math.prod(shape)
+            constants[entry["name"]] = np.frombuffer(data, dtype=dtype, count=count, offset=entry["offset"]).reshape(
+                shape
+            )
+    tensors = {name: TensorInfo.from_json(name, d) for name, d in header["tensors"].items()}
     nodes = []
     for d in header["nodes"]:
         node = Node.from_json(d)
         node.attrs = {k: _decode_attr(v) for k, v in node.attrs.items()}
         nodes.append(node)
-    graph = Graph(
+    return Graph(
         nodes=nodes,
-        inputs=[str(x) for x in header["inputs"]],
-        outputs=[str(x) for x in header["outputs"]],
+        inputs=list(header["inputs"]),
+        outputs=list(header["outputs"]),
         tensors=tensors,
         constants=constants,
-        metadata=dict(header.get("metadata", {})),
-        memory_plan=MemoryPlan.from_json(header.get("memory_plan", {})),
+        metadata=dict(header["metadata"]),
+        memory_plan=MemoryPlan.from_json(header["memory_plan"]),
     )
-    _check_graph(graph, path)
-    return graph
-
-
-def _check_graph(graph: Graph, path: Path) -> None:
-    """Refuse a header whose graph uses unknown ops or refers to tensors that do not exist or are computed too late."""
-    from edgeinfer.ops import OPS  # the op registry; imported here to keep pack.py light to import
-
-    known = set(graph.inputs) | set(graph.constants)
-    for name in graph.inputs:
-        if name not in graph.tensors:
-            raise PackError(f"{path} is corrupt: graph input {name!r} has no tensor entry")
-    for node in graph.nodes:
-        if node.op not in OPS:
-            raise PackError(
-                f"{path}: node {node.name!r} uses op {node.op!r}, which this edgeinfer version does not "
-                "implement (was the pack made by a newer edgeinfer?)"
-            )
-        for name in node.inputs:
-            if name and name not in known:
-                raise PackError(f"{path} is corrupt: node {node.name!r} reads {name!r} before it is computed")
-        known.update(o for o in node.outputs if o)
-    for name in graph.outputs:
-        if name not in known:
-            raise PackError(f"{path} is corrupt: graph output {name!r} is never computed")

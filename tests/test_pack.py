@@ -11,6 +11,7 @@ import pytest
 
 from edgeinfer import PackError
 from edgeinfer.backends import numpy_backend
+from edgeinfer.ir import Node, TensorInfo
 from edgeinfer.pack import FORMAT_VERSION, read_pack, write_pack
 
 
@@ -33,7 +34,9 @@ def test_round_trip_keeps_graph_and_weights(tiny, pack_file):
 
 
 def test_tensor_attributes_round_trip(tiny, tmp_path):
-    tiny.nodes[0].attrs["value"] = np.array([1.5, 2.5], dtype=np.float32)
+    # (on a Constant node: validation refuses attributes that the op does not define)
+    tiny.nodes.insert(0, Node("c0", "Constant", [], ["c"], {"value": np.array([1.5, 2.5], dtype=np.float32)}))
+    tiny.tensors["c"] = TensorInfo("c", (2,), "float32")
     write_pack(tiny, tmp_path / "a.pack")
     value = read_pack(tmp_path / "a.pack").nodes[0].attrs["value"]
     assert value.dtype == np.float32 and value.tolist() == [1.5, 2.5]
