@@ -1,6 +1,7 @@
-"""The channel-blocked layout (NCHW16c) of the OpenCL backend: the layout pass (which nodes go blocked, where
-the conversions sit), every blocked kernel and tile shape against the NumPy backend, and the host fallback of a
-blocked node. Runs on the first usable OpenCL device with the layout forced on (CPU devices use it by default).
+"""The channel-blocked layout (NCHW<B>c) of the OpenCL backend: the block per ISA class, the layout pass (which
+nodes go blocked, where the conversions sit), every blocked kernel and tile shape against the NumPy backend at
+blocks 16, 8 and 4, the register budget of the knob spaces, and the host fallback of a blocked node. Runs on the
+first usable OpenCL device with the layout forced on (CPU devices use it by default).
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 
 from conftest import usable_opencl_device  # noqa: E402
 from edgeinfer.backends import numpy_backend  # noqa: E402
-from edgeinfer.backends.opencl import layout  # noqa: E402
+from edgeinfer.backends.opencl import kernels_blocked, layout  # noqa: E402
+from edgeinfer.cpu_isa import ISA_CLASSES, isa_class  # noqa: E402
 from edgeinfer.ir import Graph, Node, TensorInfo  # noqa: E402
 from edgeinfer.ops import get_op  # noqa: E402
 from edgeinfer.passes.memory_plan import plan_memory  # noqa: E402
@@ -25,6 +27,10 @@ RNG = np.random.default_rng(3)
 @pytest.fixture(autouse=True)
 def blocked_layout(monkeypatch):
     monkeypatch.setenv(layout.LAYOUT_ENV, "nchw16c")
+
+
+def force_block(monkeypatch, block: int) -> None:
+    monkeypatch.setenv(layout.LAYOUT_ENV, f"nchw{block}c")
 
 
 def randn(*shape: int) -> np.ndarray:
@@ -59,23 +65,83 @@ def conv_constants(name: str, co: int, ci: int, k: int) -> dict[str, np.ndarray]
     return {name: randn(co, ci, k, k) * 0.3, f"{name}_b": randn(co)}
 
 
-def test_conversions_round_trip_with_zero_padding():
-    x = randn(2, 20, 3, 5)
-    blocked = layout.to_blocked(x)
-    assert blocked.shape == (2, 2, 3, 5, 16)
-    assert not blocked[:, 1, :, :, 4:].any()  # channels 20..31 are padding
-    np.testing.assert_array_equal(blocked[0, 1, 2, 4, :4], x[0, 16:, 2, 4])
-    np.testing.assert_array_equal(layout.from_blocked(blocked, 20), x)
+@pytest.mark.parametrize("block", layout.BLOCKS)
+def test_conversions_round_trip_with_zero_padding(block):
+    x = randn(2, 3 * block - 2, 3, 5)
+    blocked = layout.to_blocked(x, block)
+    assert blocked.shape == (2, 3, 3, 5, block)
+    assert not blocked[:, 2, :, :, block - 2 :].any()  # the last two channels of the last block are padding
+    np.testing.assert_array_equal(blocked[0, 1, 2, 4], x[0, block : 2 * block, 2, 4])
+    np.testing.assert_array_equal(layout.from_blocked(blocked, 3 * block - 2), x)
 
 
 def test_layout_setting(monkeypatch):
     monkeypatch.delenv(layout.LAYOUT_ENV)
     assert layout.wanted("cpu") and not layout.wanted("gpu")
+    assert layout.block_for("gpu", ISA_CLASSES["simt"]) == 0
     monkeypatch.setenv(layout.LAYOUT_ENV, "nchw16c")
     assert layout.wanted("gpu")
     monkeypatch.setenv(layout.LAYOUT_ENV, "nhwc")
     with pytest.raises(ValueError, match="EDGEINFER_OPENCL_LAYOUT='nhwc'"):
         layout.wanted("cpu")
+
+
+def test_the_block_follows_the_isa_class(monkeypatch):
+    """One block per vector register: 16 on AVX-512, 8 on AVX2/AVX, 4 on SSE/NEON; forced by nchw<B>c."""
+    monkeypatch.delenv(layout.LAYOUT_ENV)
+    expected = {"avx512": 16, "avx2": 8, "avx": 8, "sse": 4, "neon": 4}
+    assert {name: layout.block_for("cpu", isa_class(name)) for name in expected} == expected
+    monkeypatch.setenv(layout.LAYOUT_ENV, "blocked")
+    assert layout.block_for("cpu", isa_class("avx2")) == 8
+    monkeypatch.setenv(layout.LAYOUT_ENV, "nchw8c")
+    assert layout.block_for("cpu", isa_class("avx512")) == 8 and layout.block_for("gpu", ISA_CLASSES["simt"]) == 8
+    monkeypatch.setenv(layout.LAYOUT_ENV, "nchw")
+    assert layout.block_for("cpu", isa_class("avx512")) == 0
+    graph, _ = chain_graph()
+    blocked = layout.for_device(graph, "cpu", isa_class("avx512"))
+    assert blocked is graph
+    monkeypatch.delenv(layout.LAYOUT_ENV)
+    blocked = layout.for_device(graph, "cpu", isa_class("sse"))
+    assert blocked.tensors["e#nchw4c"].shape == (1, 9, 6, 6, 4)  # 16 + 20 channels: 9 blocks of 4
+
+
+@pytest.mark.parametrize("isa", ["avx512", "avx2", "sse", "neon"])
+@pytest.mark.parametrize("block", layout.BLOCKS)
+def test_knob_spaces_and_defaults_fit_the_register_budget(isa, block):
+    """Every config a blocked knob space offers, and the heuristic default, keeps its register tile within the ISA's
+    vector registers; the spaces are not empty, and a larger budget offers larger tiles."""
+    from edgeinfer.backends.opencl.kernels import KNOB_SPACES, PlanContext
+
+    ctx = PlanContext(None, None, "cpu", 4096, isa=isa_class(isa))
+    workloads = {
+        "pw": {"C": 96, "Co": 144, "H": 28, "W": 28, "KH": 1, "KW": 1, "S": 1, "XB": 1},
+        "direct": {"C": 64, "Co": 128, "H": 13, "W": 13, "KH": 3, "KW": 3, "S": 1, "XB": 1},
+        "dw": {"C": 144, "H": 56, "W": 56, "K": 3, "S": 1},
+        "sep": {"C": 32, "Co": 64, "H": 14, "W": 14, "K": 3, "S": 1},
+    }
+    for kind, workload in workloads.items():
+        configs = KNOB_SPACES[f"{kind}{block}"].candidates(workload, ctx)
+        assert configs, (kind, block, isa)
+        needed = [kernels_blocked.registers_needed(kind, config, block, ctx.isa) for config in configs]
+        assert max(needed) <= ctx.isa.registers, (kind, block, isa)
+        default = kernels_blocked.default_tiles(kind, workload, block, ctx.isa)
+        assert kernels_blocked.registers_needed(kind, default, block, ctx.isa) <= ctx.isa.registers
+    wide = KNOB_SPACES[f"pw{block}"].candidates(workloads["pw"], PlanContext(None, None, "cpu", 4096,
+                                                                             isa=isa_class("avx512")))  # fmt: skip
+    narrow = KNOB_SPACES[f"pw{block}"].candidates(workloads["pw"], ctx)
+    assert max(c["TP"] * c["NB"] for c in narrow) <= max(c["TP"] * c["NB"] for c in wide)
+
+
+def test_register_budget_counts_vectors_per_block():
+    """A 16-wide block is two AVX2 registers: the AVX-512 default 12 x 2 spills there, so the default shrinks."""
+    avx2, avx512 = isa_class("avx2"), isa_class("avx512")
+    tile = {"TP": 12, "NB": 2}
+    assert kernels_blocked.registers_needed("pw", tile, 16, avx512) == 26
+    assert kernels_blocked.registers_needed("pw", tile, 16, avx2) == 53  # 2 x (24 + 2) + the broadcast
+    workload = {"C": 96, "Co": 144, "H": 28, "W": 28}
+    assert kernels_blocked.default_tiles("pw", workload, 16, avx512) == tile
+    assert kernels_blocked.default_tiles("pw", workload, 8, avx2) == {"TP": 6, "NB": 2}
+    assert kernels_blocked.default_tiles("pw", workload, 16, avx2) == {"TP": 6, "NB": 1}
 
 
 def chain_graph():
@@ -96,42 +162,48 @@ def chain_graph():
     return build_graph(nodes, feeds, constants), feeds
 
 
-def test_layout_pass_blocks_conv_chains_and_converts_at_their_edges():
+@pytest.mark.parametrize("block", [16, 8])
+def test_layout_pass_blocks_conv_chains_and_converts_at_their_edges(block):
     graph, _ = chain_graph()
     before = [(node.name, list(node.inputs), list(node.outputs)) for node in graph.nodes]
-    blocked = layout.apply(graph)
+    blocked = layout.apply(graph, block)
     assert [(node.name, node.inputs, node.outputs) for node in graph.nodes] == before  # the pack's graph unchanged
     ops = {node.name: node for node in blocked.nodes}
     for name in ("pw", "depthwise", "add", "other", "concat"):
-        assert layout.LAYOUT_ATTR in ops[name].attrs, name
-    assert blocked.tensors["e#nchw16c"].shape == (1, 3, 6, 6, 16)  # 16 + 20 channels: 3 blocks
+        assert layout.LAYOUT_ATTR in ops[name].attrs and ops[name].attrs[layout.LAYOUT_ATTR]["block"] == block, name
+    suffix = f"#nchw{block}c"
+    assert blocked.tensors["e" + suffix].shape == (1, -(-36 // block), 6, 6, block)  # 16 + 20 channels
     # Div may turn the padding lanes into inf/NaN: it reads plain, through one conversion; the last conv then
     # has a plain input and no blocked reader, so it stays plain.
     assert ops["e::to_nchw"].op == layout.FROM_BLOCKED and ops["div"].inputs[0] == "e"
     assert layout.LAYOUT_ATTR not in ops["last"].attrs and ops["last"].outputs == ["y"]
-    assert set(blocked.memory_plan.offsets) >= {"a#nchw16c", "e#nchw16c", "e"}
+    assert set(blocked.memory_plan.offsets) >= {"a" + suffix, "e" + suffix, "e"}
 
 
-def test_concat_with_a_ragged_input_before_the_last_stays_plain():
+@pytest.mark.parametrize("block", [16, 8])
+def test_concat_with_a_ragged_input_before_the_last_stays_plain(block):
     feeds = {"x": randn(1, 8, 4, 4)}
     constants = {**conv_constants("w1", 20, 8, 1), **conv_constants("w2", 16, 8, 1)}
     nodes = [conv("a", "x", "w1", "a"), conv("b", "x", "w2", "b"),
              Node("concat", "Concat", ["a", "b"], ["y"], {"axis": 1})]  # fmt: skip
     graph = build_graph(nodes, feeds, constants)
-    assert layout.choose_blocked(graph) == {}  # two isolated convs once the Concat cannot join
+    assert layout.choose_blocked(graph, block) == {}  # two isolated convs once the Concat cannot join
+    assert layout.choose_blocked(graph, 4)  # 20 channels are 5 whole blocks of 4
 
 
 @needs_device
-def test_chain_matches_numpy_with_conversions_and_a_host_fallback(monkeypatch):
+@pytest.mark.parametrize("block", layout.BLOCKS)
+def test_chain_matches_numpy_with_conversions_and_a_host_fallback(block, monkeypatch):
     from edgeinfer.backends import opencl
     from edgeinfer.backends.opencl import kernels
     from edgeinfer.backends.opencl.kernels import NoKernel
 
+    force_block(monkeypatch, block)
     graph, feeds = chain_graph()
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
     executable = opencl.prepare(graph, DEVICE.spec)
     rows = {row["name"]: row for row in executable.explain()}
-    assert rows["pw"]["kernel"] == "pw16" and rows["depthwise"]["kernel"] == "dw16"
+    assert rows["pw"]["kernel"] == f"pw{block}" and rows["depthwise"]["kernel"] == f"dw{block}"
     assert rows["e::to_nchw"]["kernel"] == "layout"
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
 
@@ -147,39 +219,41 @@ def test_chain_matches_numpy_with_conversions_and_a_host_fallback(monkeypatch):
 # (kind, C, Co, H, W, attrs, config, batch, residual): every knob, partial pixel tiles, ragged channel blocks and
 # NB groups, strides, padding, dilation; "plain" reads a plain input (the stem case).
 CASES = [
-    ("pw16", 16, 40, 5, 7, {}, {"TP": 12, "NB": 2}, 1, False),
-    ("pw16", 20, 24, 5, 7, {}, {"TP": 7, "NB": 3}, 2, True),
-    ("pw16", 48, 16, 3, 3, {}, {"TP": 4, "NB": 1}, 1, True),
-    ("direct16", 16, 40, 9, 11, {"pads": [1, 1, 1, 1]}, {"TP": 6, "NB": 2}, 2, True),
-    ("direct16", 24, 16, 9, 11, {"pads": [0, 2, 1, 0], "strides": [2, 2]}, {"TP": 4, "NB": 1}, 1, False),
-    ("direct16", 16, 32, 9, 11, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, {"TP": 8, "NB": 3}, 1, True),
+    ("pw", 16, 40, 5, 7, {}, {"TP": 12, "NB": 2}, 1, False),
+    ("pw", 20, 24, 5, 7, {}, {"TP": 7, "NB": 3}, 2, True),
+    ("pw", 48, 16, 3, 3, {}, {"TP": 4, "NB": 1}, 1, True),
+    ("direct", 16, 40, 9, 11, {"pads": [1, 1, 1, 1]}, {"TP": 6, "NB": 2}, 2, True),
+    ("direct", 24, 16, 9, 11, {"pads": [0, 2, 1, 0], "strides": [2, 2]}, {"TP": 4, "NB": 1}, 1, False),
+    ("direct", 16, 32, 9, 11, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, {"TP": 8, "NB": 3}, 1, True),
     ("plain", 3, 32, 15, 15, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, {"TP": 6, "NB": 2}, 2, False),
-    ("dw16", 16, 16, 9, 11, {"pads": [1, 1, 1, 1]}, {"TW": 4, "TY": 2}, 2, True),
-    ("dw16", 40, 40, 9, 11, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, {"TW": 8, "TY": 1}, 1, False),
-    ("dw16", 24, 24, 12, 12, {"pads": [2, 2, 2, 2]}, {"TW": 2, "TY": 4}, 1, True),
-    ("dw16", 16, 16, 9, 9, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, {"TW": 4, "TY": 1}, 1, False),
+    ("dw", 16, 16, 9, 11, {"pads": [1, 1, 1, 1]}, {"TW": 4, "TY": 2}, 2, True),
+    ("dw", 40, 40, 9, 11, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, {"TW": 8, "TY": 1}, 1, False),
+    ("dw", 24, 24, 12, 12, {"pads": [2, 2, 2, 2]}, {"TW": 2, "TY": 4}, 1, True),
+    ("dw", 16, 16, 9, 9, {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, {"TW": 4, "TY": 1}, 1, False),
 ]
 
 
 @needs_device
+@pytest.mark.parametrize("block", layout.BLOCKS)
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]}-{c[1]}-{c[2]}-{c[6]}" for c in CASES])
-def test_every_blocked_kernel_variant_matches_numpy(case, monkeypatch):
+def test_every_blocked_kernel_variant_matches_numpy(case, block, monkeypatch):
     """A first conv (pointwise, so that its output is blocked, or none for "plain") feeds the conv under test,
     which adds a residual Z when asked and ends in a Relu; a last pointwise conv gives the blocked output a
-    blocked reader (not fused with a depthwise conv under test: conv_sep16 has its own test). Forced to the case's
+    blocked reader (not fused with a depthwise conv under test: conv_sep_blocked has its own test). Forced to the case's
     config through the tuner's overrides."""
     from edgeinfer.backends import opencl
 
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 0)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 0)
+    force_block(monkeypatch, block)
 
     kind, c, co, h, w, attrs, config, batch, residual = case
     feeds = {"x": randn(batch, c, h, w)}
-    k = 1 if kind == "pw16" else 3
-    constants = conv_constants("wt", co, 1 if kind == "dw16" else c, k)
+    k = 1 if kind == "pw" else 3
+    constants = conv_constants("wt", co, 1 if kind == "dw" else c, k)
     constants.update(conv_constants("first", c, c, 1))
     constants.update(conv_constants("last", 16, co, 1))
     attrs = {**attrs, "activation": "relu"}
-    if kind == "dw16":
+    if kind == "dw":
         attrs["group"] = c
     nodes = [] if kind == "plain" else [conv("first", "x", "first", "a")]
     source = "x" if kind == "plain" else "a"
@@ -190,7 +264,7 @@ def test_every_blocked_kernel_variant_matches_numpy(case, monkeypatch):
     nodes += [conv("under_test", source, "wt", "b", "z" if residual else "", **attrs), conv("last", "b", "last", "y")]
     graph = build_graph(nodes, feeds, constants)
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
-    template = "direct16" if kind == "plain" else kind
+    template = f"{'direct' if kind == 'plain' else kind}{block}"
     executable = opencl.prepare(graph, DEVICE.spec, overrides={template: config})
     row = next(row for row in executable.explain() if row["name"] == "under_test")
     assert row["kernel"] == template and row["config_source"] == "override", row
@@ -207,9 +281,11 @@ def test_every_blocked_kernel_variant_matches_numpy(case, monkeypatch):
     {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"},
     {"mode": "nearest"},
 ])  # fmt: skip
-def test_max_pool_and_nearest_resize_run_blocked(pool, resize):
+@pytest.mark.parametrize("block", [8, 4])  # block 16: test_opencl.py's models (YOLOX-nano's SPP pools and FPN)
+def test_max_pool_and_nearest_resize_run_blocked(pool, resize, block, monkeypatch):
     from edgeinfer.backends import opencl
 
+    force_block(monkeypatch, block)
     feeds = {"x": randn(2, 16, 11, 13)}
     constants = {**conv_constants("w1", 24, 16, 1), **conv_constants("w2", 8, 24, 1)}
     constants["scales"] = np.array([1, 1, 2, 1.5], np.float32)
@@ -223,7 +299,7 @@ def test_max_pool_and_nearest_resize_run_blocked(pool, resize):
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
     executable = opencl.prepare(graph, DEVICE.spec)
     kernels = {row["name"]: row["kernel"] for row in executable.explain()}
-    assert kernels["pool"] == "pool16" and kernels["resize"] == "resize16", kernels
+    assert kernels["pool"] == f"pool{block}" and kernels["resize"] == f"resize{block}", kernels
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
 
 
@@ -264,9 +340,9 @@ def test_separable_pairs_fuse_into_one_node():
 
 def test_separable_pairs_stay_apart_when_the_output_is_wide_or_read_twice(monkeypatch):
     wide, _ = separable_graph(16, 40, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False)
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 2)  # 40 channels: 3 output blocks
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 32)  # 40 channels: 3 output blocks
     assert not any(node.op == layout.SEPARABLE for node in layout.apply(wide).nodes)
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 4)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 64)
     shared, _ = separable_graph(16, 16, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False, extra_reader=True)
     assert not any(node.op == layout.SEPARABLE for node in layout.apply(shared).nodes)
 
@@ -283,16 +359,18 @@ SEPARABLE_CASES = [
 
 
 @needs_device
+@pytest.mark.parametrize("block", layout.BLOCKS)
 @pytest.mark.parametrize("case", SEPARABLE_CASES, ids=[f"{c[0]}-{c[1]}-{c[5]}" for c in SEPARABLE_CASES])
-def test_separable_kernel_variants_match_numpy(case):
+def test_separable_kernel_variants_match_numpy(case, block, monkeypatch):
     from edgeinfer.backends import opencl
 
+    force_block(monkeypatch, block)
     c, co, h, w, dw_attrs, config, batch, residual = case
     graph, feeds = separable_graph(c, co, h, w, dw_attrs, batch, residual)
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
-    executable = opencl.prepare(graph, DEVICE.spec, overrides={"sep16": config})
+    executable = opencl.prepare(graph, DEVICE.spec, overrides={f"sep{block}": config})
     row = next(row for row in executable.explain() if row["name"] == "dw+pw")
-    assert row["kernel"] == "sep16" and row["config_source"] == "override", row
+    assert row["kernel"] == f"sep{block}" and row["config_source"] == "override", row
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
 
 
@@ -318,18 +396,19 @@ def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
 @pytest.mark.parametrize("op, attrs", [
     ("GlobalAveragePool", {}), ("GlobalMaxPool", {}), ("AveragePool", {"kernel_shape": [5, 7]}),
 ])  # fmt: skip
-@pytest.mark.parametrize("on_host", [False, True])
-def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, monkeypatch):
+@pytest.mark.parametrize("on_host, block", [(False, 16), (False, 8), (False, 4), (True, 8)])
+def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, block, monkeypatch):
     from edgeinfer.backends import opencl
     from edgeinfer.backends.opencl import kernels
     from edgeinfer.backends.opencl.kernels import NoKernel
 
+    force_block(monkeypatch, block)
     feeds = {"x": randn(2, 8, 5, 7)}
     constants = conv_constants("w1", 20, 8, 1)  # 20 channels: a ragged last block
     graph = build_graph([conv("first", "x", "w1", "a"), Node("pool", op, ["a"], ["y"], attrs)], feeds, constants)
-    blocked = layout.apply(graph)
+    blocked = layout.apply(graph, block)
     pool = next(node for node in blocked.nodes if node.name == "pool")
-    assert pool.inputs == ["a#nchw16c"] and pool.outputs == ["y"]  # no conversion of the large input
+    assert pool.inputs == [f"a#nchw{block}c"] and pool.outputs == ["y"]  # no conversion of the large input
     assert not any(node.op == layout.FROM_BLOCKED for node in blocked.nodes)
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
     if on_host:
@@ -340,5 +419,5 @@ def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, monkeypat
         monkeypatch.setitem(kernels.BLOCKED_PLANNERS, op, refuse)
     executable = opencl.prepare(graph, DEVICE.spec)
     row = next(row for row in executable.explain() if row["name"] == "pool")
-    assert row["kernel"] == ("numpy" if on_host else "pool16"), row
+    assert row["kernel"] == ("numpy" if on_host else f"pool{block}"), row
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-6

@@ -1,17 +1,26 @@
-// Convolutions on the channel-blocked layout NCHW16c: a tensor [N][C][H][W] is stored as
-// [N][ceil(C/16)][H][W][16], the 16 channels of one block and one pixel being one float16 vector (lanes past C
-// hold finite values that no kernel reads back into a real channel). On CPUs (PoCL) this turns depthwise taps
-// into aligned vector loads without masks and lets a 1x1 or kxk conv broadcast one input value against a vector
-// of 16 output channels' weights: ~2.5x faster depthwise layers and 400+ GFLOP/s GEMMs on the development VM
-// (docs/notes-opencl.md, session 3). The layout pass (edgeinfer/backends/opencl/layout.py) decides which
-// tensors are blocked and inserts the conversions.
+// Convolutions on the channel-blocked layout NCHWxc: a tensor [N][C][H][W] is stored as
+// [N][ceil(C/BLOCK)][H][W][BLOCK], the BLOCK channels of one block and one pixel being one floatB vector (lanes
+// past C hold finite values that no kernel reads back into a real channel). BLOCK (a -D define: 4, 8 or 16) is the
+// CPU's vector width, chosen per device by layout.py: 16 on AVX-512, 8 on AVX2, 4 on SSE/NEON. On CPUs (PoCL)
+// this turns depthwise taps into aligned vector loads without masks and lets a 1x1 or kxk conv broadcast one
+// input value against a vector of BLOCK output channels' weights: ~2.5x faster depthwise layers and 400+ GFLOP/s
+// GEMMs on the development VM at BLOCK 16 (docs/notes-opencl.md, session 3). The layout pass
+// (edgeinfer/backends/opencl/layout.py) decides which tensors are blocked and inserts the conversions.
 //
 // Every conv kernel: Y = act(conv(X) + bias + Z) (FUSED_EPILOGUE), Y and Z blocked. Weights are packed by
-// kernels_blocked.py with 16 output channels innermost and zero rows for the padded output channels.
-// Knobs: TP pixels x NB output-channel blocks per work-item (conv_pw16, conv_direct16); TW pixels x TY rows
-// (conv_dw16). IN_BLOCKED: X blocked (1) or plain NCHW (0, e.g. a 3-channel image into the stem).
+// kernels_blocked.py with BLOCK output channels innermost and zero rows for the padded output channels.
+// Knobs: TP pixels x NB output-channel blocks per work-item (conv_pw_blocked, conv_direct_blocked); TW pixels x TY
+// rows (conv_dw_blocked). IN_BLOCKED: X blocked (1) or plain NCHW (0, e.g. a 3-channel image into the stem).
 
-// ACT (ACT_D: the depthwise part of conv_sep16), when the planner defines it, is the activation code of the conv:
+#if BLOCK != 4 && BLOCK != 8 && BLOCK != 16
+#error "BLOCK must be 4, 8 or 16"
+#endif
+// One block of one pixel: a vector of BLOCK floats, its loads and stores.
+#define floatB CAT(float, BLOCK)
+#define vloadB CAT(vload, BLOCK)
+#define vstoreB CAT(vstore, BLOCK)
+
+// ACT (ACT_D: the depthwise part of conv_sep_blocked), when the planner defines it, is the activation code of the conv:
 // the epilogue then compiles to that one case. The runtime switch over every activation costs even a ReLU conv
 // (measured on PoCL: a depthwise layer 0.071 ms with the switch, 0.054 ms without) and a SiLU one more.
 #ifdef ACT
@@ -27,50 +36,50 @@
 
 #define BLOCKED_STORE(v, Y, Z, at, has_z, act, p0, p1)                           \
     {                                                                             \
-        float16 s_ = (v);                                                         \
-        FUSED_EPILOGUE(float16, s_, vload16((at), (Z)), has_z, ACT_OF(act), p0, p1) \
-        vstore16(s_, (at), (Y));                                                  \
+        floatB s_ = (v);                                                         \
+        FUSED_EPILOGUE(floatB, s_, vloadB((at), (Z)), has_z, ACT_OF(act), p0, p1) \
+        vstoreB(s_, (at), (Y));                                                  \
     }
 
 #ifdef TP
 #if IN_BLOCKED
-#define X_PLANE_FLOATS(C, P) ((size_t)(((C) + 15) / 16) * (P) * 16)
-#define XS 16  // distance between neighbouring pixels of one channel
+#define X_PLANE_FLOATS(C, P) ((size_t)(((C) + BLOCK - 1) / BLOCK) * (P) * BLOCK)
+#define XS BLOCK  // distance between neighbouring pixels of one channel
 #else
 #define X_PLANE_FLOATS(C, P) ((size_t)(C) * (P))
 #define XS 1
 #endif
 
-// The NB x TP accumulators' k-loop of a 1x1 conv: channel k of pixels p0.., times 16 output channels each.
+// The NB x TP accumulators' k-loop of a 1x1 conv: channel k of pixels p0.., times BLOCK output channels each.
 // COND(t) says whether pixel t is inside the tensor (constant-true on whole blocks, so it unrolls away).
 #define POINTWISE_K_LOOP(COND)                                                              \
     for (int k = 0; k < C; ++k) {                                                           \
         __global const float *xs = X + X_AT(k, p0);                                         \
-        float16 wv[NB];                                                                     \
-        _Pragma("unroll") for (int j = 0; j < NB; ++j) wv[j] = vload16((cb0 + j) * C + k, Wt); \
+        floatB wv[NB];                                                                     \
+        _Pragma("unroll") for (int j = 0; j < NB; ++j) wv[j] = vloadB((cb0 + j) * C + k, Wt); \
         _Pragma("unroll") for (int t = 0; t < TP; ++t) {                                    \
             if (COND(t)) {                                                                  \
-                const float16 xb = (float16)(xs[t * XS]);                                   \
+                const floatB xb = (floatB)(xs[t * XS]);                                   \
                 _Pragma("unroll") for (int j = 0; j < NB; ++j) acc[j][t] = fma(xb, wv[j], acc[j][t]); \
             }                                                                               \
         }                                                                                   \
     }
 #if IN_BLOCKED
-#define X_AT(k, p) ((((size_t)((k) >> 4) * P + (p)) << 4) + ((k) & 15))
+#define X_AT(k, p) (((size_t)((k) / BLOCK) * P + (p)) * BLOCK + (k) % BLOCK)
 #else
 #define X_AT(k, p) ((size_t)(k) * P + (p))
 #endif
 // Declares the NB x TP accumulators acc of output blocks cb0.., each starting at its block's bias.
 #define BIAS_TILE(acc)                                                                       \
-    float16 acc[NB][TP];                                                                     \
+    floatB acc[NB][TP];                                                                     \
     _Pragma("unroll") for (int j_ = 0; j_ < NB; ++j_) {                                      \
-        const float16 b_ = vload16(cb0 + j_, bias);                                          \
+        const floatB b_ = vloadB(cb0 + j_, bias);                                          \
         _Pragma("unroll") for (int t_ = 0; t_ < TP; ++t_) acc[j_][t_] = b_;                  \
     }
 #define ALWAYS(t) 1
 #define INSIDE(t) ((t) < np)
 
-// The kernels that walk one output row in chunks of TP pixels for NB output blocks (conv_direct16, conv_sep16).
+// The kernels that walk one output row in chunks of TP pixels for NB output blocks (conv_direct_blocked, conv_sep_blocked).
 // Work: dim 0 = output rows, dim 1 = groups of NB output blocks, dim 2 = batch; X advances X_FLOATS per image.
 #define ROW_WALK_BEGIN(X_FLOATS)                                 \
     const int oy = get_global_id(0);                             \
@@ -79,8 +88,8 @@
     if (oy >= Ho || cb0 >= CBO)                                  \
         return;                                                  \
     X += n * (X_FLOATS);                                         \
-    Y += (size_t)n * CBO * Ho * Wo * 16;                         \
-    Z += (size_t)n * CBO * Ho * Wo * 16;
+    Y += (size_t)n * CBO * Ho * Wo * BLOCK;                         \
+    Z += (size_t)n * CBO * Ho * Wo * BLOCK;
 // One chunk's accumulators (at the bias), its pixel count np, its first input column ix0, and whether every tap
 // of it falls inside the row (the chunk then skips the column checks).
 #define ROW_CHUNK_BEGIN(ox0)                                                                         \
@@ -97,7 +106,7 @@
 
 // 1x1 convolution, stride 1, no padding: P = H*W pixels in a row, no row ends to care about.
 // Work: dim 0 = pixel blocks of TP, dim 1 = output channel block groups of NB, dim 2 = batch.
-__kernel void conv_pw16(__global const float *restrict X, __global const float *restrict Wt,
+__kernel void conv_pw_blocked(__global const float *restrict X, __global const float *restrict Wt,
                         __global const float *restrict bias, __global const float *restrict Z,
                         __global float *restrict Y, int C, int P, int CBO, int has_z, int act, float p0_,
                         float p1_)
@@ -108,8 +117,8 @@ __kernel void conv_pw16(__global const float *restrict X, __global const float *
     if (p0 >= P || cb0 >= CBO)
         return;
     X += n * X_PLANE_FLOATS(C, P);
-    Y += (size_t)n * CBO * P * 16;
-    Z += (size_t)n * CBO * P * 16;
+    Y += (size_t)n * CBO * P * BLOCK;
+    Z += (size_t)n * CBO * P * BLOCK;
     BIAS_TILE(acc)
     const int np = min(TP, P - p0);
     if (np == TP) {
@@ -118,7 +127,7 @@ __kernel void conv_pw16(__global const float *restrict X, __global const float *
         POINTWISE_K_LOOP(INSIDE)
     }
     // Unrolled with guards, not loops to np: indexing acc with a loop bound known only at run time cost
-    // conv_direct16 ~4% of SqueezeNet (its stores were such loops until session 4).
+    // conv_direct_blocked ~4% of SqueezeNet (its stores were such loops until session 4).
 #pragma unroll
     for (int j = 0; j < NB; ++j)
 #pragma unroll
@@ -129,8 +138,8 @@ __kernel void conv_pw16(__global const float *restrict X, __global const float *
 
 // Direct KHxKW convolution (group 1), any stride, padding and dilation. A work-item walks one output row in
 // chunks of TP pixels for NB output-channel blocks; chunks whose taps all fall inside the row skip the column
-// checks. Weights: [CBO][KH][C][KW][16]. Work: dim 0 = output rows, dim 1 = block groups of NB, dim 2 = batch.
-__kernel void conv_direct16(__global const float *restrict X, __global const float *restrict Wt,
+// checks. Weights: [CBO][KH][C][KW][BLOCK]. Work: dim 0 = output rows, dim 1 = block groups of NB, dim 2 = batch.
+__kernel void conv_direct_blocked(__global const float *restrict X, __global const float *restrict Wt,
                             __global const float *restrict bias, __global const float *restrict Z,
                             __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int CBO, int pad_t,
                             int pad_l, int has_z, int act, float p0_, float p1_)
@@ -145,17 +154,17 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
                 continue;
             for (int ci = 0; ci < C; ++ci) {
                 __global const float *row = X + X_AT(ci, iy * W);
-                __global const float *wk = Wt + ((((size_t)cb0 * KH + kh) * C + ci) * KW) * 16;
+                __global const float *wk = Wt + ((((size_t)cb0 * KH + kh) * C + ci) * KW) * BLOCK;
 #pragma unroll
                 for (int kw = 0; kw < KW; ++kw) {
-                    float16 wv[NB];
+                    floatB wv[NB];
 #pragma unroll
                     for (int j = 0; j < NB; ++j)
-                        wv[j] = vload16((size_t)j * KH * C * KW + kw, wk);
+                        wv[j] = vloadB((size_t)j * KH * C * KW + kw, wk);
                     if (interior) {
 #pragma unroll
                         for (int t = 0; t < TP; ++t) {
-                            const float16 xb = (float16)(row[(ix0 + t * SW + kw * DW) * XS]);
+                            const floatB xb = (floatB)(row[(ix0 + t * SW + kw * DW) * XS]);
 #pragma unroll
                             for (int j = 0; j < NB; ++j)
                                 acc[j][t] = fma(xb, wv[j], acc[j][t]);
@@ -165,7 +174,7 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
                         for (int t = 0; t < TP; ++t) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W) {
-                                const float16 xb = (float16)(row[ix * XS]);
+                                const floatB xb = (floatB)(row[ix * XS]);
 #pragma unroll
                                 for (int j = 0; j < NB; ++j)
                                     acc[j][t] = fma(xb, wv[j], acc[j][t]);
@@ -184,8 +193,8 @@ __kernel void conv_direct16(__global const float *restrict X, __global const flo
 // Depthwise KHxKW convolution on blocked X (CB blocks): one work-item computes TY output rows of one channel
 // block, walking the columns in chunks of TW pixels. Interior chunks load each input pixel of a row once
 // ((TW-1)*SW + KW aligned vector loads for TW*KW FMAs); edge chunks check every tap.
-// Weights: [CB][KH*KW][16]. Work: dim 0 = row blocks of TY, dim 1 = channel blocks, dim 2 = batch.
-__kernel void conv_dw16(__global const float *restrict X, __global const float *restrict Wt,
+// Weights: [CB][KH*KW][BLOCK]. Work: dim 0 = row blocks of TY, dim 1 = channel blocks, dim 2 = batch.
+__kernel void conv_dw_blocked(__global const float *restrict X, __global const float *restrict Wt,
                         __global const float *restrict bias, __global const float *restrict Z,
                         __global float *restrict Y, int CB, int H, int W, int Ho, int Wo, int pad_t, int pad_l,
                         int has_z, int act, float p0_, float p1_)
@@ -195,15 +204,15 @@ __kernel void conv_dw16(__global const float *restrict X, __global const float *
     const int n = get_global_id(2);
     if (oy0 >= Ho || cb >= CB)
         return;
-    float16 w[KH * KW];
+    floatB w[KH * KW];
 #pragma unroll
     for (int k = 0; k < KH * KW; ++k)
-        w[k] = vload16(cb * KH * KW + k, Wt);
-    const float16 b = vload16(cb, bias);
-    X += ((size_t)n * CB + cb) * H * W * 16;
+        w[k] = vloadB(cb * KH * KW + k, Wt);
+    const floatB b = vloadB(cb, bias);
+    X += ((size_t)n * CB + cb) * H * W * BLOCK;
     const size_t out_plane = ((size_t)n * CB + cb) * Ho * Wo;
     for (int ox0 = 0; ox0 < Wo; ox0 += TW) {
-        float16 acc[TY][TW];
+        floatB acc[TY][TW];
 #pragma unroll
         for (int u = 0; u < TY; ++u)
 #pragma unroll
@@ -219,11 +228,11 @@ __kernel void conv_dw16(__global const float *restrict X, __global const float *
                 const int iy = (oy0 + u) * SH - pad_t + kh * DH;
                 if (iy < 0 || iy >= H)
                     continue;
-                __global const float *row = X + (size_t)iy * W * 16;
+                __global const float *row = X + (size_t)iy * W * BLOCK;
                 if (interior && DW == 1) {
 #pragma unroll
                     for (int i = 0; i < (TW - 1) * SW + KW; ++i) {
-                        const float16 x = vload16(ix0 + i, row);
+                        const floatB x = vloadB(ix0 + i, row);
 #pragma unroll
                         for (int t = 0; t < TW; ++t) {
                             const int kw = i - t * SW;
@@ -238,7 +247,7 @@ __kernel void conv_dw16(__global const float *restrict X, __global const float *
                         for (int kw = 0; kw < KW; ++kw) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                acc[u][t] = fma(w[kh * KW + kw], vload16(ix, row), acc[u][t]);
+                                acc[u][t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[u][t]);
                         }
                 }
             }
@@ -257,41 +266,41 @@ __kernel void conv_dw16(__global const float *restrict X, __global const float *
 #ifdef SEP
 // A depthwise-separable pair in one pass: Y = act(pointwise(act_d(depthwise(X) + bias_d)) + bias + Z). The
 // depthwise output never reaches memory: a work-item computes it for TP pixels of one output row, one channel
-// block at a time, and feeds its 16 lanes straight into the NB x TP pointwise accumulators (as conv_pw16 does
+// block at a time, and feeds its BLOCK lanes straight into the NB x TP pointwise accumulators (as conv_pw_blocked does
 // with its input). Groups of NB output blocks each recompute the depthwise part, so layout.py fuses only pairs
 // with few output blocks. Padded depthwise channels come out finite (zero weights and bias) and meet zero rows
-// of Wp. Wd: [CB][KH*KW][16]; Wp: [CBO'][CB*16][16]. Work: dim 0 = output rows, dim 1 = groups of NB output
+// of Wp. Wd: [CB][KH*KW][BLOCK]; Wp: [CBO'][CB*BLOCK][BLOCK]. Work: dim 0 = output rows, dim 1 = groups of NB output
 // blocks, dim 2 = batch.
-__kernel void conv_sep16(__global const float *restrict X, __global const float *restrict Wd,
+__kernel void conv_sep_blocked(__global const float *restrict X, __global const float *restrict Wd,
                          __global const float *restrict bias_d, __global const float *restrict Wp,
                          __global const float *restrict bias, __global const float *restrict Z,
                          __global float *restrict Y, int CB, int H, int W, int Ho, int Wo, int CBO, int pad_t,
                          int pad_l, int act_d, float d0_, float d1_, int has_z, int act, float p0_, float p1_)
 {
-    ROW_WALK_BEGIN((size_t)CB * H * W * 16)
-    const int K = CB * 16;  // pointwise input channels, padding included
+    ROW_WALK_BEGIN((size_t)CB * H * W * BLOCK)
+    const int K = CB * BLOCK;  // pointwise input channels, padding included
     for (int ox0 = 0; ox0 < Wo; ox0 += TP) {
         ROW_CHUNK_BEGIN(ox0)
         for (int cb = 0; cb < CB; ++cb) {
-            float16 d[TP];
-            const float16 bd = vload16(cb, bias_d);
+            floatB d[TP];
+            const floatB bd = vloadB(cb, bias_d);
 #pragma unroll
             for (int t = 0; t < TP; ++t)
                 d[t] = bd;
-            __global const float *plane = X + (size_t)cb * H * W * 16;
+            __global const float *plane = X + (size_t)cb * H * W * BLOCK;
             for (int kh = 0; kh < KH; ++kh) {
                 const int iy = oy * SH - pad_t + kh * DH;
                 if (iy < 0 || iy >= H)
                     continue;
-                __global const float *row = plane + (size_t)iy * W * 16;
-                float16 wv[KW];
+                __global const float *row = plane + (size_t)iy * W * BLOCK;
+                floatB wv[KW];
 #pragma unroll
                 for (int kw = 0; kw < KW; ++kw)
-                    wv[kw] = vload16((cb * KH + kh) * KW + kw, Wd);
+                    wv[kw] = vloadB((cb * KH + kh) * KW + kw, Wd);
                 if (interior && DW == 1) {  // each input pixel of the row loaded once
 #pragma unroll
                     for (int i = 0; i < (TP - 1) * SW + KW; ++i) {
-                        const float16 xv = vload16(ix0 + i, row);
+                        const floatB xv = vloadB(ix0 + i, row);
 #pragma unroll
                         for (int t = 0; t < TP; ++t) {
                             const int kw = i - t * SW;
@@ -306,25 +315,25 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
                         for (int t = 0; t < TP; ++t) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                d[t] = fma(wv[kw], vload16(ix, row), d[t]);
+                                d[t] = fma(wv[kw], vloadB(ix, row), d[t]);
                         }
                 }
             }
-            float lanes[TP][16];
+            float lanes[TP][BLOCK];
 #pragma unroll
             for (int t = 0; t < TP; ++t) {
-                APPLY_ACTIVATION(float16, d[t], ACT_D_OF(act_d), d0_, d1_);
-                vstore16(d[t], 0, lanes[t]);
+                APPLY_ACTIVATION(floatB, d[t], ACT_D_OF(act_d), d0_, d1_);
+                vstoreB(d[t], 0, lanes[t]);
             }
 #pragma unroll
-            for (int l = 0; l < 16; ++l) {
-                float16 wv[NB];
+            for (int l = 0; l < BLOCK; ++l) {
+                floatB wv[NB];
 #pragma unroll
                 for (int j = 0; j < NB; ++j)
-                    wv[j] = vload16((size_t)(cb0 + j) * K + cb * 16 + l, Wp);
+                    wv[j] = vloadB((size_t)(cb0 + j) * K + cb * BLOCK + l, Wp);
 #pragma unroll
                 for (int t = 0; t < TP; ++t) {
-                    const float16 xb = (float16)(lanes[t][l]);
+                    const floatB xb = (floatB)(lanes[t][l]);
 #pragma unroll
                     for (int j = 0; j < NB; ++j)
                         acc[j][t] = fma(xb, wv[j], acc[j][t]);
@@ -339,8 +348,8 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
 // Writes the first `valid` lanes of v to y[0], y[stride], ... (plain channels: NCHW planes or a 1x1 output).
 #define STORE_PLAIN_LANES(v, y, stride, valid)          \
     {                                                   \
-        float lanes_[16];                               \
-        vstore16((v), 0, lanes_);                       \
+        float lanes_[BLOCK];                               \
+        vstoreB((v), 0, lanes_);                       \
         for (int l_ = 0; l_ < (valid); ++l_)            \
             (y)[(size_t)l_ * (stride)] = lanes_[l_];    \
     }
@@ -351,69 +360,69 @@ __kernel void conv_sep16(__global const float *restrict X, __global const float 
     const int p = get_global_id(0);       \
     const int cb = get_global_id(1);      \
     const int n = get_global_id(2);       \
-    const int CB = (C + 15) / 16;         \
+    const int CB = (C + BLOCK - 1) / BLOCK;       \
     if (p >= P || cb >= CB)               \
         return;
 
-__kernel void to_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
+__kernel void to_blocked(__global const float *restrict X, __global float *restrict Y, int C, int P)
 {
     CONVERSION_BEGIN
-    float lanes[16];
-    __global const float *x = X + ((size_t)n * C + cb * 16) * P + p;
+    float lanes[BLOCK];
+    __global const float *x = X + ((size_t)n * C + cb * BLOCK) * P + p;
 #pragma unroll
-    for (int c = 0; c < 16; ++c)
-        lanes[c] = cb * 16 + c < C ? x[(size_t)c * P] : 0.0f;
-    vstore16(vload16(0, lanes), ((size_t)n * CB + cb) * P + p, Y);
+    for (int c = 0; c < BLOCK; ++c)
+        lanes[c] = cb * BLOCK + c < C ? x[(size_t)c * P] : 0.0f;
+    vstoreB(vloadB(0, lanes), ((size_t)n * CB + cb) * P + p, Y);
 }
 
-__kernel void from_nchw16c(__global const float *restrict X, __global float *restrict Y, int C, int P)
+__kernel void from_blocked(__global const float *restrict X, __global float *restrict Y, int C, int P)
 {
     CONVERSION_BEGIN
-    STORE_PLAIN_LANES(vload16(((size_t)n * CB + cb) * P + p, X), Y + ((size_t)n * C + cb * 16) * P + p, P,
-                      min(16, C - cb * 16))
+    STORE_PLAIN_LANES(vloadB(((size_t)n * CB + cb) * P + p, X), Y + ((size_t)n * C + cb * BLOCK) * P + p, P,
+                      min(BLOCK, C - cb * BLOCK))
 }
 
 // MaxPool on blocked X (padding taps skipped, as the max ignores them). A work-item walks one output row of one
 // channel block. Work: dim 0 = output rows, dim 1 = batch * channel blocks.
 #ifdef POOL
-__kernel void maxpool16(__global const float *restrict X, __global float *restrict Y, int H, int W, int Ho, int Wo,
+__kernel void maxpool_blocked(__global const float *restrict X, __global float *restrict Y, int H, int W, int Ho, int Wo,
                         int pad_t, int pad_l, int NCB)
 {
     const int oy = get_global_id(0);
     const int ncb = get_global_id(1);
     if (oy >= Ho || ncb >= NCB)
         return;
-    X += (size_t)ncb * H * W * 16;
-    Y += ((size_t)ncb * Ho + oy) * Wo * 16;
+    X += (size_t)ncb * H * W * BLOCK;
+    Y += ((size_t)ncb * Ho + oy) * Wo * BLOCK;
     const int iy0 = oy * SH - pad_t;
 #ifdef W_CACHE
     // W_CACHE == W: the maxima over the window's rows of every input column first, then the maxima of KW of those
     // per output pixel: KH*W + KW*Wo loads instead of KH*KW*Wo (YOLOX's 13x13 SPP pools: 6.5x fewer).
-    float16 column[W_CACHE];
+    floatB column[W_CACHE];
     for (int x = 0; x < W_CACHE; ++x) {
-        float16 m = (float16)(-INFINITY);
+        floatB m = (floatB)(-INFINITY);
         for (int kh = 0; kh < KH; ++kh) {
             const int iy = iy0 + kh * DH;
             if (iy >= 0 && iy < H)
-                m = fmax(m, vload16((size_t)iy * W + x, X));
+                m = fmax(m, vloadB((size_t)iy * W + x, X));
         }
         column[x] = m;
     }
     for (int ox = 0; ox < Wo; ++ox) {
         const int ix0 = ox * SW - pad_l;
-        float16 m = (float16)(-INFINITY);
+        floatB m = (floatB)(-INFINITY);
 #pragma unroll
         for (int kw = 0; kw < KW; ++kw) {
             const int ix = ix0 + kw * DW;
             if (ix >= 0 && ix < W)
                 m = fmax(m, column[ix]);
         }
-        vstore16(m, ox, Y);
+        vstoreB(m, ox, Y);
     }
 #else
     for (int ox = 0; ox < Wo; ++ox) {
         const int ix0 = ox * SW - pad_l;
-        float16 m = (float16)(-INFINITY);
+        floatB m = (floatB)(-INFINITY);
         for (int kh = 0; kh < KH; ++kh) {
             const int iy = iy0 + kh * DH;
             if (iy < 0 || iy >= H)
@@ -422,10 +431,10 @@ __kernel void maxpool16(__global const float *restrict X, __global float *restri
             for (int kw = 0; kw < KW; ++kw) {
                 const int ix = ix0 + kw * DW;
                 if (ix >= 0 && ix < W)
-                    m = fmax(m, vload16((size_t)iy * W + ix, X));
+                    m = fmax(m, vloadB((size_t)iy * W + ix, X));
             }
         }
-        vstore16(m, ox, Y);
+        vstoreB(m, ox, Y);
     }
 #endif
 }
@@ -433,25 +442,25 @@ __kernel void maxpool16(__global const float *restrict X, __global float *restri
 
 // Average or maximum of every channel over whole planes of blocked X, written to plain Y [N][C] (a 1x1 plane).
 // Work: dim 0 = channel blocks, dim 1 = batch.
-__kernel void global_pool16(__global const float *restrict X, __global float *restrict Y, int P, int C, int CB,
+__kernel void global_pool_blocked(__global const float *restrict X, __global float *restrict Y, int P, int C, int CB,
                             int N, int is_max)
 {
     const int cb = get_global_id(0);
     const int n = get_global_id(1);
     if (cb >= CB || n >= N)
         return;
-    X += ((size_t)n * CB + cb) * P * 16;
-    float16 acc = is_max ? (float16)(-INFINITY) : (float16)(0.0f);
+    X += ((size_t)n * CB + cb) * P * BLOCK;
+    floatB acc = is_max ? (floatB)(-INFINITY) : (floatB)(0.0f);
     for (int p = 0; p < P; ++p)
-        acc = is_max ? fmax(acc, vload16(p, X)) : acc + vload16(p, X);
+        acc = is_max ? fmax(acc, vloadB(p, X)) : acc + vloadB(p, X);
     if (!is_max)
         acc /= (float)P;
-    STORE_PLAIN_LANES(acc, Y + (size_t)n * C + cb * 16, 1, min(16, C - cb * 16))
+    STORE_PLAIN_LANES(acc, Y + (size_t)n * C + cb * BLOCK, 1, min(BLOCK, C - cb * BLOCK))
 }
 
 // Nearest-neighbour Resize on blocked X: output pixel (oy, ox) copies input pixel (rows[oy], cols[ox]), the
 // source indices computed on the host for the node's coordinate mode. Work: (Wo, Ho, batch * channel blocks).
-__kernel void resize_nearest16(__global const float *restrict X, __global float *restrict Y,
+__kernel void resize_nearest_blocked(__global const float *restrict X, __global float *restrict Y,
                                __global const int *restrict rows, __global const int *restrict cols, int H, int W,
                                int Ho, int Wo, int NCB)
 {
@@ -460,6 +469,6 @@ __kernel void resize_nearest16(__global const float *restrict X, __global float 
     const int ncb = get_global_id(2);
     if (ox >= Wo || oy >= Ho || ncb >= NCB)
         return;
-    const float16 v = vload16(((size_t)ncb * H + rows[oy]) * W + cols[ox], X);
-    vstore16(v, ((size_t)ncb * Ho + oy) * Wo + ox, Y);
+    const floatB v = vloadB(((size_t)ncb * H + rows[oy]) * W + cols[ox], X);
+    vstoreB(v, ((size_t)ncb * Ho + oy) * Wo + ox, Y);
 }

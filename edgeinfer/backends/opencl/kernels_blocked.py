@@ -1,7 +1,18 @@
 """Kernel planners for the channel-blocked layout (layout.py, kernels/opencl/blocked.cl): blocked Conv nodes and
-the two layout conversions. Weights are packed here, once, with 16 output channels innermost."""
+the two layout conversions. Weights are packed here, once, with one block of output channels innermost.
+
+The block B is the last axis of every blocked tensor (layout.block_for chose it for the device's ISA); templates
+are named after it: ``pw16``, ``direct16``, ``dw16``, ``sep16`` on 16-wide blocks (AVX-512), ``pw8``... on 8-wide
+ones (AVX2), ``pw4``... on 4-wide ones (SSE, NEON), so a table tuned for one block never configures another.
+Their register tiles (TP x NB, TW x TY) must fit the ISA's vector registers (:func:`registers_needed`): the
+heuristic defaults and the knob spaces (``KNOB_SPACES``, read by the tuner) keep to that budget.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any
 
 import numpy as np
 
@@ -14,12 +25,13 @@ from edgeinfer.backends.opencl.kernels import (
     activation_of,
     i32,
     kernel_for,
+    knob_space,
     local_size,
 )
 from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
 from edgeinfer.backends.opencl.kernels_tensor import axis_table, resize_scales
 from edgeinfer.backends.opencl.layout import (
-    BLOCK,
+    BLOCKS,
     FROM_BLOCKED,
     LAYOUT_ATTR,
     SEPARABLE,
@@ -28,24 +40,91 @@ from edgeinfer.backends.opencl.layout import (
     kernel_kind,
     separable_parts,
 )
+from edgeinfer.cpu_isa import IsaClass
 from edgeinfer.ir import Node
 
 TEMPLATE = "blocked"
-MAX_POOL_COLUMNS = 256  # widest input row whose column maxima maxpool16 keeps in private memory (16 KB)
+MAX_POOL_COLUMNS = 256  # widest input row whose column maxima the blocked max pool keeps in private memory
+
+# ISAs whose FMA takes a broadcast scalar straight from memory (AVX-512's {1toN}, NEON's by-element form): the
+# broadcast input value of pw/direct needs no register of its own there.
+BROADCAST_OPERAND_ISAS = ("avx512", "neon", "simt")
+TILE_PIXELS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12, 14)  # TP values the knob spaces offer
+TILE_BLOCKS = (1, 2, 3, 4)  # NB values
 
 
-def padded_blocks(matrix: np.ndarray, count: int) -> np.ndarray:
-    """[C][...] float32 -> [count * 16][...] with zero rows past C."""
-    out = np.zeros((count * BLOCK, *matrix.shape[1:]), np.float32)
+def padded_blocks(matrix: np.ndarray, count: int, block: int) -> np.ndarray:
+    """[C][...] float32 -> [count * block][...] with zero rows past C."""
+    out = np.zeros((count * block, *matrix.shape[1:]), np.float32)
     out[: matrix.shape[0]] = matrix
     return out
 
 
-def pack_depthwise(weights: np.ndarray, count: int) -> np.ndarray:
-    """Depthwise [C][1][KH][KW] -> [count][KH*KW][16]: per channel block, one vector of 16 channels per tap."""
+def pack_depthwise(weights: np.ndarray, count: int, block: int) -> np.ndarray:
+    """Depthwise [C][1][KH][KW] -> [count][KH*KW][block]: per channel block, one vector of channels per tap."""
     c, _, kh, kw = weights.shape
-    packed = padded_blocks(weights.reshape(c, kh * kw), count).reshape(count, BLOCK, kh * kw).transpose(0, 2, 1)
-    return np.ascontiguousarray(packed)
+    packed = padded_blocks(weights.reshape(c, kh * kw), count, block).reshape(count, block, kh * kw)
+    return np.ascontiguousarray(packed.transpose(0, 2, 1))
+
+
+def vectors_per_block(isa: IsaClass, block: int) -> int:
+    """Vector registers one block of ``block`` floats takes on ``isa``."""
+    return max(1, block // isa.lanes)
+
+
+def registers_needed(kind: str, config: dict[str, Any], block: int, isa: IsaClass) -> int:
+    """Vector registers the inner loop of blocked kernel ``kind`` ("pw", "direct", "dw", "sep") keeps live with
+    ``config``'s tile: its accumulators and what the loop needs besides them.
+
+    - pw, direct: TP x NB accumulators, NB weight vectors, and the broadcast input value (a register unless the
+      FMA reads it from memory);
+    - dw: TW x TY accumulators and the input vector (the KH*KW weights are FMA memory operands where they do not
+      fit: each is reused only TW times per row, against TP*NB times for pw's);
+    - sep: TP x NB pointwise accumulators live through the depthwise part, which adds TP depthwise accumulators;
+      then NB weights; plus the input vector and the broadcast (the old AVX-512 rule TP*NB + TP + NB <= 30).
+    """
+    per = vectors_per_block(isa, block)
+    if kind in ("pw", "direct"):
+        tp, nb = int(config["TP"]), int(config["NB"])
+        return (tp * nb + nb) * per + (isa.name not in BROADCAST_OPERAND_ISAS)
+    if kind == "dw":
+        return (int(config["TW"]) * int(config["TY"]) + 1) * per
+    if kind == "sep":
+        tp, nb = int(config["TP"]), int(config["NB"])
+        return (tp * nb + tp + nb) * per + 2
+    raise ValueError(f"unknown blocked kernel kind {kind!r}")
+
+
+def fits(kind: str, config: dict[str, Any], block: int, isa: IsaClass) -> bool:
+    """Whether ``config``'s register tile fits ``isa``'s vector registers (no spills in the inner loop)."""
+    return registers_needed(kind, config, block, isa) <= isa.registers
+
+
+def fitted_tile(kind: str, tp: int, nb: int, block: int, isa: IsaClass) -> dict[str, int]:
+    """The tile nearest to TP x NB that fits: for NB from ``nb`` down, the widest TP <= ``tp`` that fits, kept once
+    it is at least min(4, tp) pixels (narrower tiles reload the weights too often); else 1 x 1."""
+    for blocks_ in range(nb, 0, -1):
+        for pixels in range(tp, 0, -1):
+            if pixels >= min(4, tp) and fits(kind, {"TP": pixels, "NB": blocks_}, block, isa):
+                return {"TP": pixels, "NB": blocks_}
+    return {"TP": 1, "NB": 1}
+
+
+def default_tiles(kind: str, workload: dict[str, Any], block: int, isa: IsaClass) -> dict[str, int]:
+    """The heuristic default: what measured fastest on PoCL at block 16 on AVX-512 (benchmarks/opencl_tune.py,
+    sessions 3-4: 12 pixels x 2 blocks for 1x1 layers, 6 x 2 for direct ones, 8 x 2 for separable pairs, 4 x 2
+    depthwise pixels), shrunk to the ISA's register budget (:func:`fitted_tile`). The tuner beats it by 1.2-1.9x
+    on some layers (tuned_configs)."""
+    if kind == "dw":
+        tiles = [{"TW": tw, "TY": ty} for tw, ty in ((4, 2), (4, 1), (2, 1)) if fits("dw", {"TW": tw, "TY": ty}, block,
+                                                                                      isa)]  # fmt: skip
+        return tiles[0] if tiles else {"TW": 1, "TY": 1}
+    cbo = blocks(workload["Co"], block)
+    if kind == "pw":
+        tp = min(12, workload["H"] * workload["W"])
+    else:  # direct, sep: a tile is part of one output row
+        tp = min(6 if kind == "direct" else 8, workload["W"])
+    return fitted_tile(kind, max(tp, 1), min(2, cbo), block, isa)
 
 
 def blocked_local(ctx: PlanContext, config: dict, work: tuple[int, ...]) -> tuple[int, ...]:
@@ -56,7 +135,7 @@ def blocked_local(ctx: PlanContext, config: dict, work: tuple[int, ...]) -> tupl
 
 
 def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
-    """A Conv that layout.py made blocked: output NCHW16c, X blocked or plain, Z blocked."""
+    """A Conv that layout.py made blocked: output blocked, X blocked or plain, Z blocked."""
     kind = conv_kind_of(node, ctx)
     layout = node.attrs[LAYOUT_ATTR]
     x_blocked = bool(layout["inputs"][0])
@@ -66,37 +145,41 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     x_shape = ctx.shape(x_name)
     n, (h, w) = x_shape[0], x_shape[2:4]
     c = layout["channels"][0] if x_blocked else x_shape[1]
-    _, cbo, ho, wo, _ = ctx.shape(y)
+    _, cbo, ho, wo, block = ctx.shape(y)
     sh, sw = node.attrs.get("strides", [1, 1])
     dh, dw = node.attrs.get("dilations", [1, 1])
     pads = node.attrs.get("pads", [0, 0, 0, 0])
     (bias, z), tail = epilogue_args(node, ctx, co, y)
     if kind == "depthwise":
+        template = f"dw{block}"
         workload = {"C": c, "H": ho, "W": wo, "K": kh, "S": sh}
-        config, source = ctx.config("dw16", workload, lambda: {"TW": 4, "TY": 2})
+        config, source = ctx.config(template, workload, lambda: default_tiles("dw", workload, block, ctx.isa))
         tw, ty = int(config["TW"]), int(config["TY"])
         work = (-(-ho // ty), cbo, n)
-        args = [TensorArg(x_name), pack_depthwise(weights, cbo), padded_blocks(bias, cbo), z, TensorArg(y),
-                i32(cbo), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
-        defines = {"TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}
-        kernel, template = "conv_dw16", "dw16"
+        geometry = map(i32, (cbo, h, w, ho, wo, pads[0], pads[1]))
+        args = [TensorArg(x_name), pack_depthwise(weights, cbo, block), padded_blocks(bias, cbo, block), z,
+                TensorArg(y), *geometry, *tail]  # fmt: skip
+        defines = {"BLOCK": block, "TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
+                   "ACT": int(tail[1])}  # fmt: skip
+        kernel = "conv_dw_blocked"
     else:
-        template = "pw16" if kind == "pointwise" else "direct16"
+        short = "pw" if kind == "pointwise" else "direct"
+        template = f"{short}{block}"
         workload = {"C": c, "Co": co, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "XB": int(x_blocked)}
-        config, source = ctx.config(template, workload, lambda: default_tiles(template, ho * wo, wo, cbo))
+        config, source = ctx.config(template, workload, lambda: default_tiles(short, workload, block, ctx.isa))
         tp, nb = int(config["TP"]), int(config["NB"])
         groups_of_nb = -(-cbo // nb)
-        # [Co][C][KH][KW] -> [CBO'][KH][C][KW][16], CBO' a multiple of NB (whole groups load whole blocks).
-        padded = padded_blocks(weights, groups_of_nb * nb).reshape(groups_of_nb * nb, BLOCK, c, kh, kw)
+        # [Co][C][KH][KW] -> [CBO'][KH][C][KW][B], CBO' a multiple of NB (whole groups load whole blocks).
+        padded = padded_blocks(weights, groups_of_nb * nb, block).reshape(groups_of_nb * nb, block, c, kh, kw)
         packed = np.ascontiguousarray(padded.transpose(0, 3, 2, 4, 1))
-        bias_blocks = padded_blocks(bias, groups_of_nb * nb)
-        defines = {"TP": tp, "NB": nb, "IN_BLOCKED": int(x_blocked), "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
-                   "DW": dw, "ACT": int(tail[1])}  # fmt: skip
+        bias_blocks = padded_blocks(bias, groups_of_nb * nb, block)
+        defines = {"BLOCK": block, "TP": tp, "NB": nb, "IN_BLOCKED": int(x_blocked), "KH": kh, "KW": kw, "SH": sh,
+                   "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}  # fmt: skip
         if kind == "pointwise":
-            kernel, work = "conv_pw16", (-(-(h * w) // tp), groups_of_nb, n)
+            kernel, work = "conv_pw_blocked", (-(-(h * w) // tp), groups_of_nb, n)
             args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h * w), i32(cbo), *tail]
         else:
-            kernel, work = "conv_direct16", (ho, groups_of_nb, n)
+            kernel, work = "conv_direct_blocked", (ho, groups_of_nb, n)
             args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h), i32(w), i32(ho),
                     i32(wo), i32(cbo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
     local = blocked_local(ctx, config, work)
@@ -105,13 +188,13 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
 
 
 def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
-    """A depthwise Conv and the 1x1 Conv reading it (layout.SEPARABLE), in one conv_sep16 launch."""
+    """A depthwise Conv and the 1x1 Conv reading it (layout.SEPARABLE), in one conv_sep_blocked launch."""
     depthwise, pointwise = separable_parts(node)
     x, y = node.inputs[0], node.outputs[0]
     ctx.require_float(node, [x, depthwise.inputs[1], pointwise.inputs[1]])
     w_dw = ctx.constant(depthwise.inputs[1]).astype(np.float32)
     w_pw = ctx.constant(pointwise.inputs[1]).astype(np.float32)
-    n, cb, h, w, _ = ctx.shape(x)
+    n, cb, h, w, block = ctx.shape(x)
     _, cbo, ho, wo, _ = ctx.shape(y)
     c, co, kh, kw = w_dw.shape[0], w_pw.shape[0], w_dw.shape[2], w_dw.shape[3]
     sh, sw = depthwise.attrs.get("strides", [1, 1])
@@ -120,24 +203,25 @@ def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     (bias_dw, _), _ = epilogue_args(depthwise, ctx, c, y)
     act_dw, dw0, dw1 = activation_of(depthwise)
     (bias, z), tail = epilogue_args(pointwise, ctx, co, y)
+    template = f"sep{block}"
     workload = {"C": c, "Co": co, "H": ho, "W": wo, "K": kh, "S": sh}
-    config, source = ctx.config("sep16", workload, lambda: {"TP": max(1, min(8, wo)), "NB": min(2, cbo)})
+    config, source = ctx.config(template, workload, lambda: default_tiles("sep", workload, block, ctx.isa))
     tp, nb = int(config["TP"]), int(config["NB"])
     groups_of_nb = -(-cbo // nb)
-    # [Co][C] -> [CBO'][CB*16][16]: zero rows for the padded input channels and output blocks.
-    matrix = np.zeros((groups_of_nb * nb * BLOCK, cb * BLOCK), np.float32)
+    # [Co][C] -> [CBO'][CB*B][B]: zero rows for the padded input channels and output blocks.
+    matrix = np.zeros((groups_of_nb * nb * block, cb * block), np.float32)
     matrix[:co, :c] = w_pw.reshape(co, c)
-    packed_pw = np.ascontiguousarray(matrix.reshape(groups_of_nb * nb, BLOCK, cb * BLOCK).transpose(0, 2, 1))
+    packed_pw = np.ascontiguousarray(matrix.reshape(groups_of_nb * nb, block, cb * block).transpose(0, 2, 1))
     geometry = map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1]))
-    args = [TensorArg(x), pack_depthwise(w_dw, cb), padded_blocks(bias_dw, cb), packed_pw,
-            padded_blocks(bias, groups_of_nb * nb), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
+    args = [TensorArg(x), pack_depthwise(w_dw, cb, block), padded_blocks(bias_dw, cb, block), packed_pw,
+            padded_blocks(bias, groups_of_nb * nb, block), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
             np.float32(dw1), *tail]  # fmt: skip
-    defines = {"SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
-               "ACT": int(tail[1]), "ACT_D": act_dw}  # fmt: skip
+    defines = {"BLOCK": block, "SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
+               "DW": dw, "ACT": int(tail[1]), "ACT_D": act_dw}  # fmt: skip
     work = (ho, groups_of_nb, n)
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)
-    return KernelPlan("sep16", config, source, [Launch(TEMPLATE, "conv_sep16", args, work, local, defines)])
+    return KernelPlan(template, config, source, [Launch(TEMPLATE, "conv_sep_blocked", args, work, local, defines)])
 
 
 def conv_kind_of(node: Node, ctx: PlanContext) -> str:
@@ -152,13 +236,64 @@ def conv_kind_of(node: Node, ctx: PlanContext) -> str:
     return kind
 
 
-def default_tiles(template: str, pixels: int, row: int, cbo: int) -> dict:
-    """What measured fastest on PoCL (benchmarks/opencl_tune.py, session 3): 12 pixels x 2 blocks for 1x1 layers,
-    6 x 2 for direct ones (12 x 2 was 2-5x slower on SqueezeNet's 3x3 layers then). Since session 4's unrolled
-    stores the tuner picks 4-7 x 3-4 for those layers and 12 x 2 for MobileNetV2's stem, 1.2-1.9x faster than
-    this default (tuned_configs); the default itself was not re-measured."""
-    tp = min(12, pixels) if template == "pw16" else min(6, row)
-    return {"TP": max(tp, 1), "NB": 2 if cbo >= 2 else 1}
+# ------------------------------------------------------------------ knob spaces (read by the tuner)
+
+TILE_KNOBS = {
+    "TP": "pixels per work-item (of one output row for direct/sep)",
+    "NB": "blocks of output channels per work-item",
+    "local": "work-group shape",
+}
+DEPTHWISE_KNOBS = {"TW": "pixels of one output row per work-item", "TY": "output rows per work-item",
+                   "local": "work-group shape"}  # fmt: skip
+
+
+def group_shapes(ctx: PlanContext) -> list[list[int]]:
+    """Work-group shapes worth trying: on CPUs one group is one task of a PoCL worker thread, so few work-items."""
+    if ctx.device_kind == "cpu":
+        return [[1, 1, 1], [2, 1, 1], [4, 1, 1], [1, 2, 1]]
+    return [[16, 4, 1], [32, 2, 1], [8, 8, 1], [64, 1, 1]]
+
+
+def blocked_knob_space(kind: str, knobs: dict[str, str]) -> Callable:
+    """Register ``fn(workload, ctx, block)`` as the knob space of template ``<kind><B>`` for every block B."""
+
+    def wrap(fn: Callable[..., list[dict[str, Any]]]) -> Callable[..., list[dict[str, Any]]]:
+        for block in BLOCKS:
+            knob_space(f"{kind}{block}", knobs)(partial(fn, block=block))
+        return fn
+
+    return wrap
+
+
+def tile_candidates(kind: str, workload: dict[str, Any], ctx: PlanContext, block: int, most_pixels: int):
+    """TP x NB tiles within the register budget, NB within the output blocks, TP within ``most_pixels``."""
+    cbo = blocks(workload["Co"], block)
+    tiles = [{"TP": tp, "NB": nb} for tp in TILE_PIXELS for nb in TILE_BLOCKS
+             if nb <= cbo and tp <= most_pixels and fits(kind, {"TP": tp, "NB": nb}, block, ctx.isa)]  # fmt: skip
+    return [{**tile, "local": group} for tile in tiles for group in group_shapes(ctx)]
+
+
+@blocked_knob_space("pw", TILE_KNOBS)
+def pointwise_candidates(workload: dict[str, Any], ctx: PlanContext, block: int) -> list[dict[str, Any]]:
+    return tile_candidates("pw", workload, ctx, block, 2 * workload["H"] * workload["W"])
+
+
+@blocked_knob_space("direct", TILE_KNOBS)
+def direct_candidates(workload: dict[str, Any], ctx: PlanContext, block: int) -> list[dict[str, Any]]:
+    return tile_candidates("direct", workload, ctx, block, 2 * workload["W"])
+
+
+@blocked_knob_space("sep", TILE_KNOBS)
+def separable_candidates(workload: dict[str, Any], ctx: PlanContext, block: int) -> list[dict[str, Any]]:
+    return tile_candidates("sep", workload, ctx, block, 2 * workload["W"])
+
+
+@blocked_knob_space("dw", DEPTHWISE_KNOBS)
+def depthwise_candidates(workload: dict[str, Any], ctx: PlanContext, block: int) -> list[dict[str, Any]]:
+    tiles = [{"TW": tw, "TY": ty} for tw in (1, 2, 4, 8) for ty in (1, 2, 4)
+             if tw <= 2 * workload["W"] and ty <= 2 * workload["H"] and fits("dw", {"TW": tw, "TY": ty}, block,
+                                                                                 ctx.isa)]  # fmt: skip
+    return [{**tile, "local": group} for tile in tiles for group in group_shapes(ctx)]
 
 
 def plan_layout_conversion(node: Node, ctx: PlanContext) -> KernelPlan:
@@ -167,17 +302,19 @@ def plan_layout_conversion(node: Node, ctx: PlanContext) -> KernelPlan:
     if len(plain) != 4:
         raise NoKernel(f"{node.op} of a {len(plain)}-D tensor")
     n, c, h, w = plain
-    kernel = "from_nchw16c" if node.op == FROM_BLOCKED else "to_nchw16c"
-    work = (h * w, blocks(c), n)
+    block = ctx.shape(x if node.op == FROM_BLOCKED else y)[-1]
+    kernel = "from_blocked" if node.op == FROM_BLOCKED else "to_blocked"
+    work = (h * w, blocks(c, block), n)
     local = local_size(work, (64, 1, 1), ctx.max_work_group_size)
-    launch = Launch(TEMPLATE, kernel, [TensorArg(x), TensorArg(y), i32(c), i32(h * w)], work, local)
+    args = [TensorArg(x), TensorArg(y), i32(c), i32(h * w)]
+    launch = Launch(TEMPLATE, kernel, args, work, local, {"BLOCK": block})
     return KernelPlan("layout", {"local": list(local)}, "default", [launch])
 
 
 @kernel_for("MaxPool", blocked=True)
 def plan_blocked_max_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     x, y = node.inputs[0], node.outputs[0]
-    n, cb, h, w, _ = ctx.shape(x)
+    n, cb, h, w, block = ctx.shape(x)
     _, _, ho, wo, _ = ctx.shape(y)
     kh, kw = node.attrs["kernel_shape"]
     sh, sw = node.attrs.get("strides", [1, 1])
@@ -186,11 +323,11 @@ def plan_blocked_max_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     work = (ho, n * cb)
     local = (1, 1) if ctx.device_kind == "cpu" else local_size(work, (16, 4), ctx.max_work_group_size)
     args = [TensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, pads[0], pads[1], n * cb))]
-    defines = {"POOL": 1, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
+    defines = {"BLOCK": block, "POOL": 1, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw}
     if kh * w + kw * wo < kh * kw * wo and w <= MAX_POOL_COLUMNS:  # column maxima first: fewer loads
         defines["W_CACHE"] = w
-    launch = Launch(TEMPLATE, "maxpool16", args, work, local, defines)
-    return KernelPlan("pool16", {"local": list(local)}, "default", [launch])
+    launch = Launch(TEMPLATE, "maxpool_blocked", args, work, local, defines)
+    return KernelPlan(f"pool{block}", {"local": list(local)}, "default", [launch])
 
 
 def plan_blocked_global_pool(node: Node, ctx: PlanContext) -> KernelPlan:
@@ -198,21 +335,21 @@ def plan_blocked_global_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     if not node.attrs[LAYOUT_ATTR].get("plain_output"):
         raise NoKernel("a blocked pool without a plain output")  # layout.py makes none
     x = node.inputs[0]
-    n, cb, h, w, _ = ctx.shape(x)
+    n, cb, h, w, block = ctx.shape(x)
     c = node.attrs[LAYOUT_ATTR]["channels"][0]
     is_max = node.op in ("MaxPool", "GlobalMaxPool")
     work = (cb, n)
     local = (1, 1) if ctx.device_kind == "cpu" else local_size(work, (64, 1), ctx.max_work_group_size)
     args = [TensorArg(x), TensorArg(node.outputs[0]), *map(i32, (h * w, c, cb, n, is_max))]
-    return KernelPlan("pool16", {"local": list(local)}, "default", [Launch(TEMPLATE, "global_pool16", args, work,
-                                                                           local)])  # fmt: skip
+    launch = Launch(TEMPLATE, "global_pool_blocked", args, work, local, {"BLOCK": block})
+    return KernelPlan(f"pool{block}", {"local": list(local)}, "default", [launch])
 
 
 @kernel_for("Resize", blocked=True)
 def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     """Nearest-neighbour only (layout.py blocks no other mode): a vector copy per output pixel."""
     x, y = node.inputs[0], node.outputs[0]
-    n, cb, h, w, _ = ctx.shape(x)
+    n, cb, h, w, block = ctx.shape(x)
     _, _, ho, wo, _ = ctx.shape(y)
     scale_h, scale_w = resize_scales(node, ctx, (h, w), (ho, wo))
     rows = axis_table(ho, h, scale_h, node.attrs)[0][:, 0]
@@ -221,8 +358,8 @@ def plan_blocked_resize(node: Node, ctx: PlanContext) -> KernelPlan:
     local = local_size(work, (16, 1, 1), ctx.max_work_group_size)
     args = [TensorArg(x), TensorArg(y), np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cols, np.int32),
             *map(i32, (h, w, ho, wo, n * cb))]  # fmt: skip
-    return KernelPlan("resize16", {"local": list(local)}, "default", [Launch(TEMPLATE, "resize_nearest16", args,
-                                                                            work, local)])  # fmt: skip
+    launch = Launch(TEMPLATE, "resize_nearest_blocked", args, work, local, {"BLOCK": block})
+    return KernelPlan(f"resize{block}", {"local": list(local)}, "default", [launch])
 
 
 kernel_for(TO_BLOCKED, FROM_BLOCKED)(plan_layout_conversion)

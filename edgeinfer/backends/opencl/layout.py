@@ -1,12 +1,16 @@
-"""The channel-blocked layout NCHW16c for the OpenCL backend (kernels/opencl/blocked.cl).
+"""The channel-blocked layout NCHWxc for the OpenCL backend (kernels/opencl/blocked.cl).
 
-A blocked tensor [N][C][H][W] is stored as [N][ceil(C/16)][H][W][16]: one pixel's 16 channels of one block are
-one float16 vector. On CPU devices (PoCL) convolutions on it are much faster than on NCHW (aligned depthwise
+A blocked tensor [N][C][H][W] is stored as [N][ceil(C/B)][H][W][B]: one pixel's B channels of one block are one
+vector of B floats. On CPU devices (PoCL) convolutions on it are much faster than on NCHW (aligned depthwise
 taps, broadcast-times-vector GEMMs); on GPUs NCHW kernels already coalesce, so the layout is off there.
 
+The block B follows the device's vector ISA (:func:`block_for`): 16 on AVX-512, 8 on AVX2, 4 on SSE and NEON, so
+that one block is one vector register and the kernels' register tiles fit (a 16-wide block on AVX2 takes two
+registers per accumulator and spills: docs/notes-opencl.md, session 8).
+
 At load time :func:`apply` rewrites a copy of the pack's graph: chosen Conv nodes (and the elementwise nodes
-between them) read and write blocked tensors, named ``<tensor>#nchw16c`` with 5-D shapes, and conversion nodes
-(``ToNCHW16c`` / ``FromNCHW16c``) sit where a blocked region meets plain readers or writers. The memory plan is
+between them) read and write blocked tensors, named ``<tensor>#nchw<B>c`` with 5-D shapes, and conversion nodes
+(``ToBlocked`` / ``FromBlocked``) sit where a blocked region meets plain readers or writers. The memory plan is
 recomputed for the new sizes. A blocked node carries the attribute ``LAYOUT_ATTR``; if no kernel takes it,
 :func:`run_host` runs it on the NumPy backend through plain copies of its tensors, so results never depend on
 which nodes got kernels.
@@ -20,24 +24,29 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends.numpy_backend import run_node
+from edgeinfer.cpu_isa import IsaClass
 from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.passes.memory_plan import plan_memory
 
-BLOCK = 16
-# On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0]},
-# plus "plain_output": True on a node that writes its output plain (is_global_pool).
-LAYOUT_ATTR = "_nchw16c"
-TO_BLOCKED, FROM_BLOCKED = "ToNCHW16c", "FromNCHW16c"
-# A blocked depthwise Conv and the blocked 1x1 Conv that alone reads it, as one node (blocked.cl conv_sep16).
+BLOCKS = (4, 8, 16)  # the channel blocks blocked.cl compiles for (its BLOCK define)
+# The block per ISA class: one block per vector register. Measured on MobileNetV2, SqueezeNet and YOLOX-nano
+# (benchmarks/RESULTS.md 1j): on the AVX2 stand-in block 8 beats 16; on AVX-512 16 beats 8.
+BLOCK_BY_ISA = {"avx512": 16, "avx2": 8, "avx": 8, "sse": 4, "neon": 4, "simt": 16}
+# On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0],
+# "block": B}, plus "plain_output": True on a node that writes its output plain (is_global_pool).
+LAYOUT_ATTR = "_blocked"
+TO_BLOCKED, FROM_BLOCKED = "ToBlocked", "FromBlocked"  # attrs: "block" (to), "channels" (from)
+# A blocked depthwise Conv and the blocked 1x1 Conv that alone reads it, as one node (blocked.cl conv_sep_blocked).
 # Inputs: X, depthwise W and B, pointwise W and B, Z; attrs: each part's name and attributes.
-SEPARABLE = "SeparableConv16"
-# Fuse a pair only if the 1x1 conv has at most this many output blocks: each group of NB output blocks
-# recomputes the depthwise part, which stops paying for wide outputs.
-SEPARABLE_MAX_BLOCKS = 4
-# The fused kernel feeds all 16 lanes of a depthwise block to the 1x1 conv; padded lanes hold act(0) and meet
+SEPARABLE = "SeparableConvBlocked"
+# Fuse a pair only if the 1x1 conv has at most this many output channels: each group of NB output blocks
+# recomputes the depthwise part, which stops paying for wide outputs (measured at block 16: 4 blocks).
+SEPARABLE_MAX_CHANNELS = 64
+# The fused kernel feeds all lanes of a depthwise block to the 1x1 conv; padded lanes hold act(0) and meet
 # zero weights, which is 0 unless act(0) is infinite.
 INFINITE_AT_ZERO = ("log", "reciprocal")
-LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"  # "nchw" or "nchw16c": overrides the per-device choice
+# Overrides the per-device choice: "nchw" (plain), "blocked" (the device's block), "nchw4c", "nchw8c", "nchw16c".
+LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"
 
 # Same-shape elementwise ops that may run on blocked tensors unchanged (lane by lane; the padding lanes stay
 # finite because these ops map finite values to finite values).
@@ -46,39 +55,61 @@ ELEMENTWISE_OPS = frozenset(
 )
 
 
-def wanted(device_kind: str) -> bool:
-    """Whether graphs on a device of ``device_kind`` use the blocked layout (``EDGEINFER_OPENCL_LAYOUT``
-    overrides: ``nchw`` or ``nchw16c``)."""
+def _forced() -> str:
     value = os.environ.get(LAYOUT_ENV, "")
-    if value == "":
-        return device_kind == "cpu"
-    if value not in ("nchw", "nchw16c"):
-        raise ValueError(f"{LAYOUT_ENV}={value!r}: expected 'nchw' or 'nchw16c'")
-    return value == "nchw16c"
+    allowed = ("nchw", "blocked", *(f"nchw{block}c" for block in BLOCKS))
+    if value and value not in allowed:
+        raise ValueError(f"{LAYOUT_ENV}={value!r}: expected one of {', '.join(allowed)}")
+    return value
 
 
-def blocks(channels: int) -> int:
+def wanted(device_kind: str) -> bool:
+    """Whether graphs on a device of ``device_kind`` use the blocked layout: CPU devices (``EDGEINFER_OPENCL_LAYOUT``
+    overrides)."""
+    value = _forced()
+    return device_kind == "cpu" if value == "" else value != "nchw"
+
+
+def block_for(device_kind: str, isa: IsaClass) -> int:
+    """The channel block of graphs on a device of ``device_kind`` compiling for ``isa`` (BLOCK_BY_ISA); 0 where the
+    layout is off. ``EDGEINFER_OPENCL_LAYOUT=nchw<B>c`` forces block B (experiments, tests)."""
+    if not wanted(device_kind):
+        return 0
+    value = _forced()
+    if value.startswith("nchw") and value != "nchw":
+        return int(value[4:-1])
+    return BLOCK_BY_ISA.get(isa.name, 16)
+
+
+def for_device(graph: Graph, device_kind: str, isa: IsaClass) -> Graph:
+    """``graph`` as the executor runs it on such a device: blocked (:func:`apply`) with the device's block, or as
+    it is where the layout is off."""
+    block = block_for(device_kind, isa)
+    return apply(graph, block) if block else graph
+
+
+def blocks(channels: int, block: int) -> int:
     """Channel blocks of ``channels`` channels (the last one padded)."""
-    return -(-channels // BLOCK)
+    return -(-channels // block)
 
 
-def blocked_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+def blocked_shape(shape: tuple[int, ...], block: int) -> tuple[int, ...]:
     n, c, h, w = shape
-    return (n, blocks(c), h, w, BLOCK)
+    return (n, blocks(c, block), h, w, block)
 
 
-def to_blocked(x: np.ndarray) -> np.ndarray:
-    """NCHW -> NCHW16c, the padding channels zero."""
+def to_blocked(x: np.ndarray, block: int) -> np.ndarray:
+    """NCHW -> NCHW<block>c, the padding channels zero."""
     n, c, h, w = x.shape
-    padded = np.zeros((n, blocks(c) * BLOCK, h, w), x.dtype)
+    padded = np.zeros((n, blocks(c, block) * block, h, w), x.dtype)
     padded[:, :c] = x
-    return np.ascontiguousarray(padded.reshape(n, -1, BLOCK, h, w).transpose(0, 1, 3, 4, 2))
+    return np.ascontiguousarray(padded.reshape(n, -1, block, h, w).transpose(0, 1, 3, 4, 2))
 
 
 def from_blocked(x: np.ndarray, channels: int) -> np.ndarray:
-    """NCHW16c -> NCHW with ``channels`` channels."""
-    n, cb, h, w, _ = x.shape
-    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cb * BLOCK, h, w)[:, :channels])
+    """NCHW<B>c -> NCHW with ``channels`` channels (B is the last axis)."""
+    n, cb, h, w, block = x.shape
+    return np.ascontiguousarray(x.transpose(0, 1, 4, 2, 3).reshape(n, cb * block, h, w)[:, :channels])
 
 
 def conv_kind(node: Node, graph: Graph) -> str | None:
@@ -132,7 +163,7 @@ NEAREST_MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetri
 NEAREST_ROUNDING = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
-def _joins_blocked_region(node: Node, graph: Graph) -> bool:
+def _joins_blocked_region(node: Node, graph: Graph, block: int) -> bool:
     """Whether blocked.cl (or an ordinary kernel, lane by lane) computes ``node`` on blocked inputs: the same-
     shape elementwise ops, MaxPool, nearest Resize of the spatial axes, and Concat of channels where every
     input but the last fills whole blocks (so the inputs' blocks, one after another, are the output's)."""
@@ -157,13 +188,13 @@ def _joins_blocked_region(node: Node, graph: Graph) -> bool:
     if node.op == "Concat":
         if int(node.attrs.get("axis", 0)) % 4 != 1 or any(not name or name in graph.constants for name in node.inputs):
             return False
-        return all(graph.tensors[name].shape[1] % BLOCK == 0 for name in node.inputs[:-1])
+        return all(graph.tensors[name].shape[1] % block == 0 for name in node.inputs[:-1])
     return False
 
 
 def is_global_pool(node: Node, graph: Graph) -> bool:
     """A pool of whole planes (output 1x1): it reads a blocked tensor and writes its plain output directly (for
-    1x1 planes NCHW is NCHW16c without the padding lanes), so no conversion of the large input is needed."""
+    1x1 planes NCHW is the blocked layout without the padding lanes), so no conversion of the large input is needed."""
     if node.op in ("GlobalAveragePool", "GlobalMaxPool"):
         return True
     if node.op not in ("AveragePool", "MaxPool") or (len(node.outputs) > 1 and node.outputs[1]):
@@ -175,7 +206,7 @@ def is_global_pool(node: Node, graph: Graph) -> bool:
             and not any(node.attrs.get("pads", [0, 0, 0, 0])))  # fmt: skip
 
 
-def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
+def choose_blocked(graph: Graph, block: int) -> dict[str, list[bool]]:
     """Blocked nodes -> for each input, whether it is read blocked. Tensors are blocked where their producer is.
 
     Convolutions write blocked outputs; a pointwise or direct conv reads a plain X as it is (the stem reads the
@@ -199,7 +230,7 @@ def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
             blocked_nodes[node.name] = [True]  # its output stays plain
             continue
         elif (tensor_inputs and all(name in blocked_tensors for name in tensor_inputs)
-              and _joins_blocked_region(node, graph)):  # fmt: skip
+              and _joins_blocked_region(node, graph, block)):  # fmt: skip
             reads = [bool(name) and name not in graph.constants for name in node.inputs]
         else:
             continue
@@ -214,10 +245,12 @@ def choose_blocked(graph: Graph) -> dict[str, list[bool]]:
     return blocked_nodes
 
 
-def apply(graph: Graph) -> Graph:
-    """A copy of ``graph`` with the blocked nodes and conversions, its memory plan recomputed; ``graph`` itself if
-    no node is worth blocking. The pack's graph is not changed."""
-    blocked_nodes = choose_blocked(graph)
+def apply(graph: Graph, block: int = 16) -> Graph:
+    """A copy of ``graph`` with the blocked nodes and conversions (channel block ``block``: block_for's), its memory
+    plan recomputed; ``graph`` itself if no node is worth blocking. The pack's graph is not changed."""
+    if block not in BLOCKS:
+        raise ValueError(f"channel block {block}: expected one of {BLOCKS}")
+    blocked_nodes = choose_blocked(graph, block)
     if not blocked_nodes:
         return graph
     tensors = dict(graph.tensors)
@@ -226,14 +259,14 @@ def apply(graph: Graph) -> Graph:
     plain: set[str] = set(graph.inputs) | set(graph.constants)  # tensors whose plain version exists
 
     def add_blocked(name: str) -> str:
-        blocked_name[name] = f"{name}#nchw16c"
-        shape = blocked_shape(graph.tensors[name].shape)
+        blocked_name[name] = f"{name}#nchw{block}c"
+        shape = blocked_shape(graph.tensors[name].shape, block)
         tensors[blocked_name[name]] = TensorInfo(blocked_name[name], shape, "float32")
         return blocked_name[name]
 
     def read_blocked(name: str) -> str:
         if name not in blocked_name:  # a plain tensor read blocked: convert it once
-            nodes.append(Node(f"{name}::to_nchw16c", TO_BLOCKED, [name], [add_blocked(name)]))
+            nodes.append(Node(f"{name}::to_nchw{block}c", TO_BLOCKED, [name], [add_blocked(name)], {"block": block}))
         return blocked_name[name]
 
     def read_plain(name: str) -> str:
@@ -253,15 +286,16 @@ def apply(graph: Graph) -> Graph:
         inputs = [read_blocked(name) if flag else read_plain(name) for name, flag in zip(node.inputs, reads)]
         channels = [graph.tensors[name].shape[1] if flag else 0 for name, flag in zip(node.inputs, reads)]
         if is_global_pool(node, graph):  # blocked in, plain out
-            attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels, "plain_output": True}}
+            attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels, "block": block,
+                                                 "plain_output": True}}  # fmt: skip
             nodes.append(Node(node.name, node.op, inputs, list(node.outputs), attrs, node.placement))
             plain.update(node.outputs)
             continue
-        attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels}}
+        attrs = {**node.attrs, LAYOUT_ATTR: {"inputs": reads, "channels": channels, "block": block}}
         nodes.append(Node(node.name, node.op, inputs, [add_blocked(node.outputs[0])], attrs, node.placement))
     for name in graph.outputs:
         read_plain(name)
-    nodes = fuse_separable(nodes, graph)
+    nodes = fuse_separable(nodes, graph, block)
     used = {name for node in nodes for name in [*node.inputs, *node.outputs] if name}
     used |= set(graph.inputs) | set(graph.outputs)
     metadata = dict(graph.metadata)
@@ -274,11 +308,11 @@ def apply(graph: Graph) -> Graph:
     return result
 
 
-def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
+def fuse_separable(nodes: list[Node], graph: Graph, block: int) -> list[Node]:
     """``nodes`` (the blocked graph's) with each blocked depthwise Conv whose output only a blocked 1x1 Conv of at
-    most SEPARABLE_MAX_BLOCKS output blocks reads merged into that conv: one SEPARABLE node at the 1x1 conv's
-    place, the depthwise output gone from the graph. (A blocked tensor that is a graph output has a second
-    reader, its conversion back to NCHW, so it is never fused away.)"""
+    most SEPARABLE_MAX_CHANNELS output channels (counted in whole blocks) reads merged into that conv: one SEPARABLE
+    node at the 1x1 conv's place, the depthwise output gone from the graph. (A blocked tensor that is a graph output
+    has a second reader, its conversion back to NCHW, so it is never fused away.)"""
     producers = {node.outputs[0]: node for node in nodes if node.outputs}
     readers: dict[str, int] = {}
     for node in nodes:
@@ -291,7 +325,8 @@ def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
             continue
         weights = graph.constants[node.inputs[1]]
         dw = producers.get(node.inputs[0])
-        if (kernel_kind(weights, node.attrs) != "pointwise" or blocks(weights.shape[0]) > SEPARABLE_MAX_BLOCKS
+        if (kernel_kind(weights, node.attrs) != "pointwise"
+                or blocks(weights.shape[0], block) * block > SEPARABLE_MAX_CHANNELS
                 or dw is None or dw.op != "Conv" or LAYOUT_ATTR not in dw.attrs or readers[dw.outputs[0]] != 1
                 or (len(dw.inputs) > 3 and dw.inputs[3])
                 or kernel_kind(graph.constants[dw.inputs[1]], dw.attrs) != "depthwise"
@@ -306,7 +341,7 @@ def fuse_separable(nodes: list[Node], graph: Graph) -> list[Node]:
             "depthwise": {"name": dw.name, "output": dw.outputs[0], "attrs": dict(dw.attrs)},
             "pointwise": {"name": node.name, "attrs": dict(node.attrs)},
             LAYOUT_ATTR: {"inputs": [True, False, False, False, False, bool(z)],
-                          "channels": [channels, 0, 0, 0, 0, z_channels]},
+                          "channels": [channels, 0, 0, 0, 0, z_channels], "block": block},
         }  # fmt: skip
         fused[node.name] = Node(f"{dw.name}+{node.name}", SEPARABLE, [x, w_dw, b_dw, w_pw, b_pw, z],
                                 list(node.outputs), attrs, node.placement)  # fmt: skip
@@ -333,7 +368,7 @@ def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
     """Run ``node`` on the NumPy backend: the conversions directly, a blocked node through plain copies of its
     blocked inputs and a blocked copy of its output."""
     if node.op == TO_BLOCKED:
-        env[node.outputs[0]] = to_blocked(env[node.inputs[0]])
+        env[node.outputs[0]] = to_blocked(env[node.inputs[0]], int(node.attrs["block"]))
         return
     if node.op == FROM_BLOCKED:
         env[node.outputs[0]] = from_blocked(env[node.inputs[0]], int(node.attrs["channels"]))
@@ -357,4 +392,5 @@ def run_host(node: Node, env: dict[str, np.ndarray]) -> None:
     attrs = {k: v for k, v in node.attrs.items() if k != LAYOUT_ATTR}
     out = node.outputs[0]
     run_node(Node(node.name, node.op, inputs, [out + "@plain"], attrs), local)
-    env[out] = local[out + "@plain"] if layout.get("plain_output") else to_blocked(local[out + "@plain"])
+    plain = local[out + "@plain"]
+    env[out] = plain if layout.get("plain_output") else to_blocked(plain, int(layout["block"]))

@@ -34,7 +34,10 @@ def cache_dir() -> Path:
 
 
 def cache_key(source: str, options: str, device: cl.Device, device_key: str) -> str:
-    text = "\0".join([source, options, device_key, device.version, device.driver_version, device.platform.version])
+    # The device key names PoCL's forced LLVM CPU (POCL_LLVM_CPU_NAME); its builtin library is forced apart.
+    kernel_library = os.environ.get("POCL_KERNELLIB_NAME", "")
+    text = "\0".join([source, options, device_key, kernel_library, device.version, device.driver_version,
+                       device.platform.version])  # fmt: skip
     return hashlib.sha256(text.encode()).hexdigest()
 
 
