@@ -67,6 +67,8 @@ class Measurer:
                 row = executable.explain()[0]
                 if row["placement"] != "device":
                     return Measurement(None, f"planner refused it: {row['config_source']}")
+                if row["config_source"] != "override":  # the planner ran another config (e.g. a device limit)
+                    return Measurement(None, f"planner replaced it: {row['config_source']}")
                 outputs = executable.run(task.feeds)
             wrong = self._check(task, outputs)
             if wrong:

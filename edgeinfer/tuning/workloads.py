@@ -39,7 +39,7 @@ class TuningTask:
 class _RecordingTable(ConfigTable):
     """A table that answers every lookup with the default and remembers the last (template, workload) asked."""
 
-    def lookup(self, template, workload, default):
+    def lookup(self, template, workload, default, accept=None):
         self.asked = (template, dict(workload))
         return default(), "default"
 

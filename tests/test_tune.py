@@ -1,0 +1,237 @@
+"""edgeinfer tune: the search, the cost model, measurement checks, records/resume, and a real tuning run on the
+first OpenCL device (PoCL in CI) with a tiny budget."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+
+from conftest import usable_opencl_device
+from edgeinfer.ir import Graph, Node, TensorInfo
+from edgeinfer.tuning.cost_model import CostModel
+from edgeinfer.tuning.measure import Measurement
+from edgeinfer.tuning.records import Record, RecordLog, config_key
+from edgeinfer.tuning.search import SearchState, StopSearch, search
+
+# ------------------------------------------------------------------ device-free: search and cost model
+
+
+def landscape(config: dict) -> float:
+    """A synthetic latency surface over (TM, TN, local): smooth, with one optimum at TM=8, TN=16, local 2."""
+    tm, tn, lo = config["TM"], config["TN"], config["local"][0]
+    return 1.0 + (np.log2(tm) - 3) ** 2 + 0.5 * (np.log2(tn) - 4) ** 2 + 0.3 * (np.log2(lo) - 1) ** 2
+
+
+SPACE = [{"TM": tm, "TN": tn, "local": [lo, 1, 1]} for tm in (1, 2, 4, 8, 16, 32) for tn in (2, 4, 8, 16, 32)
+         for lo in (1, 2, 4, 8)]  # fmt: skip
+OPTIMUM = {"TM": 8, "TN": 16, "local": [2, 1, 1]}
+
+
+def trials_to_optimum(strategy: str, seed: int, samples=None) -> int:
+    state = SearchState({"M": 64})
+    found = []
+
+    def measure(config):
+        found.append(config)
+        return Measurement(landscape(config))
+
+    search(state, SPACE, measure, len(SPACE), strategy=strategy, rng=random.Random(seed), samples=samples)
+    return next(i for i, c in enumerate(found) if c == OPTIMUM) + 1
+
+
+def test_model_search_finds_the_optimum_sooner_than_random():
+    model = sorted(trials_to_optimum("model", seed) for seed in range(6))
+    rand = sorted(trials_to_optimum("random", seed) for seed in range(6))
+    assert np.median(model) < np.median(rand) / 2, (model, rand)
+
+
+def test_warm_start_from_other_workloads_helps():
+    """Records of a neighbouring workload (same surface, other sizes) point the model at the optimum at once."""
+    warm = [({"M": 32}, c, landscape(c) * 1.3, 0.3) for c in SPACE[::3]]
+    cold = np.median([trials_to_optimum("model", seed) for seed in range(4)])
+    warmed = np.median([trials_to_optimum("model", seed, warm) for seed in range(4)])
+    assert warmed < cold
+
+
+def test_search_measures_each_config_once_and_respects_the_budget():
+    state = SearchState({"M": 1})
+    state.add(SPACE[0], Measurement(5.0))  # measured by an earlier run: not again
+    seen = []
+    search(state, SPACE, lambda c: seen.append(config_key(c)) or Measurement(landscape(c)), 10, strategy="model")
+    assert len(seen) == 10 == len(set(seen)) and config_key(SPACE[0]) not in seen
+
+
+def test_invalid_configs_are_kept_out_of_training_and_best():
+    state = SearchState({"M": 1})
+    search(state, SPACE, lambda c: Measurement(None, "too big") if c["TM"] == 32 else Measurement(landscape(c)),
+           len(SPACE))  # fmt: skip
+    assert state.best[0] == OPTIMUM
+    assert all(not m.valid for c, m in state.measured.values() if c["TM"] == 32)
+
+
+def test_stop_search_propagates_after_keeping_measurements():
+    state = SearchState({"M": 1})
+
+    def measure(config):
+        if state.trials == 3:
+            raise StopSearch()
+        return Measurement(1.0)
+
+    with pytest.raises(StopSearch):
+        search(state, SPACE, measure, 20)
+    assert state.trials == 3 and len(state.measured) == 3
+
+
+def test_cost_model_ranks_unseen_configs():
+    model = CostModel()
+    rng = random.Random(1)
+    train = rng.sample(SPACE, 40)
+    assert model.fit([({"M": 64}, c, landscape(c), 1.0) for c in train])
+    test = [c for c in SPACE if c not in train]
+    predicted = model.predict({"M": 64}, test)
+    truth = np.log([landscape(c) for c in test])
+    ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    assert np.corrcoef(ranks(predicted), ranks(truth))[0, 1] > 0.7
+
+
+def test_record_log_round_trip_and_torn_line(tmp_path):
+    log = RecordLog(tmp_path / "r.jsonl")
+    log.append(Record("gemm", {"M": 1}, {"TM": 4}, 0.5, "dev"))
+    log.append(Record("gemm", {"M": 1}, {"TM": 8}, None, "dev", error="build failed"))
+    with open(log.path, "a") as f:
+        f.write('{"template": "gemm", "work')  # a run killed mid-write
+    again = RecordLog(log.path)
+    assert [r.ms for r in again.records] == [0.5, None]
+    assert len(again.of_task("gemm:M=1", "dev")) == 2 and not again.of_task("gemm:M=1", "other")
+
+
+# ------------------------------------------------------------------ on the OpenCL device (PoCL in CI)
+
+DEVICE = usable_opencl_device()
+needs_opencl = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (install pocl-opencl-icd)")
+
+
+def conv_pack(path) -> None:
+    """x[1,8,12,12] -> 1x1 Conv (16) -> depthwise 3x3 Conv -> y: two tunable workloads."""
+    from edgeinfer.pack import write_pack
+    from edgeinfer.passes.memory_plan import plan_memory
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "x": TensorInfo("x", (1, 8, 12, 12), "float32"),
+        "h": TensorInfo("h", (1, 16, 12, 12), "float32"),
+        "y": TensorInfo("y", (1, 16, 12, 12), "float32"),
+    }
+    constants = {
+        "w1": rng.standard_normal((16, 8, 1, 1)).astype(np.float32),
+        "b1": rng.standard_normal(16).astype(np.float32),
+        "w2": rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
+        "b2": rng.standard_normal(16).astype(np.float32),
+    }
+    nodes = [
+        Node("pw", "Conv", ["x", "w1", "b1"], ["h"], {"kernel_shape": [1, 1], "pads": [0, 0, 0, 0],
+                                                     "strides": [1, 1], "dilations": [1, 1], "group": 1}),
+        Node("dw", "Conv", ["h", "w2", "b2"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                                     "strides": [1, 1], "dilations": [1, 1], "group": 16}),
+    ]  # fmt: skip
+    tensors.update({name: TensorInfo(name, value.shape, "float32") for name, value in constants.items()})
+    graph = Graph(nodes, ["x"], ["y"], tensors, constants, metadata={"source_name": "tune-test"})
+    graph.memory_plan = plan_memory(graph)
+    write_pack(graph, path)
+
+
+@pytest.fixture
+def tune_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDGEINFER_TUNED_DIR", str(tmp_path / "tables"))
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "programs"))
+    pack = tmp_path / "conv.pack"
+    conv_pack(pack)
+    return pack
+
+
+@needs_opencl
+@pytest.mark.parametrize("layout", ["nchw", "default"])
+def test_tune_finds_a_checked_config_that_session_then_uses(tune_env, monkeypatch, layout, tmp_path):
+    import edgeinfer
+    from edgeinfer.tuning import TuneOptions, tune
+
+    if layout == "nchw":
+        monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    result = tune([tune_env], TuneOptions(DEVICE.spec, trials=4, repeat=3, progress=False), log=lambda s: None)
+    assert not result.stopped and result.results
+    for done in result.results:
+        assert done.best_config is not None and done.best_ms > 0 and done.trials >= 2
+    table = json.loads(result.table_path.read_text())
+    assert table["isa"] and table["family"] and len(table["entries"]) == len(result.results)
+    for entry in table["entries"]:
+        assert {"time_ms", "trials", "device_key", "driver", "date", "edgeinfer_version"} <= set(entry)
+    records = RecordLog(result.records_path).records
+    assert len(records) >= sum(d.trials for d in result.results)
+    # Session picks the user table up, and says so
+    session = edgeinfer.Session(tune_env, device=DEVICE.spec)
+    sources = [row["config_source"] for row in session.explain() if row["op"] != "Conv" or row["placement"]]
+    tunable = [row for row in session.explain() if row["kernel"] in {d.task.template for d in result.results}]
+    assert tunable and all(row["config_source"] == "tuned (user table)" for row in tunable), sources
+    x = np.random.default_rng(1).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    reference = edgeinfer.Session(tune_env, device="cpu:numpy").run({"x": x})["y"]
+    np.testing.assert_allclose(session.run({"x": x})["y"], reference, rtol=1e-4, atol=1e-4)
+
+
+@needs_opencl
+def test_rerun_resumes_from_the_log(tune_env, monkeypatch):
+    from edgeinfer.tuning import TuneOptions, tune
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    options = TuneOptions(DEVICE.spec, trials=3, repeat=2, progress=False)
+    first = tune([tune_env], options, log=lambda s: None)
+    before = {d.task.key: d.trials for d in first.results}
+    options.trials = 5
+    second = tune([tune_env], options, log=lambda s: None)
+    for done in second.results:
+        assert done.trials == min(5, before[done.task.key] + 2) or done.trials >= before[done.task.key]
+        assert done.trials <= 5
+
+
+@needs_opencl
+def test_wrong_outputs_and_failed_builds_are_invalid_not_crashes(tune_env, monkeypatch):
+    from edgeinfer.backends.opencl.runtime import select_device
+    from edgeinfer.pack import read_pack
+    from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.workloads import collect_tasks
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    task = next(t for t in collect_tasks({"conv": read_pack(tune_env)}, select_device(DEVICE.spec)) if
+                t.template == "gemm")  # fmt: skip
+    measurer = Measurer(DEVICE.spec, repeat=2)
+    assert measurer.measure(task, {"VEC": "B", "TM": 8, "NV": 1, "local": [1, 1, 1]}).valid
+    too_big = measurer.measure(task, {"VEC": "L", "TM": 2, "TN": 1, "WM": 128, "WN": 128, "BK": 8})
+    assert not too_big.valid and too_big.error
+    unknown = measurer.measure(task, {"VEC": "N", "TM": 3, "TN": 5, "UNROLL_K": 4})  # no such vector width
+    assert not unknown.valid and unknown.error
+    measurer._references[task.key] = {name: v + 1 for name, v in measurer.reference(task).items()}
+    wrong = measurer.measure(task, {"VEC": "B", "TM": 8, "NV": 1, "local": [1, 1, 1]})
+    assert not wrong.valid and "NumPy reference" in wrong.error
+
+
+@needs_opencl
+def test_time_budget_stops_cleanly(tune_env, monkeypatch):
+    from edgeinfer.tuning import TuneOptions, tune
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    result = tune([tune_env], TuneOptions(DEVICE.spec, trials=50, time_budget=1e-6, progress=False),
+                  log=lambda s: None)  # fmt: skip
+    assert result.stopped == "time budget spent"
+
+
+@needs_opencl
+def test_report_says_how_each_workload_is_covered(tune_env, monkeypatch):
+    from edgeinfer.tuning import coverage_report
+    from edgeinfer.tuning.report import COVERAGE
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    key, rows = coverage_report([tune_env], DEVICE.spec)
+    assert key == DEVICE.device_key and len(rows) == 2
+    assert all(row.coverage in COVERAGE and row.models == ["conv"] for row in rows)
