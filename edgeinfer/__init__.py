@@ -7,7 +7,15 @@
 Importing edgeinfer needs only numpy; compiling a model (``edgeinfer.compiler``) needs onnx.
 """
 
-from edgeinfer.errors import CompileError, DeviceError, EdgeInferError, PackError, UnsupportedOpError
+from edgeinfer.errors import (
+    CompileError,
+    DeviceError,
+    EdgeInferError,
+    ImageError,
+    InputError,
+    PackError,
+    UnsupportedOpError,
+)
 from edgeinfer.session import Session, TensorSpec
 
 __version__ = "0.1.0"
@@ -16,6 +24,8 @@ __all__ = [
     "CompileError",
     "DeviceError",
     "EdgeInferError",
+    "ImageError",
+    "InputError",
     "PackError",
     "Session",
     "TensorSpec",

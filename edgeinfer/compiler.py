@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import onnx
 
-from edgeinfer.errors import UnsupportedOpError
+from edgeinfer.errors import CompileError, UnsupportedOpError
 from edgeinfer.frontend.onnx_import import import_onnx, load_model
 from edgeinfer.ir import Graph
 from edgeinfer.ops import OPS
@@ -44,6 +45,7 @@ def compile_model(
     bound to the model's first input and stored in the metadata; when it has a ``"decoder"`` section,
     the decoder graph is appended to the model first.
     """
+    _check_input_shapes(input_shapes)
     proto, sha256, name = load_model(model)
     if pipeline and "decoder" in pipeline:
         proto = append_postprocessing(proto, pipeline)
@@ -74,6 +76,14 @@ def compile_model(
         # Presets leave the image input and size open: bind them to this model's first input.
         graph.metadata["pipeline"] = bind_to_model(pipeline, {i: graph.tensors[i].shape for i in graph.inputs})
     return graph
+
+
+def _check_input_shapes(input_shapes: dict[str, tuple[int, ...]] | None) -> None:
+    """Fixed input dims must be positive: a zero or negative dim compiles to a pack that can never run."""
+    for name, shape in (input_shapes or {}).items():
+        dims = list(shape)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims):
+            raise CompileError(f"input shape for {name!r} must be positive integers (e.g. 1x3x224x224); got {dims}")
 
 
 def _check_ops(graph: Graph) -> None:

@@ -6,7 +6,15 @@ class EdgeInferError(Exception):
 
 
 class PackError(EdgeInferError):
-    """A .pack file is corrupt, truncated, foreign or of an unsupported version."""
+    """A .pack file is corrupt, truncated, forged, foreign or of an unsupported version, or cannot be written."""
+
+
+class InputError(EdgeInferError, ValueError):
+    """A run-time input is wrong: an unknown or missing input name, a wrong shape or dtype (also a ValueError)."""
+
+
+class ImageError(InputError):
+    """An image cannot be read or is not one the pipeline takes (missing file, not an image, empty, wrong kind)."""
 
 
 class CompileError(EdgeInferError):

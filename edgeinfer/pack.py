@@ -109,14 +109,21 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
     prefix = _PREFIX.pack(MAGIC, FORMAT_VERSION, zlib.crc32(header_bytes), len(header_bytes))
     pad = _align(len(prefix) + len(header_bytes)) - len(prefix) - len(header_bytes)
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
+    if path.is_dir():
+        raise PackError(f"cannot write pack {str(path)!r}: it is a directory; expected a file name such as model.pack")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=path.name, suffix=".tmp")
+    except OSError as e:
+        raise PackError(f"cannot write pack {str(path)!r}: {e.strerror or e}") from e
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(prefix + header_bytes + b"\0" * pad)
             f.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise PackError(f"cannot write pack {str(path)!r}: {e.strerror or e}") from e
         raise
 
 

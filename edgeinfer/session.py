@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends import resolve_device
+from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph
 from edgeinfer.pack import read_pack
 
@@ -76,8 +77,18 @@ class Session:
             spec = self.inputs[0]
             if data.shape == spec.shape and data.dtype == np.dtype(spec.dtype):
                 return self._run_raw({spec.name: data})
+            if data.shape == spec.shape:
+                raise InputError(
+                    f"input {spec.name!r} is a tensor of the right shape {list(data.shape)} but dtype {data.dtype}; "
+                    f"expected {spec.dtype}"
+                )
+            if self.pipeline is None or data.ndim != 3:  # an HxWx3 image is 3-D; anything else is meant as a tensor
+                raise InputError(
+                    f"input {spec.name!r} got {_describe(data)}; expected the tensor {spec}"
+                    + ("" if self.pipeline is None else " or an HxWx3 uint8 RGB image")
+                )
         if self.pipeline is None:
-            raise ValueError(
+            raise InputError(
                 f"this pack has no image pipeline, so run() needs a dict of input arrays: expected "
                 f"{', '.join(map(str, self.inputs))}; got {_describe(data)} (compile with --preset or --pipeline "
                 "to run images)"
@@ -103,9 +114,9 @@ class Session:
     @staticmethod
     def _frame(image: Any) -> np.ndarray:
         """An HxWx3 uint8 RGB array from an array, a path or a PIL image."""
-        from edgeinfer.pipelines.preprocess import load_image
+        from edgeinfer.pipelines.preprocess import check_image_array, load_image
 
-        return image if isinstance(image, np.ndarray) else np.asarray(load_image(image))
+        return check_image_array(image) if isinstance(image, np.ndarray) else np.asarray(load_image(image))
 
     def postprocess(self, outputs: dict[str, np.ndarray], context: dict[str, Any]) -> Any:
         """Top-k labels (classifier) or Detections in original-image pixels (detector)."""
@@ -118,22 +129,22 @@ class Session:
         return self._executable.run(feeds)
 
     def check_feeds(self, feeds: dict[str, Any]) -> None:
-        """Raise ``ValueError`` saying expected versus got for a wrong input name, shape or dtype."""
+        """Raise :class:`InputError` (a ``ValueError``) saying expected versus got for a wrong name, shape or dtype."""
         expected = {s.name: s for s in self.inputs}
         unknown = [name for name in feeds if name not in expected]
         if unknown:
-            raise ValueError(f"unknown input {unknown[0]!r}; expected inputs: {', '.join(map(str, self.inputs))}")
+            raise InputError(f"unknown input {unknown[0]!r}; expected inputs: {', '.join(map(str, self.inputs))}")
         missing = [name for name in expected if name not in feeds]
         if missing:
-            raise ValueError(f"missing input {expected[missing[0]]}; got only {sorted(feeds)}")
+            raise InputError(f"missing input {expected[missing[0]]}; got only {sorted(feeds)}")
         for name, value in feeds.items():
             spec = expected[name]
             if not isinstance(value, np.ndarray):
-                raise ValueError(f"input {name!r} must be a numpy array {spec}; got {type(value).__name__}")
+                raise InputError(f"input {name!r} must be a numpy array {spec}; got {type(value).__name__}")
             if value.dtype != np.dtype(spec.dtype):
-                raise ValueError(f"input {name!r} has dtype {value.dtype}; expected {spec.dtype}")
+                raise InputError(f"input {name!r} has dtype {value.dtype}; expected {spec.dtype}")
             if value.shape != spec.shape:
-                raise ValueError(f"input {name!r} has shape {list(value.shape)}; expected {list(spec.shape)}")
+                raise InputError(f"input {name!r} has shape {list(value.shape)}; expected {list(spec.shape)}")
 
     def explain(self) -> list[dict[str, Any]]:
         """Per node: placement, kernel, config and where the config came from."""

@@ -37,9 +37,13 @@ def load_model(model: onnx.ModelProto | str | Path) -> tuple[onnx.ModelProto, st
         data = model.SerializeToString()
         return model, hashlib.sha256(data).hexdigest(), model.graph.name or "model"
     path = Path(model)
+    if path.is_dir():
+        raise CompileError(f"ONNX model {str(path)!r} is a directory; expected an .onnx file")
     if not path.is_file():
         raise CompileError(f"ONNX model file {str(path)!r} does not exist")
     data = path.read_bytes()
+    if not data:
+        raise CompileError(f"ONNX model file {str(path)!r} is empty; expected a serialized ONNX model")
     try:
         proto = onnx.load_model_from_string(data)
         if any(t.data_location == onnx.TensorProto.EXTERNAL for t in proto.graph.initializer):

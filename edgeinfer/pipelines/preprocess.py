@@ -15,21 +15,60 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from edgeinfer.errors import ImageError
+
 ImageLike = np.ndarray | str | Path | Image.Image
 
 
 def load_image(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from an HxWx3 uint8 RGB array, a path or a PIL image."""
-    if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
+    """An RGB PIL image from an HxWx3 uint8 RGB array, a path or a PIL image.
+
+    Raises :class:`ImageError` (a ``ValueError``) saying what was expected for a missing or undecodable
+    file, an empty image or an array of another kind. 16-bit grayscale images (PNG mode ``I;16``) are
+    scaled to 8 bits: PIL's own conversion clips them to white.
+    """
     if isinstance(image, (str, Path)):
-        with Image.open(image) as im:
-            return im.convert("RGB")
+        path = Path(image)
+        if not path.is_file():
+            raise ImageError(
+                f"cannot read image {str(path)!r}: " + ("it is a directory" if path.is_dir() else "no such file")
+            )
+        try:
+            with Image.open(path) as im:
+                im.load()
+                return _rgb(im, str(path))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ImageError(f"cannot read image {str(path)!r}: not an image PIL can decode ({e})") from e
+    if isinstance(image, Image.Image):
+        return _rgb(image, "the image")
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"image array must be HxWx3 uint8 RGB, got shape {image.shape} dtype {image.dtype}")
-        return Image.fromarray(np.ascontiguousarray(image), "RGB")
-    raise TypeError(f"image must be an HxWx3 uint8 array, a path or a PIL image, got {type(image).__name__}")
+        return Image.fromarray(np.ascontiguousarray(check_image_array(image)), "RGB")
+    raise ImageError(f"image must be an HxWx3 uint8 array, a path or a PIL image, got {type(image).__name__}")
+
+
+def check_image_array(image: np.ndarray) -> np.ndarray:
+    """``image`` if it is a non-empty HxWx3 uint8 RGB array, else an :class:`ImageError` saying so."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ImageError(f"image array must be HxWx3 uint8 RGB, got shape {list(image.shape)} dtype {image.dtype}")
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ImageError(f"image array is empty (shape {list(image.shape)}); expected at least 1x1 pixels")
+    return image
+
+
+def _rgb(im: Image.Image, what: str) -> Image.Image:
+    if im.width == 0 or im.height == 0:
+        raise ImageError(f"{what} is empty ({im.width}x{im.height}); expected at least 1x1 pixels")
+    if im.mode == "RGB":
+        return im
+    if im.mode.startswith("I;16") or im.mode == "I":
+        values = np.asarray(im)
+        if values.min(initial=0) < 0 or values.max(initial=0) > 65535:
+            raise ImageError(f"{what} is a 32-bit integer image; expected 8- or 16-bit pixels")
+        gray = ((values.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)  # 16 -> 8 bits, rounded
+        return Image.fromarray(np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2)), "RGB")
+    if im.mode == "F":
+        raise ImageError(f"{what} is a floating-point image (mode F); expected 8- or 16-bit pixels")
+    return im.convert("RGB")
 
 
 @dataclass(frozen=True)
@@ -52,6 +91,8 @@ class Geometry:
 def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
     """The resize plan and coordinate context for a ``w`` x ``h`` frame: one definition that the PIL path
     (``resize_image``) and the OpenCL kernels (``backends/opencl/preprocess.py``) both follow."""
+    if w < 1 or h < 1:
+        raise ImageError(f"a {w}x{h} frame is empty; expected at least 1x1 pixels")
     out_h, out_w = pipeline["size"]
     mode = pipeline["resize"]
     src, window, place = (0, 0, w, h), (0, 0), (0, 0, out_w, out_h)
@@ -83,7 +124,7 @@ def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
     else:
         raise ValueError(f"unknown resize mode {mode!r}")
     if min(resized) < 1:
-        raise ValueError(f"a {w}x{h} frame resizes to {resized[0]}x{resized[1]} for {mode!r}: nothing to place")
+        raise ImageError(f"a {w}x{h} frame resizes to {resized[0]}x{resized[1]} for {mode!r}: nothing to place")
     context = {"orig_hw": [h, w], "input_hw": [out_h, out_w], "scale_xy": [sx, sy], "offset_xy": [ox, oy]}
     return Geometry(src, resized, window, place, (out_w, out_h), context)
 
