@@ -28,11 +28,30 @@ def _number(value: Any) -> float:
     return float(zlib.crc32(str(value).encode()) % 1009)
 
 
+# Config knobs that size the work of one work-item, and workload fields that size the output: their products
+# give every template the same derived features (outputs per work-item, work-items, work-groups), which the
+# trees would otherwise have to learn from few samples.
+TILE_KNOBS = ("TM", "TN", "NV", "TY", "TC", "TP", "NB", "TW", "WM", "WN")
+OUTPUT_FIELDS = ("M", "N", "H", "W", "G")
+
+
+def derived(workload: dict[str, Any], config: dict[str, Any]) -> list[float]:
+    """log2 of (outputs per work-item, work-items, work-items per group, work-groups)."""
+    tile = math.prod(float(config[k]) for k in TILE_KNOBS if isinstance(config.get(k), (int, float)))
+    outputs = math.prod(float(workload[k]) for k in OUTPUT_FIELDS if isinstance(workload.get(k), (int, float)))
+    if "M" not in workload:
+        outputs *= float(workload.get("Co") or workload.get("C") or 1)
+    items = max(outputs / tile, 1.0)
+    local = config.get("local")
+    group = float(math.prod(local)) if isinstance(local, list) and local else 1.0
+    return [math.log2(tile), math.log2(items), math.log2(group), math.log2(max(items / group, 1.0))]
+
+
 def features(workload: dict[str, Any], config: dict[str, Any], keys: list[str]) -> list[float]:
-    """One row: the workload's and the config's fields in ``keys`` order; ``local`` and other lists spread
-    over three columns; -1 where a config lacks a knob."""
+    """One row: the derived sizes, then the workload's and the config's fields in ``keys`` order; ``local`` and
+    other lists spread over three columns; -1 where a config lacks a knob."""
     merged = {**{f"w.{k}": v for k, v in workload.items()}, **{f"c.{k}": v for k, v in config.items()}}
-    row = []
+    row = derived(workload, config)
     for key in keys:
         value = merged.get(key)
         if key.endswith("]"):  # "c.local[1]"

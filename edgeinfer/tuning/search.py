@@ -49,7 +49,7 @@ def search(
     samples: Samples | None = None,
     rng: random.Random | None = None,
     batch: int = 4,
-    explore: float = 0.25,
+    explore: float = 0.1,
     model: CostModel | None = None,
     on_measured: Callable[[dict[str, Any], Measurement], None] | None = None,
 ) -> SearchState:

@@ -100,7 +100,7 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
 def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> TaskResult:
     info = device.info
     ctx = plan_context(task.graph, device, ConfigTable("opencl", info.device_key))
-    candidates = list({config_key(c): c for c in KNOB_SPACES[task.template].candidates(task.workload, ctx)}.values())
+    candidates = knob_candidates(task, ctx)
     state = SearchState(task.workload)
     for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
         state.add(record.config, Measurement(record.ms, record.error))
@@ -118,7 +118,7 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> 
         best = state.best
         bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
 
-    default = _default_config(task, ctx)
+    default = default_config(task, ctx)
     if default is not None and config_key(default) not in state.measured:
         state.add(default, measure(default))
         state.trials += 1
@@ -134,7 +134,13 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> 
                       invalid)  # fmt: skip
 
 
-def _default_config(task: TuningTask, ctx) -> dict[str, Any] | None:
+def knob_candidates(task: TuningTask, ctx) -> list[dict[str, Any]]:
+    """The task's knob space on ctx's device, each config once."""
+    space = KNOB_SPACES[task.template].candidates(task.workload, ctx)
+    return list({config_key(c): c for c in space}.values())
+
+
+def default_config(task: TuningTask, ctx) -> dict[str, Any] | None:
     """The planner's heuristic default for the task's node (what the device runs without a table)."""
     from edgeinfer.backends.opencl.kernels import NoKernel, plan_node
 

@@ -1,0 +1,178 @@
+"""Cost-model search versus random search on the same budget (issue 15's evidence).
+
+    python benchmarks/tuner_search.py measure PACK... --device opencl --workloads 4 --out spaces.json
+    python benchmarks/tuner_search.py simulate spaces.json [more.json] --plot docs/tuner_search.png
+
+``measure`` times *every* config of the knob spaces of the K costliest tunable workloads of the packs (by the
+default config's time) on the device, checked against the NumPy reference like any tuning trial, and writes
+them to JSON. ``simulate`` then replays searches on those tables, many seeds each, so that every strategy
+meets exactly the same measurements (no machine noise between strategies):
+
+- ``random``: configs in random order (what an exhaustive tuner does with a budget);
+- ``model``: the tuner's search (gradient-boosted trees, 10 % exploration), cold: no prior records;
+- ``model+transfer``: the same, warm-started with the full records of the *other* workloads of the table
+  (as a tuning run has, once it tuned a pack's earlier layers, or from a sibling device's log).
+
+It prints, per workload, the median number of trials each strategy needs to get within 5 % of the best
+config in the table, and plots best-found latency (relative to the best) against trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from edgeinfer.tuning.measure import Measurement  # noqa: E402
+from edgeinfer.tuning.records import config_key  # noqa: E402
+from edgeinfer.tuning.search import SearchState, search  # noqa: E402
+
+WITHIN = 1.05
+STRATEGIES = ("random", "model", "model+transfer")
+
+
+def measure_spaces(args: argparse.Namespace) -> None:
+    from edgeinfer.backends.opencl.runtime import select_device
+    from edgeinfer.pack import read_pack
+    from edgeinfer.tuned_configs import ConfigTable
+    from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.tuner import default_config, knob_candidates
+    from edgeinfer.tuning.workloads import collect_tasks, plan_context
+
+    device = select_device(args.device)
+    tasks = collect_tasks({Path(p).stem: read_pack(p) for p in args.packs}, device, set(args.templates.split(",")))
+    measurer = Measurer(args.device, repeat=args.repeat)
+    costs = []
+    for task in tasks:
+        ctx = plan_context(task.graph, device, ConfigTable("opencl", device.info.device_key))
+        default = default_config(task, ctx)
+        result = measurer.measure(task, default) if default else Measurement(None)
+        costs.append((result.ms or 0.0, task, ctx))
+    costs.sort(key=lambda item: -item[0])
+    spaces = []
+    for default_ms, task, ctx in costs[: args.workloads]:
+        candidates = knob_candidates(task, ctx)
+        print(f"{task.template} {task.signature}: default {default_ms:.4f} ms, {len(candidates)} configs", flush=True)
+        rows = []
+        for config in candidates:
+            result = measurer.measure(task, config)
+            rows.append({"config": config, "ms": result.ms, "error": result.error})
+        valid = [r["ms"] for r in rows if r["ms"] is not None]
+        print(f"  valid {len(valid)}, best {min(valid):.4f} ms, median {statistics.median(valid):.4f} ms", flush=True)
+        spaces.append({"template": task.template, "workload": task.workload, "default_ms": default_ms, "rows": rows,
+                       "device_key": device.info.device_key, "isa": device.info.isa})  # fmt: skip
+        Path(args.out).write_text(json.dumps(spaces, indent=1))
+
+
+def replay(space: dict, strategy: str, seed: int, others: list[dict]) -> list[float]:
+    """Best-found ms after each trial of one simulated search over ``space``'s measured configs."""
+    lookup = {config_key(r["config"]): r for r in space["rows"]}
+    configs = [r["config"] for r in space["rows"]]
+    samples = []
+    if strategy == "model+transfer":
+        samples = [(o["workload"], r["config"], r["ms"], 1.0) for o in others if o["template"] == space["template"]
+                   for r in o["rows"] if r["ms"] is not None]  # fmt: skip
+    best, curve = float("inf"), []
+
+    def measure(config):
+        nonlocal best
+        row = lookup[config_key(config)]
+        if row["ms"] is not None:
+            best = min(best, row["ms"])
+        curve.append(best)
+        return Measurement(row["ms"], row["error"])
+
+    kind = "random" if strategy == "random" else "model"
+    search(SearchState(space["workload"]), configs, measure, len(configs), strategy=kind, samples=samples,
+           rng=random.Random(seed))
+    return curve
+
+
+def trials_to_reach(curve: list[float], target: float) -> int:
+    return next((i + 1 for i, ms in enumerate(curve) if ms <= target), len(curve) + 1)
+
+
+def simulate(args: argparse.Namespace) -> None:
+    spaces = [s for path in args.spaces for s in json.loads(Path(path).read_text())]
+    print(f"{'workload':58s} {'configs':>7s} " + " ".join(f"{s:>15s}" for s in STRATEGIES) + "  (trials to 5%)")
+    curves: dict[str, dict[str, np.ndarray]] = {}
+    summary = {s: [] for s in STRATEGIES}
+    for index, space in enumerate(spaces):
+        name = f"{space['template']} " + ",".join(f"{k}={v}" for k, v in sorted(space["workload"].items()))
+        valid = [r["ms"] for r in space["rows"] if r["ms"] is not None]
+        target = min(valid) * WITHIN
+        others = [s for j, s in enumerate(spaces) if j != index and s.get("device_key") == space.get("device_key")]
+        cells, curves[name] = [], {}
+        for strategy in STRATEGIES:
+            runs = [replay(space, strategy, seed, others) for seed in range(args.seeds)]
+            needed = statistics.median(trials_to_reach(c, target) for c in runs)
+            summary[strategy].append(needed / len(space["rows"]))
+            cells.append(f"{needed:15.1f}")
+            length = min(len(c) for c in runs)
+            curves[name][strategy] = np.mean([np.array(c[:length]) / min(valid) for c in runs], axis=0)
+        print(f"{name[:58]:58s} {len(space['rows']):7d} " + " ".join(cells), flush=True)
+    print("median fraction of the space searched to get within 5%: "
+          + ", ".join(f"{s} {statistics.median(v):.3f}" for s, v in summary.items()))  # fmt: skip
+    if args.plot:
+        plot(curves, Path(args.plot))
+
+
+def plot(curves: dict[str, dict[str, np.ndarray]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    count = len(curves)
+    cols = min(3, count)
+    rows = -(-count // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for ax, (name, by_strategy) in zip(axes.flat, curves.items()):
+        for strategy, curve in by_strategy.items():
+            ax.plot(np.arange(1, len(curve) + 1), curve, label=strategy)
+        ax.axhline(WITHIN, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(name if len(name) < 48 else name[:46] + "...", fontsize=7)
+        ax.set_xscale("log")
+        ax.set_ylim(0.98, min(3.0, max(c.max() for c in by_strategy.values()) * 1.02))
+        ax.set_xlabel("trials", fontsize=8)
+        ax.set_ylabel("best found / best", fontsize=8)
+    for ax in list(axes.flat)[count:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"plot: {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure")
+    m.add_argument("packs", nargs="+")
+    m.add_argument("--device", default="opencl")
+    m.add_argument("--workloads", type=int, default=4)
+    m.add_argument("--templates", default="gemm,conv2d,depthwise,pw16,direct16,dw16,sep16")
+    m.add_argument("--repeat", type=int, default=5)
+    m.add_argument("--out", default="spaces.json")
+    s = sub.add_parser("simulate")
+    s.add_argument("spaces", nargs="+")
+    s.add_argument("--seeds", type=int, default=20)
+    s.add_argument("--plot")
+    args = parser.parse_args()
+    if args.command == "measure":
+        measure_spaces(args)
+    else:
+        simulate(args)
+
+
+if __name__ == "__main__":
+    main()
