@@ -86,3 +86,45 @@ def test_shipped_tables_name_their_family():
     for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs" / "opencl").glob("*.json"):
         data = json.loads(path.read_text())
         assert data["family"] and data["device_key"] == path.stem, path
+
+
+HASWELL_AMD = "portable-computing-language-authenticamd-pthread-haswell-amd-epyc-7b13"
+HASWELL_INTEL = "portable-computing-language-genuineintel-pthread-haswell-intel-r-xeon-r-processor"
+
+
+def test_a_device_borrows_from_its_own_isa_class_first(shipped):
+    """An AVX2 EPYC takes an AVX2 table (even an Intel one) over the AVX-512 EPYC table that shares more words."""
+    shipped(AMD, FAMILY, 4)
+    shipped(HASWELL_INTEL, FAMILY, 8)
+    table = tuned_configs.load_table("opencl", HASWELL_AMD, FAMILY, "avx2")
+    assert table.lookup("gemm", WORKLOAD, dict) == ({"TM": 8}, f"tuned via {HASWELL_INTEL}")
+
+
+def test_configs_lent_across_isa_classes_must_be_accepted(shipped):
+    shipped(AMD, FAMILY, 16)
+    table = tuned_configs.load_table("opencl", HASWELL_AMD, FAMILY, "avx2")
+    assert table.fallback.isa == "avx512"
+    accept_small = lambda config: config["TM"] <= 8  # noqa: E731
+    config, source = table.lookup("gemm", WORKLOAD, lambda: {"TM": 2}, accept_small)
+    assert config == {"TM": 2} and source.startswith("default") and "avx2" in source
+    assert table.lookup("gemm", WORKLOAD, dict, lambda config: True) == ({"TM": 16}, f"tuned via {AMD}")
+
+
+def test_user_tables_take_precedence_and_say_so(shipped, tmp_path, monkeypatch):
+    shipped(INTEL, FAMILY, 8)
+    monkeypatch.setenv("EDGEINFER_TUNED_DIR", str(tmp_path / "user"))
+    user = tuned_configs.ConfigTable("opencl", INTEL, family=FAMILY)
+    user.add("gemm", WORKLOAD, {"TM": 12})
+    user.add("gemm", {**WORKLOAD, "K": 32}, {"TM": 6})
+    tuned_configs.write_table(user, tmp_path / "user" / "opencl" / f"{INTEL}.json")
+    table = tuned_configs.load_table("opencl", INTEL, FAMILY)
+    assert table.lookup("gemm", WORKLOAD, dict) == ({"TM": 12}, "tuned (user table)")
+    assert table.lookup("gemm", {**WORKLOAD, "K": 32}, dict) == ({"TM": 6}, "tuned (user table)")
+    assert not list((tmp_path / "user" / "opencl").glob("*.tmp"))  # written atomically
+
+
+def test_shipped_tables_name_their_isa_class():
+    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs" / "opencl").glob("*.json"):
+        table = tuned_configs.read_table(path, "opencl", path.stem)
+        expected = "simt" if table.family.endswith("-gpu") else ("avx2" if "haswell" in path.stem else "avx512")
+        assert table.isa == expected, path
