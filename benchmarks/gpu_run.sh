@@ -2,7 +2,7 @@
 # Run on the GPU machine (NVIDIA driver with its OpenCL ICD, Python 3.12 with torch/onnx/onnxruntime).
 # Expects, in the repo root: .whl/ (pyopencl, pytools, platformdirs, siphash24, pytest wheels for cp312)
 # and .shared/ (a copy of ../shared: models/ and images/). Writes logs and JSON under $OUT.
-#   bash benchmarks/gpu_run.sh [tune]
+#   bash benchmarks/gpu_run.sh [tune]      (tune: benchmarks/gpu_tune.sh first)
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
@@ -16,9 +16,8 @@ python3 setup.py -q build_ext --inplace >"$OUT/build_ext.log" 2>&1 || gcc -O3 -W
   kernels/cpu/conv_hwc.c -o "edgeinfer/_cpu_kernels$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 lscpu | grep -m1 'Model name' | tee -a "$OUT/gpu.txt"
 python3 -m edgeinfer.cli devices | tee -a "$OUT/gpu.txt"
-if [ "${1:-}" = tune ]; then
-  python3 benchmarks/opencl_tune.py --rounds 2 2>&1 | tee "$OUT/tune.log" | tail -15
-  cp tuned_configs/opencl/*nvidia*.json "$OUT/" 2>/dev/null
+if [ "${1:-}" = tune ]; then  # the tuner, the search comparison and tuned-vs-default times: gpu_tune.sh
+  bash benchmarks/gpu_tune.sh 240 0
 fi
 python3 benchmarks/nvidia_opencl_check.py --runs 100 2>&1 | tee "$OUT/nvidia_opencl_check.log" | tail -40
 python3 -m pytest -q -p no:cacheprovider -k "opencl" tests/test_opencl.py tests/test_opencl_blocked.py tests/test_detection.py \

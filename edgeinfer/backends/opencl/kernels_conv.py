@@ -268,7 +268,7 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
     sh, sw = strides
     workload = {"C": c, "H": ho, "W": wo, "K": kh, "S": sh}
 
-    def default():  # what won most often on PoCL (benchmarks/opencl_tune.py)
+    def default():  # what won most often on PoCL (edgeinfer tune)
         if ctx.device_kind != "cpu":
             return {"TN": 4, "TY": 1}
         if wo <= 28 and flat_depthwise_fits(dims, (kh, kw), strides, pads, dilations, 16):
