@@ -235,3 +235,10 @@ def test_report_says_how_each_workload_is_covered(tune_env, monkeypatch):
     key, rows = coverage_report([tune_env], DEVICE.spec)
     assert key == DEVICE.device_key and len(rows) == 2
     assert all(row.coverage in COVERAGE and row.models == ["conv"] for row in rows)
+
+
+def test_knob_docs_match_the_knob_spaces():
+    from conftest import REPO
+    from edgeinfer.tuning.knob_docs import render
+
+    assert (REPO / "docs" / "knobs.md").read_text() == render(), "regenerate: python -m edgeinfer.tuning.knob_docs"
