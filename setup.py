@@ -56,6 +56,7 @@ setup(
         "tune": ["scikit-learn>=1.3", "tqdm>=4.60"],
         "test": [
             "pytest>=7",
+            "hypothesis>=6",  # tests/test_pack_fuzz.py
             "setuptools>=68",
             "wheel",
             "onnx>=1.14",

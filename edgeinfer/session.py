@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,9 @@ class Session:
         self.pipeline: dict[str, Any] | None = self.graph.metadata.get("pipeline")
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
         self._device_preprocessor = self._make_device_preprocessor()
+        # A backend's prepared state (OpenCL buffers bound to kernels, the input/output arena) serves one run
+        # at a time: calls from several threads on one Session take turns (README, "Threads").
+        self._lock = threading.RLock()
 
     def _make_device_preprocessor(self) -> Any:
         """On OpenCL, resize + colour + normalise + layout run as device kernels (bit-equal to the PIL path)."""
@@ -71,6 +75,10 @@ class Session:
           image, pre-processes it as the model expects and returns top-k ``(label, score)`` pairs for a
           classifier or ``Detections`` in original-image pixels for a detector.
         """
+        with self._lock:
+            return self._run(data)
+
+    def _run(self, data: Any) -> Any:
         if isinstance(data, dict):
             return self._run_raw(data)
         if isinstance(data, np.ndarray) and len(self.inputs) == 1:
@@ -82,10 +90,9 @@ class Session:
                     f"input {spec.name!r} is a tensor of the right shape {list(data.shape)} but dtype {data.dtype}; "
                     f"expected {spec.dtype}"
                 )
-            if self.pipeline is None or data.ndim != 3:  # an HxWx3 image is 3-D; anything else is meant as a tensor
+            if self.pipeline is not None and data.ndim != 3:  # an HxWx3 image is 3-D: anything else is a tensor
                 raise InputError(
-                    f"input {spec.name!r} got {_describe(data)}; expected the tensor {spec}"
-                    + ("" if self.pipeline is None else " or an HxWx3 uint8 RGB image")
+                    f"input {spec.name!r} got {_describe(data)}; expected the tensor {spec} or an HxWx3 uint8 RGB image"
                 )
         if self.pipeline is None:
             raise InputError(
@@ -109,7 +116,8 @@ class Session:
 
         if self._device_preprocessor is None:
             return prepare_input(image, self.pipeline)
-        return self._device_preprocessor.run(self._frame(image))
+        with self._lock:
+            return self._device_preprocessor.run(self._frame(image))
 
     @staticmethod
     def _frame(image: Any) -> np.ndarray:
@@ -126,7 +134,8 @@ class Session:
 
     def _run_raw(self, feeds: dict[str, Any]) -> dict[str, np.ndarray]:
         self.check_feeds(feeds)
-        return self._executable.run(feeds)
+        with self._lock:
+            return self._executable.run(feeds)
 
     def check_feeds(self, feeds: dict[str, Any]) -> None:
         """Raise :class:`InputError` (a ``ValueError``) saying expected versus got for a wrong name, shape or dtype."""
@@ -156,7 +165,8 @@ class Session:
         profile = getattr(self._executable, "profile", None)
         if profile is None:
             raise NotImplementedError(f"the {self.backend} backend has no per-node profiler")
-        return profile(feeds, repeat=repeat)
+        with self._lock:
+            return profile(feeds, repeat=repeat)
 
 
 def _describe(data: Any) -> str:

@@ -276,7 +276,7 @@ def _check_nodes(nodes: Any, tensors: dict[str, Any], produced: set[str], where:
         outs = names(d["outputs"], where, f"{node} outputs", allow_empty=True)
         need(any(outs), where, f"{node} outputs", "a list naming at least one tensor", outs)
         need(
-            d.get("placement", "device") in PLACEMENTS,
+            isinstance(d.get("placement", "device"), str) and d.get("placement", "device") in PLACEMENTS,
             where,
             f"{node} placement",
             "'device' or 'cpu'",
