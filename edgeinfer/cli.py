@@ -343,7 +343,8 @@ def cmd_devices(args: argparse.Namespace) -> None:
     for d in devices:
         state = "usable" if d.usable else f"NOT usable: {d.reason}"
         key = f"  key {d.device_key}  {tuned_table_note(d)}" if d.device_key else ""
-        print(f"  {d.spec:<14} {d.kind:<5} {d.name}{key}  [{state}]")
+        isa = f" ({d.isa})" if d.isa and d.isa != "simt" else ""
+        print(f"  {d.spec:<14} {d.kind:<5} {d.name}{isa}{key}  [{state}]")
 
 
 def tuned_table_note(device: DeviceInfo) -> str:
@@ -355,7 +356,9 @@ def tuned_table_note(device: DeviceInfo) -> str:
     if not table.entries:
         if sibling is None:
             return "tuned table: none (heuristic defaults)"
-        return f"tuned table: borrowed from {sibling.device_key} (same family {device.family})"
+        other_isa = f"; an {sibling.isa} table: configs only where they fit {device.isa}" if (
+            device.isa and sibling.isa != device.isa) else ""
+        return f"tuned table: borrowed from {sibling.device_key} (same family {device.family}{other_isa})"
     if sibling is not None:
         return f"tuned table: its own, other templates from {sibling.device_key}"
     return "tuned table: its own"
