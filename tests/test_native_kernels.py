@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -12,9 +14,24 @@ import numpy as np
 import pytest
 
 from edgeinfer.ops import OPS, native_kernels
+from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.conv_channels_last import fused_epilogue
 
 needs_native = pytest.mark.skipif(not native_kernels.available(), reason=f"native kernels: {native_kernels.status()}")
+ISAS = native_kernels.runnable_isas() or ("none",)  # the ISA builds in the library that this CPU runs
+
+
+@pytest.fixture(params=ISAS)
+def isa(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Each ISA build this CPU runs in turn (EDGEINFER_CPU_ISA picks it, as a narrower CPU would)."""
+    if not native_kernels.available():
+        pytest.skip(f"native kernels: {native_kernels.status()}")
+    monkeypatch.setenv("EDGEINFER_CPU_ISA", request.param)
+    native_kernels._load.cache_clear()
+    assert native_kernels.isa() == request.param, native_kernels.status()
+    yield request.param
+    monkeypatch.undo()
+    native_kernels._load.cache_clear()
 
 
 def channels_last(x: np.ndarray) -> np.ndarray:
@@ -48,10 +65,9 @@ ACTIVATIONS = [(None, None), ("relu", None), ("clip", [0.0, 6.0]), ("clip", [-0.
                ("tanh", None)]  # fmt: skip
 
 
-@needs_native
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: a[0] or "none")
 @pytest.mark.parametrize("case", DEPTHWISE, ids=str)
-def test_native_depthwise_matches_the_nchw_reference(case: tuple, activation: tuple) -> None:
+def test_native_depthwise_matches_the_nchw_reference(case: tuple, activation: tuple, isa: str) -> None:
     c, h, w, kernel, strides, dilations, pads = case
     rng = np.random.default_rng(1)
     x = rng.standard_normal((1, c, h, w), dtype=np.float32)
@@ -66,9 +82,8 @@ def test_native_depthwise_matches_the_nchw_reference(case: tuple, activation: tu
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@needs_native
-@pytest.mark.parametrize("activation", ACTIVATIONS[:3], ids=lambda a: a[0] or "none")
-def test_native_depthwise_with_a_residual_and_without_bias(activation: tuple) -> None:
+@pytest.mark.parametrize("activation", ACTIVATIONS[:3] + ACTIVATIONS[5:6], ids=lambda a: a[0] or "none")
+def test_native_depthwise_with_a_residual_and_without_bias(activation: tuple, isa: str) -> None:
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 32, 8, 8), dtype=np.float32)  # two images
     weight = rng.standard_normal((32, 1, 3, 3), dtype=np.float32)
@@ -81,9 +96,8 @@ def test_native_depthwise_with_a_residual_and_without_bias(activation: tuple) ->
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@needs_native
-@pytest.mark.parametrize("channels", [32, 20])  # the vector path and the scalar tail
-def test_native_kernels_keep_nan_and_inf_as_numpy_does(channels: int) -> None:
+@pytest.mark.parametrize("channels", [32, 20, 7])  # the widest build, a narrower one, scalar channels
+def test_native_kernels_keep_nan_and_inf_as_numpy_does(channels: int, isa: str) -> None:
     x = np.ones((1, channels, 6, 6), np.float32)
     x[0, 3, 2, 2] = np.nan
     x[0, 5, 4, 4] = np.inf
@@ -97,40 +111,65 @@ def test_native_kernels_keep_nan_and_inf_as_numpy_does(channels: int) -> None:
     np.testing.assert_array_equal(got, expected)  # NaN where NumPy has NaN; inf clipped to 6
 
 
-@needs_native
+def native_epilogue(y2: np.ndarray, bias, z, activation: str | None, params) -> None:
+    """The epilogue kernel itself, whatever size (fused_epilogue leaves small tails to NumPy), then tanh."""
+    z2 = None if z is None else z.transpose(0, 2, 3, 1).reshape(y2.shape)
+    kind = native_kernels.activation_kind(activation, params)
+    native_kernels.epilogue(y2, bias, z2, kind or (0, -np.inf, np.inf))
+    if kind is None:
+        apply_activation(y2, activation, params, out=y2)
+
+
 @pytest.mark.parametrize("activation", ACTIVATIONS, ids=lambda a: a[0] or "none")
 @pytest.mark.parametrize("with_bias,with_z", [(True, False), (False, True), (True, True), (False, False)])
-def test_native_epilogue_matches_numpy(activation: tuple, with_bias: bool, with_z: bool) -> None:
+@pytest.mark.parametrize("span", [(8, 32), (0, 40), (0, 1), (4, 7)], ids=["range", "rows", "1ch", "tail"])
+def test_native_epilogue_matches_numpy(activation: tuple, with_bias: bool, with_z: bool, span: tuple, isa: str) -> None:
+    """Channels [a, b) of a (1, 7, 5, 40) NHWC block: a range of a wider block, whole contiguous rows (grouped
+    pixels), a 1-channel head, 3 channels (scalar on every build)."""
+    a, b = span
     rng = np.random.default_rng(3)
-    whole = rng.standard_normal((1, 7, 5, 40), dtype=np.float32)  # NHWC; the epilogue runs on channels 8..32
-    bias = rng.standard_normal(24, dtype=np.float32) if with_bias else None
-    z = channels_last(rng.standard_normal((1, 24, 7, 5), dtype=np.float32)) if with_z else None
+    whole = rng.standard_normal((1, 7, 5, 40), dtype=np.float32) * 8
+    bias = rng.standard_normal(b - a, dtype=np.float32) if with_bias else None
+    z = channels_last(rng.standard_normal((1, b - a, 7, 5), dtype=np.float32)) if with_z else None
     results = []
-    for native in (False, True):
+    for run in (lambda *args: fused_epilogue(*args, None, False), native_epilogue):
         y = whole.copy()
-        y2 = y[..., 8:32].reshape(35, 24)
-        fused_epilogue(y2, bias, z, activation[0], activation[1], None, native)
+        run(y[..., a:b].reshape(35, b - a), bias, z, activation[0], activation[1])
         results.append(y)
     np.testing.assert_allclose(results[1], results[0], rtol=1e-6, atol=1e-6)
-    np.testing.assert_array_equal(results[1][..., :8], whole[..., :8])  # nothing outside the range moves
-    np.testing.assert_array_equal(results[1][..., 32:], whole[..., 32:])
+    np.testing.assert_array_equal(results[1][..., :a], whole[..., :a])  # nothing outside the range moves
+    np.testing.assert_array_equal(results[1][..., b:], whole[..., b:])
 
 
-@needs_native
 @pytest.mark.parametrize("activation", ["sigmoid", "silu", "hard_swish"])
-def test_native_activations_at_extreme_inputs(activation: str) -> None:
+def test_native_activations_at_extreme_inputs(activation: str, isa: str) -> None:
     """The kernel's exp clamps its argument; results still meet NumPy's at the far ends (and keep NaN)."""
-    values = np.array([-1e30, -1000, -100, -88.5, -87.5, -20, -1e-3, 0, 1e-3, 20, 87.5, 88.5, 100, 1000, 1e30,
-                       np.nan], np.float32)  # fmt: skip
-    y = np.tile(values, (3, 2))  # 32 channels: the vector loop; a 48-wide view below takes the scalar tail
+    values = np.array([-1e30, -1000, -100, -88.5, -87.5, -86.5, -20, -1e-3, 0, 1e-3, 20, 85.5, 86.5, 87.5, 88.5, 100,
+                       1000, 1e30, np.nan], np.float32)  # fmt: skip
+    y = np.tile(values, (3, 2))  # 38 channels: vectors and a tail; a 27-wide view below takes other builds
     results = []
-    for native in (False, True):
-        for width in (32, 27):
+    for run in (lambda *args: fused_epilogue(*args, None, False), native_epilogue):
+        for width in (38, 27):
             out = y[:, :width].copy()
-            fused_epilogue(out, None, None, activation, None, None, native)
+            run(out, None, None, activation, None)
             results.append(out)
     for pure, native in zip(results[:2], results[2:]):
         np.testing.assert_allclose(native, pure, rtol=1e-6, atol=1e-30)
+
+
+def test_the_epilogue_policy_leaves_what_the_kernel_cannot_win_to_numpy() -> None:
+    """One NumPy pass (a bias, a ReLU) the kernel cannot beat; few floats do not pay for its call."""
+    declines = native_kernels.epilogue_declines
+    assert declines(1 << 20, True, False, None) and declines(1 << 20, False, False, "relu")
+    assert declines(676, True, False, None)  # YOLOX's 4-channel 13x13 head
+    assert declines(1 << 20, True, False, "relu") is None and declines(1 << 20, True, True, None) is None
+    assert declines(208 * 208 * 16, True, False, "silu") is None  # YOLOX's Focus conv
+    assert declines(169, True, False, "sigmoid")  # its 1-channel 13x13 head
+    y = np.random.default_rng(0).standard_normal((169, 1), dtype=np.float32)
+    expected = y.copy()
+    fused_epilogue(expected, np.ones(1, np.float32), None, "sigmoid", None, None, False)
+    fused_epilogue(y, np.ones(1, np.float32), None, "sigmoid", None, None, True)  # (declined: the NumPy passes)
+    np.testing.assert_array_equal(y, expected)
 
 
 def test_native_kernels_turn_off_with_the_environment_variable() -> None:
@@ -180,15 +219,17 @@ MAX_POOLS = [
     (32, 9, 9, (5, 5), (1, 1), (1, 1), (2, 2, 2, 2), 0),  # YOLOX's SPP
     (20, 9, 9, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 0),  # a scalar channel tail
     (16, 10, 8, (3, 2), (1, 2), (2, 1), (2, 0, 1, 1), 1),  # dilated, mixed strides, asymmetric pads
+    (24, 13, 13, (9, 9), (1, 1), (1, 1), (4, 4, 4, 4), 0),  # the separable form (24: a narrower build on AVX-512)
+    (3, 13, 11, (13, 13), (1, 1), (1, 1), (6, 6, 6, 6), 0),  # scalar channels
+    (16, 9, 9, (4, 4), (1, 1), (1, 1), (3, 3, 3, 3), 0),  # pads of the whole window less one: edge windows of 1 tap
 ]
 
 
-@needs_native
 @pytest.mark.parametrize("case", MAX_POOLS, ids=str)
-def test_native_max_pool_matches_the_nchw_reference(case: tuple) -> None:
+def test_native_max_pool_matches_the_nchw_reference(case: tuple, isa: str) -> None:
     c, h, w, kernel, strides, dilations, pads, ceil_mode = case
     x = np.random.default_rng(4).standard_normal((2, c, h, w), dtype=np.float32)
-    x[1, 3, 4, 4] = np.nan  # NaN wins its windows, as np.maximum lets it
+    x[1, c // 2, 4, 4] = np.nan  # NaN wins its windows, as np.maximum lets it
     attrs = {"kernel_shape": list(kernel), "strides": list(strides), "dilations": list(dilations),
              "pads": list(pads), "ceil_mode": ceil_mode}  # fmt: skip
     expected = OPS["MaxPool"].fn([x], attrs)[0]
@@ -198,24 +239,58 @@ def test_native_max_pool_matches_the_nchw_reference(case: tuple) -> None:
 
 
 SELFTEST = Path(__file__).resolve().parent.parent / "kernels" / "cpu" / "selftest.c"
+X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 
-def _run_selftest(tmp_path: Path, compiler: str, flags: list[str], runner: list[str]) -> str:
-    exe = tmp_path / "selftest"
+def _build_selftest(directory: Path, compiler: str, flags: list[str]) -> Path:
+    exe = directory / "selftest"
     subprocess.run([compiler, "-O3", "-Wno-psabi", *flags, str(SELFTEST), "-lm", "-o", str(exe)], check=True,
                    capture_output=True, text=True)  # fmt: skip
-    out = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=300)
+    return exe
+
+
+def _run_selftest(exe: Path, runner: list[str]) -> str:
+    out = subprocess.run([*runner, str(exe)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout + out.stderr
-    return out.stdout
+    assert re.search(r"all \d+ cases passed", out.stdout), out.stdout
+    return out.stdout.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("flags", [[], ["-DHAS_AVX512=0"]], ids=["as-built", "8-wide-paths"])
-def test_c_selftest_on_this_cpu(tmp_path: Path, flags: list[str]) -> None:
-    """kernels/cpu/selftest.c: the kernels against plain C reference loops, without Python in between."""
+def _cc() -> str:
     cc = shutil.which("cc") or shutil.which("gcc")
     if cc is None:
         pytest.skip("no C compiler")
-    assert "all 21 cases passed" in _run_selftest(tmp_path, cc, flags, [])
+    return cc
+
+
+@pytest.fixture(scope="module")
+def selftest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kernels/cpu/selftest.c built as setup.py builds the library (every ISA build this compiler makes)."""
+    return _build_selftest(tmp_path_factory.mktemp("selftest"), _cc(), [])
+
+
+def test_c_selftest_on_this_cpu(selftest: Path) -> None:
+    """kernels/cpu/selftest.c: every ISA build this CPU runs against plain C reference loops, and the argument
+    checks, without Python in between."""
+    last = _run_selftest(selftest, [])
+    ran = last.split("builds run:")[1].split()
+    assert set(ran) == set(native_kernels.runnable_isas() or ran), last
+
+
+@pytest.mark.skipif(not X86, reason="x86-64 only")
+def test_c_selftest_of_the_plain_build(tmp_path: Path) -> None:
+    """A compiler's plain x86-64 build (SSE2, no ISA builds above it), what a compiler without target
+    attributes makes."""
+    exe = _build_selftest(tmp_path, _cc(), ["-DEDGEINFER_BASELINE_ONLY", "-march=x86-64"])
+    assert _run_selftest(exe, []).endswith("run: sse")
+
+
+@pytest.mark.skipif(not X86 or shutil.which("qemu-x86_64") is None, reason="needs x86-64 and qemu-x86_64")
+@pytest.mark.parametrize("cpu,builds", [("EPYC-Rome", "sse avx2"), ("Nehalem", "sse")])
+def test_c_selftest_on_cpus_without_avx512_under_qemu(selftest: Path, cpu: str, builds: str) -> None:
+    """An AMD EPYC without AVX-512 (AVX2 only) and an SSE4.2 CPU, emulated: the library picks the builds those CPUs
+    run and they pass (qemu's TCG has no AVX-512, so an AVX-512 instruction in the avx2 build would trap)."""
+    assert _run_selftest(selftest, ["qemu-x86_64", "-cpu", cpu]).endswith(f"run: {builds}")
 
 
 def test_c_selftest_on_aarch64_under_qemu(tmp_path: Path) -> None:
@@ -224,4 +299,148 @@ def test_c_selftest_on_aarch64_under_qemu(tmp_path: Path) -> None:
     cc, qemu = shutil.which("aarch64-linux-gnu-gcc"), shutil.which("qemu-aarch64")
     if cc is None or qemu is None or not Path("/usr/aarch64-linux-gnu").is_dir():
         pytest.skip("no aarch64 cross compiler and qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user)")
-    assert "all 21 cases passed" in _run_selftest(tmp_path, cc, [], [qemu, "-L", "/usr/aarch64-linux-gnu"])
+    exe = _build_selftest(tmp_path, cc, [])
+    assert _run_selftest(exe, [qemu, "-L", "/usr/aarch64-linux-gnu"]).endswith("run: neon")
+
+
+def _python(code: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+@needs_native
+@pytest.mark.parametrize("isa_name", ISAS)
+def test_the_cpu_isa_variable_picks_the_build(isa_name: str) -> None:
+    out = _python("from edgeinfer.ops import native_kernels as n; print(n.isa(), '|', n.status())",
+                  EDGEINFER_CPU_ISA=isa_name)  # fmt: skip
+    assert out.stdout.startswith(f"{isa_name} |") and f"{isa_name} build" in out.stdout, out.stdout + out.stderr
+
+
+@needs_native
+def test_a_build_the_cpu_cannot_run_is_not_picked() -> None:
+    """EDGEINFER_CPU_ISA naming more than the CPU runs falls back to the widest build it does run, and says so."""
+    if "avx512" in ISAS or not X86:
+        pytest.skip("this CPU runs every build")
+    out = _python("from edgeinfer.ops import native_kernels as n; print(n.isa(), '|', n.status())",
+                  EDGEINFER_CPU_ISA="avx512")  # fmt: skip
+    assert out.stdout.startswith(f"{ISAS[-1]} |") and "asks for more than this CPU runs" in out.stdout
+
+
+@needs_native
+def test_another_build_of_the_kernels_can_be_loaded(tmp_path: Path) -> None:
+    """EDGEINFER_NATIVE_LIB loads a library built apart (here the plain build), for measuring and testing it."""
+    lib = tmp_path / "plain.so"
+    flags = ["-DEDGEINFER_BASELINE_ONLY", "-march=x86-64"] if X86 else []
+    subprocess.run([_cc(), "-O3", "-Wno-psabi", "-shared", "-fPIC", *flags, str(SELFTEST.with_name("conv_hwc.c")),
+                    "-o", str(lib)], check=True, capture_output=True)  # fmt: skip
+    code = (
+        "import numpy as np; from edgeinfer.ops import OPS, native_kernels as n; print(n.status());"
+        "x = np.random.default_rng(0).standard_normal((1, 13, 13, 24), dtype=np.float32).transpose(0, 3, 1, 2);"
+        "a = {'kernel_shape': [5, 5], 'pads': [2, 2, 2, 2]};"
+        "print(np.array_equal(OPS['MaxPool'].fn([x], {**a, 'native_kernels': True})[0], OPS['MaxPool'].fn([x], a)[0]))"
+    )
+    out = _python(code, **{native_kernels.LIBRARY_ENV: str(lib)})
+    assert out.stdout.splitlines() == [f"loaded from {lib}, {'sse' if X86 else ISAS[0]} build", "True"], out.stderr
+    out = _python("from edgeinfer.ops import native_kernels as n; print(n.status())",
+                  **{native_kernels.LIBRARY_ENV: str(tmp_path / "missing.so")})  # fmt: skip
+    assert out.stdout.startswith("cannot load"), out.stdout
+
+
+# Geometries a forged pack could carry (issue 18): each must raise a ValueError naming the kernel and the field,
+# never reach memory it does not own. (op, attribute changes, the field the message names)
+FORGED = [
+    ("Conv", {"dilations": [-1000, 1]}, "dilations[0] must be >= 1 (got -1000)"),
+    ("Conv", {"dilations": [1, -1]}, "dilations[1] must be >= 1 (got -1)"),
+    ("Conv", {"dilations": [0, 1]}, "dilations[0]"),
+    ("MaxPool", {"dilations": [-1000, 1]}, "dilations[0] must be >= 1 (got -1000)"),
+    ("MaxPool", {"dilations": [1, -7]}, "dilations[1]"),
+    ("MaxPool", {"kernel_shape": [0, 3]}, "kernel_shape[0]"),
+    ("Conv", {"pads": [-2, 1, 1, 1]}, "pads[0] (top) must be >= 0"),
+    ("MaxPool", {"pads": [1, -5, 1, 1]}, "pads[1] (left) must be >= 0"),
+]
+
+
+@pytest.mark.parametrize("op,change,message", FORGED, ids=lambda v: str(v))
+def test_a_forged_geometry_raises_a_value_error(op: str, change: dict, message: str, isa: str) -> None:
+    x = channels_last(np.random.default_rng(5).standard_normal((1, 16, 9, 9), dtype=np.float32))
+    if op == "Conv":
+        inputs = [x, np.ones((16, 1, 3, 3), np.float32), np.zeros(16, np.float32)]
+        attrs = {"group": 16, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3], "channels_last": True}
+    else:
+        inputs, attrs = [x], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
+    with pytest.raises(ValueError, match=f"native {'depthwise' if op == 'Conv' else 'max_pool'} kernel: .*"
+                       + re.escape(message)):  # fmt: skip
+        OPS[op].fn(inputs, {**attrs, **change, "native_kernels": True})
+
+
+@needs_native
+def test_bad_buffers_and_geometry_raise_in_the_bindings() -> None:
+    """The checks the bindings cannot skip: a window too big for its buffers, strides that overlap, a short output."""
+    x, y = np.zeros((6, 6, 8), np.float32), np.zeros((6, 6, 8), np.float32)
+    window = ([3, 3], [1, 1], [1, 1], [1, 1, 1, 1])
+    with pytest.raises(ValueError, match=r"max_pool kernel: output width must be >= 1.*\(got 9\)"):
+        native_kernels.max_pool(x, np.zeros((6, 9, 8), np.float32), window)  # windows past the image
+    with pytest.raises(ValueError, match=r"max_pool kernel: pads\[0\] \(top\).*\(got 3\)"):
+        native_kernels.max_pool(x, y, ([3, 3], [1, 1], [1, 1], [3, 1, 1, 1]))  # pads the size of the window
+    with pytest.raises(ValueError, match=r"depthwise kernel: the weight buffer is shorter"):
+        native_kernels.depthwise(x, np.zeros((3, 3, 7), np.float32), None, y, window, (0, 0.0, 6.0))
+    with pytest.raises(ValueError, match=r"depthwise kernel: the bias buffer is shorter"):
+        native_kernels.depthwise(x, np.zeros((3, 3, 8), np.float32), np.zeros(4, np.float32), y, window, (0, 0, 6))
+    with pytest.raises(ValueError, match=r"depthwise kernel: the activation kind"):
+        native_kernels.depthwise(x, np.zeros((3, 3, 8), np.float32), None, y, window, (9, 0.0, 0.0))
+    with pytest.raises(ValueError, match=r"epilogue kernel: the residual buffer is shorter"):
+        native_kernels.epilogue(np.zeros((4, 8), np.float32), None, np.zeros((3, 8), np.float32), (5, 0, 0))
+    overlapping = np.lib.stride_tricks.as_strided(x, (6, 6, 8), (6 * 8 * 4, 4 * 4, 4))  # pixels 4 floats apart
+    with pytest.raises(ValueError, match=r"max_pool kernel: input pixel stride must be >= channels \(got 4\)"):
+        native_kernels.max_pool(overlapping, y, window)
+    assert not native_kernels.fits(overlapping) and native_kernels.fits(x)
+
+
+def test_forged_geometries_never_crash_the_process() -> None:
+    """The forged cases above in a process of their own, so that a crash (the bug of issue 18) fails this test
+    instead of ending the test run."""
+    code = (
+        "import numpy as np; from edgeinfer.ops import OPS\n"
+        "x = np.zeros((1, 9, 9, 16), np.float32).transpose(0, 3, 1, 2)\n"
+        "w, b = np.ones((16, 1, 3, 3), np.float32), np.zeros(16, np.float32)\n"
+        "for d in ([-1000, 1], [1, -1], [1, -(2**40)], [2**62, 1]):\n"
+        "    conv = {'group': 16, 'kernel_shape': [3, 3], 'channels_last': True}\n"
+        "    for op, inputs, attrs in (('Conv', [x, w, b], conv), ('MaxPool', [x], {'kernel_shape': [3, 3]})):\n"
+        "        try:\n"
+        "            OPS[op].fn(inputs, {**attrs, 'pads': [1, 1, 1, 1], 'dilations': d, 'native_kernels': True})\n"
+        "        except ValueError as e:\n"
+        "            print(op, d, 'ValueError')\n"
+        "        except Exception as e:\n"
+        "            print(op, d, type(e).__name__)\n"
+    )
+    out = _python(code)
+    assert out.returncode == 0, f"the process ended with {out.returncode}: {out.stderr[-2000:]}"
+    lines = out.stdout.splitlines()
+    assert len(lines) == 8 and lines[:4] == [
+        "Conv [-1000, 1] ValueError",
+        "MaxPool [-1000, 1] ValueError",
+        "Conv [1, -1] ValueError",
+        "MaxPool [1, -1] ValueError",
+    ], out.stdout
+
+
+@needs_native
+def test_explain_says_where_a_kernel_is_declined_and_which_build_runs() -> None:
+    """Windows wholly in the padding (ONNX allows them) run in NumPy; explain() says so and why."""
+    from edgeinfer.backends.numpy_backend import NumpyExecutable, list_devices
+    from edgeinfer.ir import Graph, Node, TensorInfo
+
+    tensors = {"x": TensorInfo("x", (1, 8, 6, 6), "float32"), "y": TensorInfo("y", (1, 8, 10, 10), "float32"),
+               "p": TensorInfo("p", (1, 8, 5, 5), "float32")}  # fmt: skip
+    w = np.ones((8, 1, 3, 3), np.float32)
+    nodes = [Node("dw", "Conv", ["x", "w", ""], ["y"], {"group": 8, "kernel_shape": [3, 3], "pads": [3, 3, 3, 3]}),
+             Node("pool", "MaxPool", ["y"], ["p"], {"kernel_shape": [2, 2], "strides": [2, 2]})]  # fmt: skip
+    graph = Graph(nodes=nodes, tensors=tensors, inputs=["x"], outputs=["p"], constants={"w": w})
+    ex = NumpyExecutable(graph)
+    rows = {r["name"]: r for r in ex.explain()}
+    assert rows["dw"]["kernel"] == "numpy" and "wholly in the padding" in rows["dw"]["config"]["native_declined"]
+    assert rows["dw"]["config"]["native_declined"].startswith(f"{native_kernels.isa()} build")
+    assert rows["pool"]["kernel"] == "native"
+    x = np.random.default_rng(0).standard_normal((1, 8, 6, 6), dtype=np.float32)
+    np.testing.assert_allclose(ex.run({"x": x})["p"], NumpyExecutable(graph, native=False).run({"x": x})["p"])
+    assert f"{native_kernels.isa()} build" in list_devices()[0].name

@@ -226,7 +226,8 @@ def test_native_depthwise_reads_its_input_without_row_padded_buffers(case: tuple
     d = b.conv(b.conv("x", 8, 32, act="relu6"), 32, 32, k, stride, pads, group=32, act="relu6")
     ex, errors = run_both(b.model(b.conv(d, 32, 8)), (1, 8, h, w), native=True)
     assert ex.plans()["row_padded_depthwise"] == 0 and ex.plans()["native_kernels"] == 1
-    assert [row["kernel"] for row in ex.explain()] == ["numpy+native", "native", "numpy+native"]
+    # (the 1x1 convs' tails are too small for the native epilogue to pay: native_kernels.epilogue_declines)
+    assert [row["kernel"] for row in ex.explain()] == ["numpy", "native", "numpy"]
     assert max(errors) < 1e-5
 
 

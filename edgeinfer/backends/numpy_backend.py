@@ -20,7 +20,10 @@ PURE = "cpu:numpy"  # the pure NumPy paths even where the native kernels are bui
 
 
 def list_devices() -> list[DeviceInfo]:
-    kernels = "native kernels" if native_kernels.available() else f"no native kernels: {native_kernels.status()}"
+    if native_kernels.available():
+        kernels = f"native kernels, {native_kernels.isa()} build"
+    else:
+        kernels = f"no native kernels: {native_kernels.status()}"
     return [
         DeviceInfo(backend=NAME, spec=NAME, name=f"NumPy on the host CPU ({kernels})", kind="cpu"),
         DeviceInfo(backend=NAME, spec=PURE, name="NumPy on the host CPU, pure NumPy (no native kernels)", kind="cpu"),
@@ -175,17 +178,34 @@ class NumpyExecutable:
         ]  # fmt: skip
         return sorted(rows, key=lambda r: -r["time_ms"])
 
+    def _native_declined(self, i: int) -> str | None:
+        """Why node ``i`` runs without its native kernel on this CPU (``native_kernels.declines_node``)."""
+        if not self.native or self.graph.nodes[i].op not in ("MaxPool", "Conv"):
+            return None
+        return native_kernels.declines_node(self._nodes[i], self.graph)
+
     def _kernel(self, i: int) -> str:
-        """``native``: a depthwise conv in the C kernel; ``numpy+native``: NumPy's sgemm with the C epilogue."""
+        """``native``: a depthwise conv or a MaxPool in the C kernel; ``numpy+native``: NumPy's sgemm with the
+        C epilogue; ``numpy`` where the backend has no kernel for the node or declines it here."""
         node = self.graph.nodes[i]
-        if self.native and node.op == "MaxPool":
-            return "native"
-        if not self.native or node.op != "Conv":
+        if not self.native or node.op not in ("MaxPool", "Conv"):
             return "numpy"
-        x, w = self.graph.tensors.get(node.inputs[0]), self.graph.constants.get(node.inputs[1])
+        x, w = (
+            self.graph.tensors.get(node.inputs[0]),
+            self.graph.constants.get(node.inputs[1] if node.inputs[1:] else ""),
+        )
+        if x is None or x.dtype != "float32":
+            return "numpy"
+        declined = self._native_declined(i) is not None
+        if node.op == "MaxPool":
+            return "numpy" if declined else "native"
         group = int(node.attrs.get("group", 1))
-        depthwise = x is not None and w is not None and len(x.shape) == 4 and group == x.shape[1] == w.shape[0] > 1
-        return "native" if depthwise and x.dtype == "float32" else "numpy+native"
+        depthwise = w is not None and len(x.shape) == 4 and group == x.shape[1] == w.shape[0] > 1
+        if depthwise:
+            return "numpy" if declined else "native"
+        run = self._nodes[i]  # (its tail as the executor plans left it)
+        tail = len(run.inputs) > 2 and any(run.inputs[2:]) or bool(run.attrs.get("activation"))
+        return "numpy+native" if tail and not declined else "numpy"
 
     def _plan_of(self, i: int) -> dict[str, Any]:
         """What the executor plans do to node ``i`` (empty when it runs as compiled)."""
@@ -201,6 +221,9 @@ class NumpyExecutable:
             node = self.graph.nodes[i]
             key = self._row_padded[i].key
             plan["row_padded"] = "reads its producer's buffer" if node.name == key else f"writes the input of {key}"
+        declined = self._native_declined(i)
+        if declined:
+            plan["native_declined"] = f"{native_kernels.isa()} build: {declined}"
         if i in self._pool_epilogues:
             plan["runs_epilogue_of_its_input"] = True
         elif self._nodes[i] is not self.graph.nodes[i] and i not in self._slot:

@@ -176,14 +176,17 @@ def _native_depthwise(
     window: Window,
     y: np.ndarray,
     cache: dict | None,
-    bounds: tuple[float, float],
+    activation: tuple[int, float, float],
 ) -> None:
-    """Depthwise conv of one image by the native kernel: taps, bias and a clamp in one pass, no padded copy."""
+    """Depthwise conv of one image by the native kernel: taps, bias and the activation in one pass, no padded
+    copy; ``activation`` from :func:`native_kernels.activation_kind`."""
     if not native_kernels.fits(x):
         x = np.ascontiguousarray(x)
     kernel = window[0]
-    weights = packed(cache, "dw_native", lambda: np.ascontiguousarray(w.reshape(w.shape[0], -1).T, np.float32))
-    native_kernels.depthwise(x, weights.reshape(*kernel, -1), bias, y, window, bounds)
+    weights = packed(
+        cache, "dw_native", lambda: np.ascontiguousarray(w.reshape(w.shape[0], -1).T, np.float32).reshape(*kernel, -1)
+    )
+    native_kernels.depthwise(x, weights, bias, y, window, activation, cache)
 
 
 def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) -> np.ndarray:
@@ -288,12 +291,11 @@ def fused_epilogue(
     """A conv's tail on its channels-last result ``y2`` (pixels, M), in place: ``+ bias`` (where not yet in),
     ``+ Z`` (an NCHW-shaped residual), then the activation; one pass with the ``native`` kernel (tanh then
     runs after it), a pass per step in NumPy."""
-    if native:
+    if native and native_kernels.runs_epilogue(y2.size, bias is not None, z is not None, activation):
         z2 = None if z is None else z.transpose(0, 2, 3, 1).reshape(y2.shape)
         kind = native_kernels.activation_kind(activation, activation_params)
         if native_kernels.fits(y2, z2, bias):
-            if bias is not None or z2 is not None or activation:
-                native_kernels.epilogue(y2, bias, z2, kind or (0, -np.inf, np.inf))
+            native_kernels.epilogue(y2, bias, z2, kind or (0, -np.inf, np.inf), cache)
             if kind is None:
                 apply_activation(y2, activation, activation_params, out=y2)
             return
@@ -333,22 +335,25 @@ def conv2d_channels_last(
         return None
     ho, wo = out_hw
     native = bool(attrs.get("native_kernels")) and native_kernels.available() and x.dtype == np.float32
-    bounds = native_kernels.clamp_bounds(attrs.get("activation"), attrs.get("activation_params"))
-    whole_in_kernel = depthwise and native and z is None and bounds is not None  # taps + bias + activation
+    declined = native_kernels.declines("depthwise", x.shape[2:], out_hw, window) if depthwise and native else None
+    native_depthwise = depthwise and native and declined is None
+    kind = native_kernels.activation_kind(attrs.get("activation"), attrs.get("activation_params"))
+    whole_in_kernel = native_depthwise and z is None and kind is not None  # taps + bias + activation
     out = attrs.get("out")  # an NHWC block (or a channel range of one) chosen by the executor
-    takes_out = out is not None and (pointwise or not depthwise or (native and native_kernels.fits(out)))
+    takes_out = out is not None and (pointwise or not depthwise or (native_depthwise and native_kernels.fits(out)))
     y = out if takes_out else np.empty((n, ho, wo, m), x.dtype)
     cache = attrs.get("packed_weights")
     if native and bias is not None:
         bias = packed(cache, "bias_f32", lambda: np.ascontiguousarray(bias, np.float32))
-    if pointwise:
-        folded = _pointwise(x, w, bias, y, cache, native)
+    if pointwise:  # (the bias rides in the sgemm unless the native epilogue adds it)
+        tail = native and native_kernels.runs_epilogue(y.size, bias is not None, z is not None, attrs.get("activation"))
+        folded = _pointwise(x, w, bias, y, cache, tail)
     else:
-        folded = not depthwise or native
+        folded = not depthwise or native_depthwise
         for i in range(n):
             xi = x[i].transpose(1, 2, 0)
-            if depthwise and native:
-                _native_depthwise(xi, w, bias, window, y[i], cache, bounds if whole_in_kernel else (-np.inf, np.inf))
+            if native_depthwise:
+                _native_depthwise(xi, w, bias, window, y[i], cache, kind if whole_in_kernel else (0, -np.inf, np.inf))
             elif depthwise:
                 _depthwise(xi, w, window, y[i], cache, attrs.get("row_padded"))
             else:

@@ -206,11 +206,12 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     """
     x = inputs[0]
     kernel, strides, dilations, pads, outs = _geometry(x, attrs)
-    native = attrs.get("native_kernels") and x.dtype == np.float32 and native_kernels.available()
-    if is_channels_last(x) and native and len(kernel) == 2:
+    window = (kernel, strides, dilations, pads)
+    native = attrs.get("native_kernels") and x.dtype == np.float32 and native_kernels.available() and len(kernel) == 2
+    if is_channels_last(x) and native and native_kernels.declines("max_pool", x.shape[2:], outs, window) is None:
         y = np.empty((x.shape[0], *outs, x.shape[1]), x.dtype)
         for i in range(x.shape[0]):
-            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], (kernel, strides, dilations, pads))
+            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], window)
         y = y.transpose(0, 3, 1, 2)
     elif is_channels_last(x) and math.prod(outs) > 1:
         y = _max_pool_channels_last(x, kernel, strides, dilations, pads, outs)

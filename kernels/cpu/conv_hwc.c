@@ -2,64 +2,39 @@
  *
  * NumPy has no fused multiply-add over a window: its depthwise conv (one einsum pass per tap) is bound
  * by cache bandwidth at ~5 G taps/s, and each bias and activation is one more pass. These kernels keep
- * a pixel's accumulators in registers across all taps and write the result once, with the bias and a
- * clamp (ReLU, ReLU6, Clip) applied on the way out: ~20 G taps/s on one AVX-512 core. Also here: a conv's
- * epilogue (bias + residual + activation) in one pass, and a channels-last MaxPool.
+ * a pixel's accumulators in registers across all taps and write the result once, with the bias and the
+ * activation applied on the way out. Also here: a conv's epilogue (bias + residual + activation) in one
+ * pass, and a channels-last MaxPool.
  *
  * Plain C with GCC/Clang vector extensions, no Python or NumPy headers: a build without a C compiler,
  * or with one that lacks these extensions (MSVC), skips the kernels and the backend stays pure NumPy.
- * On x86-64 GCC >= 12 builds AVX-512, AVX2 and baseline clones and picks one when the library loads.
+ *
+ * One ISA at a time: conv_hwc_isa.h holds the kernels, written for vectors of VL floats, and is compiled once
+ * per instruction set at that set's register width: AVX-512 (16), AVX2 + FMA (8) and the x86-64 baseline SSE2
+ * (4) on x86-64, the compiler's baseline alone elsewhere (NEON's 4 on aarch64). The caller names the widest
+ * ISA to use (edgeinfer_cpu_kernels_isa_* say which exist and which this CPU runs), so one library measures
+ * every class it holds. Each call takes the widest of those whose width divides its channel count.
+ *
+ * Every entry point checks its arguments first (geometry, buffer lengths, the ISA) and returns 0, or an
+ * error code that edgeinfer_cpu_kernels_error() explains: a forged model must never crash the process here.
  *
  * Every tensor is channels-last with contiguous channels; the row and pixel strides (in floats) are free,
  * so a result can land in a channel range of a wider buffer (an in-place Concat).
  */
 #include <stdint.h>
+#include <stdlib.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#elif defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 
 /* Bumped whenever a signature or the geometry layout changes, so a stale build is never called. */
-#define EDGEINFER_CPU_KERNELS_ABI 3
+#define EDGEINFER_CPU_KERNELS_ABI 4
 
 int edgeinfer_cpu_kernels_abi(void) { return EDGEINFER_CPU_KERNELS_ABI; }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && !defined(EDGEINFER_NO_CLONES)
-#define CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define CLONES
-#endif
-
-typedef float v16 __attribute__((vector_size(64)));
-typedef int32_t vi16 __attribute__((vector_size(64)));
-typedef float v16u __attribute__((vector_size(64), aligned(4))); /* unaligned loads and stores */
-#define LD(p) (*(const v16u *)(p))
-#define ST(p, v) (*(v16u *)(p) = (v))
-#define INLINE static inline __attribute__((always_inline))
-
-INLINE v16 select16(vi16 mask, v16 a, v16 b) { return (v16)(((vi16)a & mask) | ((vi16)b & ~mask)); }
-
-/* min(max(v, lo), hi), NaN kept (both comparisons are false for it) as np.clip keeps it */
-INLINE v16 clamp16(v16 v, v16 lo, v16 hi) {
-    v = select16(v < lo, lo, v);
-    return select16(v > hi, hi, v);
-}
-
-/* 8-wide vectors for the register-blocked 3x3 path: its 9 weights + 4 accumulators + bias fit AVX2's 16 ymm
- * (and NEON's 32 q) registers; 16-wide ones there spilled to the stack and ran 3x slower. */
-typedef float v8 __attribute__((vector_size(32)));
-typedef int32_t vi8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-#define LD8(p) (*(const v8u *)(p))
-#define ST8(p, v) (*(v8u *)(p) = (v))
-
-INLINE v8 clamp8(v8 v, v8 lo, v8 hi) {
-    v = (v8)(((vi8)lo & (vi8)(v < lo)) | ((vi8)v & ~(vi8)(v < lo)));
-    return (v8)(((vi8)hi & (vi8)(v > hi)) | ((vi8)v & ~(vi8)(v > hi)));
-}
-
-INLINE float clamp1(float v, float lo, float hi) {
-    v = v < lo ? lo : v;
-    return v > hi ? hi : v;
-}
-
-/* The geometry of one depthwise conv, as the int64 array the caller passes. */
+/* The geometry of one depthwise conv or pool, as the int64 array the caller passes. */
 enum {
     G_H, G_W, G_C,          /* input image */
     G_XROW, G_XPIX,         /* input strides */
@@ -69,278 +44,302 @@ enum {
     G_COUNT
 };
 
-/* One output pixel, any window: taps outside the image are skipped (zero padding). */
-INLINE void depthwise_pixel(const float *x, const int64_t *g, const float *wt, const float *bias, long r0, long q0,
-                            float *yo, v16 vlo, v16 vhi, float lo, float hi, int wide) {
-    const long h = g[G_H], w = g[G_W], c = g[G_C], xr = g[G_XROW], xp = g[G_XPIX];
-    const long kh = g[G_KH], kw = g[G_KW], dh = g[G_DH], dw = g[G_DW];
-    long a0 = 0, a1 = kh, b0 = 0, b1 = kw;
-    while (a0 < kh && r0 + a0 * dh < 0) a0++;
-    while (a1 > a0 && r0 + (a1 - 1) * dh >= h) a1--;
-    while (b0 < kw && q0 + b0 * dw < 0) b0++;
-    while (b1 > b0 && q0 + (b1 - 1) * dw >= w) b1--;
-    long k = 0;
-    if (wide) /* AVX-512: 16 channels at a time */
-        for (; k + 16 <= c; k += 16) {
-            v16 acc = {0};
-            if (bias) acc = LD(bias + k);
-            for (long a = a0; a < a1; a++) {
-                const float *xa = x + (r0 + a * dh) * xr + q0 * xp + k, *wa = wt + a * kw * c + k;
-                for (long b = b0; b < b1; b++) acc += LD(xa + b * dw * xp) * LD(wa + b * c);
-            }
-            ST(yo + k, clamp16(acc, vlo, vhi));
-        }
-    v8 lo8 = {0}, hi8 = {0};
-    lo8 += lo;
-    hi8 += hi;
-    for (; k + 8 <= c; k += 8) {
-        v8 acc = {0};
-        if (bias) acc = LD8(bias + k);
-        for (long a = a0; a < a1; a++) {
-            const float *xa = x + (r0 + a * dh) * xr + q0 * xp + k, *wa = wt + a * kw * c + k;
-            for (long b = b0; b < b1; b++) acc += LD8(xa + b * dw * xp) * LD8(wa + b * c);
-        }
-        ST8(yo + k, clamp8(acc, lo8, hi8));
-    }
-    for (; k < c; k++) {
-        float acc = bias ? bias[k] : 0.0f;
-        for (long a = a0; a < a1; a++)
-            for (long b = b0; b < b1; b++)
-                acc += x[(r0 + a * dh) * xr + (q0 + b * dw) * xp + k] * wt[(a * kw + b) * c + k];
-        yo[k] = clamp1(acc, lo, hi);
-    }
+/* Activation kinds (ACTIVATION_KINDS in native_kernels.py); a and b are their parameters. ACT_CLAMP with
+ * a, b = -inf, inf is no activation. */
+enum { ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SILU, ACT_COUNT };
+
+static inline float clamp1(float v, float lo, float hi) {
+    v = v < lo ? lo : v;
+    return v > hi ? hi : v;
 }
 
-/* The pixels of one output row whose 3x3 window lies inside the image (columns jl..jh), 8 channels at a
- * time with the nine weight vectors held in registers. One pixel per iteration, its three rows summed
- * apart: the out-of-order core overlaps consecutive pixels, and few pointers stay live (with four pixels
- * per iteration GCC kept 36 load addresses and spilled them, 3x slower on AVX2). */
-INLINE void depthwise_row_3x3(const float *x0, long xr, long xp, long c, long sw, long pl, const float *wt,
-                              const float *bias, long jl, long jh, float *yrow, long yp, float lo, float hi) {
-    v8 vlo = {0}, vhi = {0};
-    vlo += lo;
-    vhi += hi;
-    for (long c0 = 0; c0 < c; c0 += 8) {
-        const v8 w00 = LD8(wt + 0 * c + c0), w01 = LD8(wt + 1 * c + c0), w02 = LD8(wt + 2 * c + c0);
-        const v8 w10 = LD8(wt + 3 * c + c0), w11 = LD8(wt + 4 * c + c0), w12 = LD8(wt + 5 * c + c0);
-        const v8 w20 = LD8(wt + 6 * c + c0), w21 = LD8(wt + 7 * c + c0), w22 = LD8(wt + 8 * c + c0);
-        v8 bv = {0};
-        if (bias) bv = LD8(bias + c0);
-        const float *r = x0 + (jl * sw - pl) * xp + c0;
-        float *out = yrow + jl * yp + c0;
-        for (long j = jl; j < jh; j++, r += sw * xp, out += yp) {
-            const float *r1 = r + xr, *r2 = r1 + xr;
-            const v8 s0 = bv + LD8(r) * w00 + LD8(r + xp) * w01 + LD8(r + 2 * xp) * w02;
-            const v8 s1 = LD8(r1) * w10 + LD8(r1 + xp) * w11 + LD8(r1 + 2 * xp) * w12;
-            const v8 s2 = LD8(r2) * w20 + LD8(r2 + xp) * w21 + LD8(r2 + 2 * xp) * w22;
-            ST8(out, clamp8(s0 + s1 + s2, vlo, vhi));
-        }
+/* ---- the ISA builds ---- */
+
+#if defined(__x86_64__) && (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 9)) && \
+    !defined(EDGEINFER_BASELINE_ONLY)
+#define EDGEINFER_X86_ISAS 1
+enum { ISA_BASELINE, ISA_AVX2, ISA_AVX512, ISA_COUNT };
+static const char *const ISA_NAMES[ISA_COUNT] = {"sse", "avx2", "avx512"};
+static const int ISA_LANES[ISA_COUNT] = {4, 8, 16};
+
+#define VL 16
+#define ISA(name) name##_avx512
+#define TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
+#define DW_PIXELS 4
+#include "conv_hwc_isa.h"
+#undef VL
+#undef ISA
+#undef TARGET
+#undef DW_PIXELS
+
+#define VL 8
+#define ISA(name) name##_avx2
+#define TARGET __attribute__((target("avx2,fma")))
+#define DW_PIXELS 1
+#include "conv_hwc_isa.h"
+#undef VL
+#undef ISA
+#undef TARGET
+#undef DW_PIXELS
+
+static int isa_runs(int isa) {
+    __builtin_cpu_init();
+    switch (isa) {
+    case ISA_BASELINE: return 1;
+    case ISA_AVX2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    case ISA_AVX512:
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+               __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+    default: return 0;
     }
 }
-
-/* The same with 16 channels and four pixels per iteration, for AVX-512 (32 registers): 20% faster there. */
-#define TAPS3x3(q)                                                                                    \
-    (bv + LD(x0 + (q)) * w00 + LD(x0 + (q) + xp) * w01 + LD(x0 + (q) + 2 * xp) * w02 + LD(x1 + (q)) * w10 + \
-     LD(x1 + (q) + xp) * w11 + LD(x1 + (q) + 2 * xp) * w12 + LD(x2 + (q)) * w20 + LD(x2 + (q) + xp) * w21 +  \
-     LD(x2 + (q) + 2 * xp) * w22)
-
-INLINE void depthwise_row_3x3_wide(const float *x0, long xr, long xp, long c, long sw, long pl, const float *wt,
-                                   const float *bias, long jl, long jh, float *yrow, long yp, float lo, float hi) {
-    const float *x1 = x0 + xr, *x2 = x1 + xr;
-    v16 vlo = {0}, vhi = {0};
-    vlo += lo;
-    vhi += hi;
-    for (long c0 = 0; c0 < c; c0 += 16) {
-        const v16 w00 = LD(wt + 0 * c + c0), w01 = LD(wt + 1 * c + c0), w02 = LD(wt + 2 * c + c0);
-        const v16 w10 = LD(wt + 3 * c + c0), w11 = LD(wt + 4 * c + c0), w12 = LD(wt + 5 * c + c0);
-        const v16 w20 = LD(wt + 6 * c + c0), w21 = LD(wt + 7 * c + c0), w22 = LD(wt + 8 * c + c0);
-        v16 bv = {0};
-        if (bias) bv = LD(bias + c0);
-        long j = jl;
-        for (; j + 4 <= jh; j += 4) {
-            const long q = (j * sw - pl) * xp + c0, step = sw * xp;
-            const v16 s0 = TAPS3x3(q), s1 = TAPS3x3(q + step), s2 = TAPS3x3(q + 2 * step), s3 = TAPS3x3(q + 3 * step);
-            ST(yrow + j * yp + c0, clamp16(s0, vlo, vhi));
-            ST(yrow + (j + 1) * yp + c0, clamp16(s1, vlo, vhi));
-            ST(yrow + (j + 2) * yp + c0, clamp16(s2, vlo, vhi));
-            ST(yrow + (j + 3) * yp + c0, clamp16(s3, vlo, vhi));
-        }
-        for (; j < jh; j++) ST(yrow + j * yp + c0, clamp16(TAPS3x3((j * sw - pl) * xp + c0), vlo, vhi));
-    }
-}
-
-#ifndef HAS_AVX512 /* (-DHAS_AVX512=0 tests the 8-wide path on an AVX-512 machine) */
-#if defined(__x86_64__) && defined(__GNUC__)
-#define HAS_AVX512 __builtin_cpu_supports("avx512f")
 #else
-#define HAS_AVX512 0
+enum { ISA_BASELINE, ISA_COUNT };
+#if defined(__aarch64__)
+static const char *const ISA_NAMES[ISA_COUNT] = {"neon"};
+#elif defined(__x86_64__)
+static const char *const ISA_NAMES[ISA_COUNT] = {"sse"};
+#else
+static const char *const ISA_NAMES[ISA_COUNT] = {"generic"};
 #endif
+static const int ISA_LANES[ISA_COUNT] = {4};
+
+static int isa_runs(int isa) { return isa == ISA_BASELINE; }
 #endif
 
-/* y[i, j, :] = clamp(bias + sum over taps (a, b) of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] * w[a, b, :], lo, hi)
- * for the output rows g[G_I0] <= i < g[G_I1]; x outside the image reads as zero. w is (kh, kw, C) contiguous;
- * bias may be NULL; lo, hi = -inf, inf for no activation. */
-CLONES void edgeinfer_depthwise_hwc(const float *x, const float *wt, const float *bias, float *y, const int64_t *g,
-                                    float lo, float hi) {
-    const long h = g[G_H], w = g[G_W], c = g[G_C], xr = g[G_XROW], xp = g[G_XPIX];
-    const long kh = g[G_KH], kw = g[G_KW], sh = g[G_SH], sw = g[G_SW], dh = g[G_DH], dw = g[G_DW];
-    const long pt = g[G_PT], pl = g[G_PL], wo = g[G_WO], yr = g[G_YROW], yp = g[G_YPIX];
-    v16 vlo = {0}, vhi = {0};
-    vlo += lo;
-    vhi += hi;
-    /* output columns whose window lies inside the row: jl <= j < jh */
-    long jl = 0, jh = wo;
-    while (jl < wo && jl * sw - pl < 0) jl++;
-    while (jh > jl && (jh - 1) * sw - pl + (kw - 1) * dw >= w) jh--;
-    const int fast = kh == 3 && kw == 3 && dh == 1 && dw == 1 && c % 8 == 0;
-    const int wide = HAS_AVX512; /* (the 3x3 rows then take 16 channels at a time where C allows) */
-    for (long i = g[G_I0]; i < g[G_I1]; i++) {
-        const long r0 = i * sh - pt;
-        float *yrow = y + i * yr;
-        if (!(fast && r0 >= 0 && r0 + 2 < h)) {
-            for (long j = 0; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
-            continue;
-        }
-        for (long j = 0; j < jl; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
-        for (long j = jh; j < wo; j++) depthwise_pixel(x, g, wt, bias, r0, j * sw - pl, yrow + j * yp, vlo, vhi, lo, hi, wide);
-        if (wide && c % 16 == 0)
-            depthwise_row_3x3_wide(x + r0 * xr, xr, xp, c, sw, pl, wt, bias, jl, jh, yrow, yp, lo, hi);
-        else
-            depthwise_row_3x3(x + r0 * xr, xr, xp, c, sw, pl, wt, bias, jl, jh, yrow, yp, lo, hi);
-    }
+/* the baseline: x86-64's SSE2, or whatever the compiler targets (four pixels in flight on aarch64's 32 registers,
+ * whose small cores may be in-order; unmeasured there) */
+#define VL 4
+#define ISA(name) name##_baseline
+#define TARGET
+#if defined(__aarch64__)
+#define DW_PIXELS 4
+#else
+#define DW_PIXELS 1
+#endif
+#include "conv_hwc_isa.h"
+#undef VL
+#undef ISA
+#undef TARGET
+#undef DW_PIXELS
+
+int edgeinfer_cpu_kernels_isa_count(void) { return ISA_COUNT; }
+
+/* "sse", "avx2", "avx512" (x86-64), "neon" (aarch64) or "generic"; NULL past the last */
+const char *edgeinfer_cpu_kernels_isa_name(int isa) { return isa >= 0 && isa < ISA_COUNT ? ISA_NAMES[isa] : 0; }
+
+int edgeinfer_cpu_kernels_isa_lanes(int isa) { return isa >= 0 && isa < ISA_COUNT ? ISA_LANES[isa] : 0; }
+
+/* whether this CPU runs the ISA build (the OS saving its registers included) */
+int edgeinfer_cpu_kernels_isa_runs(int isa) { return isa >= 0 && isa < ISA_COUNT && isa_runs(isa); }
+
+/* The ISA a call with c channels takes: the widest up to isa whose width divides c (the baseline takes any). */
+static int isa_for(int isa, int64_t c) {
+    while (isa > ISA_BASELINE && c % ISA_LANES[isa] != 0) isa--;
+    return isa;
 }
 
-/* ---- max pooling ---- */
+/* ---- argument checks ---- */
 
-INLINE float max1(float acc, float v) { return v != v ? v : (v > acc ? v : acc); }
+/* Error codes: 1 + i for geometry field g[i], then these. */
+enum {
+    E_GEOMETRY_LENGTH = 64, E_ISA, E_KIND, E_NULL, E_X_LENGTH, E_W_LENGTH, E_BIAS_LENGTH, E_Y_LENGTH, E_Z_LENGTH,
+    E_PIXELS, E_CHANNELS, E_Y_ROW, E_Z_ROW, E_LAST
+};
+
+static const char *const FIELD_RULES[G_COUNT] = {
+    "input height must be >= 1",
+    "input width must be >= 1",
+    "channels must be >= 1",
+    "input row stride must be >= width * pixel stride",
+    "input pixel stride must be >= channels",
+    "kernel_shape[0] must be >= 1",
+    "kernel_shape[1] must be >= 1",
+    "strides[0] must be >= 1",
+    "strides[1] must be >= 1",
+    "dilations[0] must be >= 1",
+    "dilations[1] must be >= 1",
+    "pads[0] (top) must be >= 0 and less than the window's height, dilations[0] * (kernel_shape[0] - 1) + 1",
+    "pads[1] (left) must be >= 0 and less than the window's width, dilations[1] * (kernel_shape[1] - 1) + 1",
+    "output width must be >= 1, with its last window starting inside the image",
+    "output row stride must be >= output width * pixel stride",
+    "output pixel stride must be >= channels",
+    "first output row must be >= 0",
+    "end output row must be >= the first, with the last row's window starting inside the image",
+};
+
+static const char *const OTHER_RULES[E_LAST - E_GEOMETRY_LENGTH] = {
+    "the geometry array must have 18 entries",
+    "the ISA build must exist and run on this CPU",
+    "the activation kind must be one of ACT_* (0..5)",
+    "the input, weight and output pointers must not be NULL",
+    "the input buffer is shorter than the geometry reads",
+    "the weight buffer is shorter than kernel_shape[0] * kernel_shape[1] * channels",
+    "the bias buffer is shorter than the channels",
+    "the output buffer is shorter than the geometry writes",
+    "the residual buffer is shorter than the pixels read",
+    "pixels must be >= 0",
+    "channels must be >= 1",
+    "the output row stride must be >= channels",
+    "the residual row stride must be >= channels",
+};
+
+/* What went wrong, for an error code a kernel returned (the geometry field's name and rule for codes 1..18). */
+const char *edgeinfer_cpu_kernels_error(int code) {
+    if (code >= 1 && code <= G_COUNT) return FIELD_RULES[code - 1];
+    if (code >= E_GEOMETRY_LENGTH && code < E_LAST) return OTHER_RULES[code - E_GEOMETRY_LENGTH];
+    return code == 0 ? "no error" : "unknown error code";
+}
+
+/* every geometry size and stride stays below this, so products of two fit an int64 */
+#define LIMIT INT32_MAX
+
+static int in_range(int64_t v, int64_t lo) { return v >= lo && v <= LIMIT; }
+
+/* Whether 1 + (n1 - 1) * s1 + (n2 - 1) * s2 + (n3 - 1), the floats from the first element of an (n1, n2, n3)
+ * block with strides (s1, s2, 1) to its last, fits in len; every n >= 1 and s >= 0. */
+static int block_fits(int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t n3, int64_t len) {
+    int64_t a, b, end;
+    if (__builtin_mul_overflow(n1 - 1, s1, &a) || __builtin_mul_overflow(n2 - 1, s2, &b)) return 0;
+    if (__builtin_add_overflow(a, b, &end) || __builtin_add_overflow(end, n3, &end)) return 0;
+    return end <= len;
+}
+
+/* 0 if the depthwise/pool geometry is one the kernels handle, else the error code. Every output window
+ * overlaps the image (pads less than the window, the last window starting inside): then every index the
+ * kernels form lies inside the buffers and no arithmetic overflows. */
+static int check_geometry(const int64_t *g, int64_t g_len) {
+    if (!g || g_len != G_COUNT) return E_GEOMETRY_LENGTH;
+    static const int positive[] = {G_H, G_W, G_C, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_WO};
+    for (unsigned i = 0; i < sizeof positive / sizeof positive[0]; i++)
+        if (!in_range(g[positive[i]], 1)) return 1 + positive[i];
+    const int64_t span_h = (g[G_KH] - 1) * g[G_DH], span_w = (g[G_KW] - 1) * g[G_DW]; /* window extent - 1 */
+    if (g[G_PT] < 0 || g[G_PT] > span_h || g[G_PT] > LIMIT) return 1 + G_PT;
+    if (g[G_PL] < 0 || g[G_PL] > span_w || g[G_PL] > LIMIT) return 1 + G_PL;
+    if ((g[G_WO] - 1) * g[G_SW] - g[G_PL] >= g[G_W]) return 1 + G_WO;
+    if (!in_range(g[G_I0], 0)) return 1 + G_I0;
+    if (!in_range(g[G_I1], g[G_I0]) || (g[G_I1] > 0 && (g[G_I1] - 1) * g[G_SH] - g[G_PT] >= g[G_H])) return 1 + G_I1;
+    if (!in_range(g[G_XPIX], g[G_C])) return 1 + G_XPIX;
+    if (!in_range(g[G_XROW], 0) || g[G_XROW] < g[G_W] * g[G_XPIX]) return 1 + G_XROW;
+    if (!in_range(g[G_YPIX], g[G_C])) return 1 + G_YPIX;
+    if (!in_range(g[G_YROW], 0) || g[G_YROW] < g[G_WO] * g[G_YPIX]) return 1 + G_YROW;
+    return 0;
+}
+
+static int check_isa(int isa) { return isa >= 0 && isa < ISA_COUNT && isa_runs(isa) ? 0 : E_ISA; }
+
+/* ---- entry points ---- */
+
+/* y[i, j, :] = act(bias + sum over taps (a, b) of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] * w[a, b, :]) for
+ * the output rows g[G_I0] <= i < g[G_I1]; x outside the image reads as zero. w is (kh, kw, C) contiguous;
+ * bias may be NULL. The *_len arguments are the floats each buffer holds from its pointer on. */
+int edgeinfer_depthwise_hwc(int32_t isa, const float *x, int64_t x_len, const float *wt, int64_t wt_len,
+                            const float *bias, int64_t bias_len, float *y, int64_t y_len, const int64_t *g,
+                            int64_t g_len, int32_t kind, float a, float b) {
+    int err = check_isa(isa);
+    if (!err) err = check_geometry(g, g_len);
+    if (err) return err;
+    if (kind < 0 || kind >= ACT_COUNT) return E_KIND;
+    if (!x || !wt || !y) return E_NULL;
+    const int64_t c = g[G_C];
+    if (!block_fits(g[G_H], g[G_XROW], g[G_W], g[G_XPIX], c, x_len)) return E_X_LENGTH;
+    if (!block_fits(g[G_KH], g[G_KW] * c, g[G_KW], c, c, wt_len)) return E_W_LENGTH;
+    if (bias && bias_len < c) return E_BIAS_LENGTH;
+    if (g[G_I1] > g[G_I0] && !block_fits(g[G_I1], g[G_YROW], g[G_WO], g[G_YPIX], c, y_len)) return E_Y_LENGTH;
+    switch (isa_for(isa, c)) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: depthwise_avx512(x, wt, c, bias, y, g, kind, a, b); break;
+    case ISA_AVX2: depthwise_avx2(x, wt, c, bias, y, g, kind, a, b); break;
+#endif
+    default: depthwise_baseline(x, wt, c, bias, y, g, kind, a, b); break;
+    }
+    return 0;
+}
+
+/* Whether the separable form (kh + kw taps per output and a pass through a column buffer) does less work
+ * than the direct one (kh * kw taps): windows of 5x5 and up at stride 1, not 3x3 at stride 2. */
+static int separable_pays(const int64_t *g) {
+    const int64_t reach = (g[G_WO] - 1) * g[G_SW] + (g[G_KW] - 1) * g[G_DW] + 1;
+    const int64_t columns = reach < g[G_W] ? reach : g[G_W];
+    return g[G_KH] * columns + g[G_KW] * g[G_WO] + columns < g[G_KH] * g[G_KW] * g[G_WO];
+}
 
 /* y[i, j, :] = max over taps (a, b) inside the image of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] (padding
- * never wins, as if it were -inf), for output rows g[G_I0] <= i < g[G_I1]; the geometry is the depthwise's. */
-CLONES void edgeinfer_max_pool_hwc(const float *x, float *y, const int64_t *g) {
-    const long h = g[G_H], w = g[G_W], c = g[G_C], xr = g[G_XROW], xp = g[G_XPIX];
-    const long kh = g[G_KH], kw = g[G_KW], sh = g[G_SH], sw = g[G_SW], dh = g[G_DH], dw = g[G_DW];
-    const long pt = g[G_PT], pl = g[G_PL], wo = g[G_WO], yr = g[G_YROW], yp = g[G_YPIX];
-    const float lowest = -__builtin_inff();
-    for (long i = g[G_I0]; i < g[G_I1]; i++) {
-        const long r0 = i * sh - pt;
-        long a0 = 0, a1 = kh;
-        while (a0 < kh && r0 + a0 * dh < 0) a0++;
-        while (a1 > a0 && r0 + (a1 - 1) * dh >= h) a1--;
-        for (long j = 0; j < wo; j++) {
-            const long q0 = j * sw - pl;
-            long b0 = 0, b1 = kw;
-            while (b0 < kw && q0 + b0 * dw < 0) b0++;
-            while (b1 > b0 && q0 + (b1 - 1) * dw >= w) b1--;
-            float *yo = y + i * yr + j * yp;
-            long k = 0;
-            for (; k + 16 <= c; k += 16) {
-                /* NaN wins, as in np.maximum: a tap is NaN where it is not <= inf (GCC scalarises v != v) */
-                v16 acc = {0}, inf = {0};
-                vi16 nan = {0};
-                acc += lowest;
-                inf -= lowest;
-                for (long a = a0; a < a1; a++)
-                    for (long b = b0; b < b1; b++) {
-                        const v16 v = LD(x + (r0 + a * dh) * xr + (q0 + b * dw) * xp + k);
-                        acc = select16(v > acc, v, acc);
-                        nan |= ~(v <= inf);
-                    }
-                v16 qnan = {0};
-                qnan += __builtin_nanf("");
-                ST(yo + k, select16(nan, qnan, acc));
-            }
-            for (; k < c; k++) {
-                float acc = lowest;
-                for (long a = a0; a < a1; a++)
-                    for (long b = b0; b < b1; b++) acc = max1(acc, x[(r0 + a * dh) * xr + (q0 + b * dw) * xp + k]);
-                yo[k] = acc;
-            }
-        }
+ * never wins, as if it were -inf; NaN wins, as in np.maximum), for output rows g[G_I0] <= i < g[G_I1]; the
+ * geometry is the depthwise's. */
+int edgeinfer_max_pool_hwc(int32_t isa, const float *x, int64_t x_len, float *y, int64_t y_len, const int64_t *g,
+                           int64_t g_len) {
+    int err = check_isa(isa);
+    if (!err) err = check_geometry(g, g_len);
+    if (err) return err;
+    if (!x || !y) return E_NULL;
+    const int64_t c = g[G_C];
+    if (!block_fits(g[G_H], g[G_XROW], g[G_W], g[G_XPIX], c, x_len)) return E_X_LENGTH;
+    if (g[G_I1] > g[G_I0] && !block_fits(g[G_I1], g[G_YROW], g[G_WO], g[G_YPIX], c, y_len)) return E_Y_LENGTH;
+    isa = isa_for(isa, c);
+    /* (if the column buffer cannot be had, the direct form runs) */
+    float *col = separable_pays(g) ? malloc(sizeof(float) * (size_t)(g[G_W] * ISA_LANES[isa])) : 0;
+    switch (isa) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: max_pool_avx512(x, y, g, col); break;
+    case ISA_AVX2: max_pool_avx2(x, y, g, col); break;
+#endif
+    default: max_pool_baseline(x, y, g, col); break;
+    }
+    free(col);
+    return 0;
+}
+
+static void epilogue_isa(int isa, float *y, int64_t pixels, int64_t m, int64_t y_row, const float *bias,
+                         const float *z, int64_t z_row, int kind, float a, float b) {
+    switch (isa) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: epilogue_avx512(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
+    case ISA_AVX2: epilogue_avx2(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
+#endif
+    default: epilogue_baseline(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
     }
 }
 
-/* ---- the conv epilogue ---- */
+/* floats per row of grouped pixels (about), and the most the tiled bias holds */
+#define GROUP_FLOATS 1024
+#define GROUP_MAX 4096
 
-typedef uint32_t vu16 __attribute__((vector_size(64)));
-
-/* e^v, Cephes' single-precision polynomial (about 1 ulp); v is clamped to [-87.3, 88.3], so e^v stays a
- * normal float (fine for sigmoid and SiLU, which then round to their limits), and NaN stays NaN. */
-INLINE v16 exp16(v16 v) {
-    const v16 hi = {0}, lo = {0};
-    v = select16(v > hi + 88.3f, hi + 88.3f, v);
-    v = select16(v < lo - 87.3f, lo - 87.3f, v);
-    v16 fx = v * 1.44269504088896341f + 0.5f;
-    v16 n = __builtin_convertvector(__builtin_convertvector(fx, vi16), v16); /* truncates towards zero */
-    n = select16(n > fx, n - 1.0f, n);                                           /* floor */
-    v16 r = v - n * 0.693359375f + n * 2.12194440e-4f;
-    v16 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
-    vu16 bits = (vu16)(__builtin_convertvector(n, vi16) + 127) << 23; /* 2^n */
-    return p * (v16)bits;
-}
-
-static inline float exp1(float v) {
-    v16 x = {0};
-    x += v;
-    return exp16(x)[0];
-}
-
-/* Activation kinds (ACTIVATION_KINDS in native_kernels.py); a and b are their parameters. */
-enum { ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SILU };
-
-#define ACT16_CLAMP(v) clamp16(v, va, vb)
-#define ACT16_LEAKY_RELU(v) select16((v) < zero, (v) * va, v)
-#define ACT16_HARD_SIGMOID(v) clamp16((v) * va + vb, zero, one)
-#define ACT16_HARD_SWISH(v) ((v) * clamp16((v) * va + vb, zero, one))
-#define ACT16_SIGMOID(v) (one / (one + exp16(-(v))))
-/* below -88 e^-v is clamped, so x / (1 + e^-v) would not reach its limit 0: take it */
-#define ACT16_SILU(v) select16((v) < zero - 88.0f, (v) * zero, (v) / (one + exp16(-(v))))
-#define ACT1_CLAMP(v) clamp1(v, a, b)
-#define ACT1_LEAKY_RELU(v) ((v) < 0 ? (v) * a : (v))
-#define ACT1_HARD_SIGMOID(v) clamp1((v) * a + b, 0.0f, 1.0f)
-#define ACT1_HARD_SWISH(v) ((v) * clamp1((v) * a + b, 0.0f, 1.0f))
-#define ACT1_SIGMOID(v) (1.0f / (1.0f + exp1(-(v))))
-#define ACT1_SILU(v) ((v) < -88.0f ? (v) * 0.0f : (v) / (1.0f + exp1(-(v))))
-
-/* One loop per activation, so that the activation is not decided per element. */
-#define EPILOGUE_LOOP(KIND)                                                  \
-    for (long p = 0; p < pixels; p++) {                                      \
-        float *yo = y + p * y_row;                                           \
-        const float *zo = z ? z + p * z_row : 0;                             \
-        long k = 0;                                                          \
-        for (; k + 16 <= m; k += 16) {                                       \
-            v16 v = LD(yo + k);                                              \
-            if (bias) v += LD(bias + k);                                     \
-            if (zo) v += LD(zo + k);                                         \
-            ST(yo + k, ACT16_##KIND(v));                                     \
-        }                                                                    \
-        for (; k < m; k++) {                                                 \
-            float v = yo[k];                                                 \
-            if (bias) v += bias[k];                                          \
-            if (zo) v += zo[k];                                              \
-            yo[k] = ACT1_##KIND(v);                                          \
-        }                                                                    \
+/* y[p, :m] = act(y[p, :m] + bias + z[p, :m]) for p < pixels, in place: a Conv's epilogue in one pass.
+ * y rows are y_row floats apart, z rows z_row; bias and z may be NULL. */
+int edgeinfer_epilogue_hwc(int32_t isa, float *y, int64_t y_len, int64_t pixels, int64_t m, int64_t y_row,
+                           const float *bias, int64_t bias_len, const float *z, int64_t z_len, int64_t z_row,
+                           int32_t kind, float a, float b) {
+    int err = check_isa(isa);
+    if (err) return err;
+    if (kind < 0 || kind >= ACT_COUNT) return E_KIND;
+    if (pixels < 0) return E_PIXELS;
+    if (m < 1) return E_CHANNELS;
+    if (y_row < m) return E_Y_ROW;
+    if (z && z_row < m) return E_Z_ROW;
+    if (pixels == 0) return 0;
+    if (!y) return E_NULL;
+    if (!block_fits(1, 0, pixels, y_row, m, y_len)) return E_Y_LENGTH;
+    if (z && !block_fits(1, 0, pixels, z_row, m, z_len)) return E_Z_LENGTH;
+    if (bias && bias_len < m) return E_BIAS_LENGTH;
+    const int lanes = ISA_LANES[isa];
+    if (pixels > 1 && y_row == m && (!z || z_row == m) && m * lanes <= GROUP_MAX) {
+        /* Contiguous pixels: rows of `group` pixels, a multiple of the vector width whatever m is, with the bias
+         * tiled to match (YOLOX's 1- and 4-channel heads took a vector and a loop per pixel otherwise). */
+        float tiled[GROUP_MAX];
+        int64_t repeat = GROUP_FLOATS / (m * lanes);
+        if (repeat > pixels / lanes) repeat = pixels / lanes;
+        const int64_t group = lanes * (repeat > 1 ? repeat : 1), width = group * m;
+        const int64_t rows = pixels / group, rest = (pixels - rows * group) * m; /* rest: floats after the rows */
+        if (bias)
+            for (int64_t p = 0; p < group; p++)
+                for (int64_t k = 0; k < m; k++) tiled[p * m + k] = bias[k];
+        if (rows) epilogue_isa(isa, y, rows, width, width, bias ? tiled : 0, z, width, kind, a, b);
+        /* the pixels left start a group, so the tiled bias fits them too */
+        if (rest) epilogue_isa(isa, y + rows * width, 1, rest, rest, bias ? tiled : 0, z ? z + rows * width : 0, rest,
+                               kind, a, b);
+        return 0;
     }
-
-/* y[p, :] = act(y[p, :] + bias + z[p, :]) for p < pixels, in place: a Conv's epilogue in one pass.
- * y rows are y_row floats apart, z rows z_row; bias and z may be NULL. ACT_CLAMP with a, b = -inf, inf is
- * no activation. */
-CLONES void edgeinfer_epilogue_hwc(float *y, int64_t pixels, int64_t m, int64_t y_row, const float *bias,
-                                   const float *z, int64_t z_row, int32_t kind, float a, float b) {
-    v16 va = {0}, vb = {0}, zero = {0}, one = {0};
-    va += a;
-    vb += b;
-    one += 1.0f;
-    switch (kind) {
-    case ACT_LEAKY_RELU: EPILOGUE_LOOP(LEAKY_RELU) break;
-    case ACT_HARD_SIGMOID: EPILOGUE_LOOP(HARD_SIGMOID) break;
-    case ACT_HARD_SWISH: EPILOGUE_LOOP(HARD_SWISH) break;
-    case ACT_SIGMOID: EPILOGUE_LOOP(SIGMOID) break;
-    case ACT_SILU: EPILOGUE_LOOP(SILU) break;
-    default: EPILOGUE_LOOP(CLAMP) break;
-    }
+    epilogue_isa(isa_for(isa, m), y, pixels, m, y_row, bias, z, z_row, kind, a, b);
+    return 0;
 }
