@@ -4,9 +4,9 @@
     python benchmarks/tuner_search.py simulate spaces.json [more.json] --plot docs/tuner_search.png
 
 ``measure`` times *every* config of the knob spaces of the K costliest tunable workloads of the packs (by the
-default config's time) on the device, checked against the NumPy reference like any tuning trial, and writes
-them to JSON. ``simulate`` then replays searches on those tables, many seeds each, so that every strategy
-meets exactly the same measurements (no machine noise between strategies):
+default config's time; at most ``--per-template`` of each template) on the device, checked against the NumPy
+reference like any tuning trial, and writes them to JSON. ``simulate`` then replays searches on those tables,
+many seeds each, so that every strategy meets exactly the same measurements (no machine noise between strategies):
 
 - ``random``: configs in random order (what an exhaustive tuner does with a budget);
 - ``model``: the tuner's search (gradient-boosted trees, 10 % exploration), cold: no prior records;
@@ -57,8 +57,13 @@ def measure_spaces(args: argparse.Namespace) -> None:
         result = measurer.measure(task, default) if default else Measurement(None)
         costs.append((result.ms or 0.0, task, ctx))
     costs.sort(key=lambda item: -item[0])
+    chosen, per_template = [], {}
+    for item in costs:  # the costliest, at most --per-template of each template
+        if per_template.get(item[1].template, 0) < args.per_template and len(chosen) < args.workloads:
+            chosen.append(item)
+            per_template[item[1].template] = per_template.get(item[1].template, 0) + 1
     spaces = []
-    for default_ms, task, ctx in costs[: args.workloads]:
+    for default_ms, task, ctx in chosen:
         candidates = knob_candidates(task, ctx)
         print(f"{task.template} {task.signature}: default {default_ms:.4f} ms, {len(candidates)} configs", flush=True)
         rows = []
@@ -160,6 +165,7 @@ def main() -> None:
     m.add_argument("packs", nargs="+")
     m.add_argument("--device", default="opencl")
     m.add_argument("--workloads", type=int, default=4)
+    m.add_argument("--per-template", type=int, default=2, help="at most this many workloads of one template")
     m.add_argument("--templates", default="gemm,conv2d,depthwise,pw16,direct16,dw16,sep16")
     m.add_argument("--repeat", type=int, default=5)
     m.add_argument("--out", default="spaces.json")
