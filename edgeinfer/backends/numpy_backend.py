@@ -56,8 +56,8 @@ def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None, na
     constant folding) keep plain NCHW arrays. A Conv whose weight and bias are among ``constants`` also
     gets a ``packed_weights`` cache: its weight layouts are then built on the first run only.
     """
-    if node.op == "MaxPool" and native:
-        return {**node.attrs, "native_kernels": True}
+    if node.op == "MaxPool" and native:  # (native_cache: the kernel's geometry, kept between runs)
+        return {**node.attrs, "native_kernels": True, "native_cache": {}}
     if node.op != "Conv":
         return node.attrs
     attrs = {**node.attrs, "channels_last": True, "native_kernels": native}

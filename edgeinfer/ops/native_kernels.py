@@ -293,12 +293,19 @@ def _geometry(x: np.ndarray, y: np.ndarray, window: Window) -> np.ndarray:
     return np.array([h, w, c, xr, xp, *kernel, *strides, *dilations, pads[0], pads[1], wo, yr, yp, 0, ho], np.int64)
 
 
-def max_pool(x: np.ndarray, y: np.ndarray, window: Window) -> None:
-    """``y (Ho, Wo, C)`` = 2-D max pool of ``x (H, W, C)``; padding never wins; NaN propagates as in NumPy."""
+def max_pool(x: np.ndarray, y: np.ndarray, window: Window, cache: dict | None = None) -> None:
+    """``y (Ho, Wo, C)`` = 2-D max pool of ``x (H, W, C)``; padding never wins; NaN propagates as in NumPy.
+    ``cache`` (a node's) keeps the geometry between calls."""
     k = _load()[0]
-    g = _geometry(x, y, window)
-    code = k.lib.edgeinfer_max_pool_hwc(k.isa, x.ctypes.data, _extent(x), y.ctypes.data, _extent(y), g.ctypes.data,
-                                        len(g))  # fmt: skip
+    key = ("native_max_pool_call", x.shape, x.strides, y.shape, y.strides)
+    call = None if cache is None else cache.get(key)
+    if call is None:
+        g = _geometry(x, y, window)
+        call = (g, g.ctypes.data, _extent(x), _extent(y))
+        if cache is not None:
+            cache[key] = call
+    g, g_ptr, x_len, y_len = call
+    code = k.lib.edgeinfer_max_pool_hwc(k.isa, x.ctypes.data, x_len, y.ctypes.data, y_len, g_ptr, len(g))
     if code:
         _raise("max_pool", k.lib, code, g)
 

@@ -211,7 +211,7 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     if is_channels_last(x) and native and native_kernels.declines("max_pool", x.shape[2:], outs, window) is None:
         y = np.empty((x.shape[0], *outs, x.shape[1]), x.dtype)
         for i in range(x.shape[0]):
-            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], window)
+            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], window, attrs.get("native_cache"))
         y = y.transpose(0, 3, 1, 2)
     elif is_channels_last(x) and math.prod(outs) > 1:
         y = _max_pool_channels_last(x, kernel, strides, dilations, pads, outs)

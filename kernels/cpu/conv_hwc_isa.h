@@ -98,6 +98,24 @@ FN VF ISA(reciprocal)(VF d) {
 #endif
 }
 
+/* whether any lane of v is NaN or infinite */
+FN int ISA(any_nonfinite)(VF v) {
+    const VF d = v - v; /* 0 where v is finite, NaN elsewhere */
+#if defined(__x86_64__) && VL == 16
+    return _mm512_cmp_ps_mask((__m512)d, (__m512)d, _CMP_UNORD_Q) != 0;
+#elif defined(__x86_64__) && VL == 8
+    return _mm256_movemask_ps(_mm256_cmp_ps((__m256)d, (__m256)d, _CMP_UNORD_Q)) != 0;
+#elif defined(__x86_64__) && VL == 4
+    return _mm_movemask_ps(_mm_cmpunord_ps((__m128)d, (__m128)d)) != 0;
+#elif defined(__aarch64__) && VL == 4
+    return vminvq_u32(vceqq_f32((float32x4_t)d, (float32x4_t)d)) == 0;
+#else
+    for (int i = 0; i < VL; i++)
+        if (d[i] != d[i]) return 1;
+    return 0;
+#endif
+}
+
 #undef X86_PS
 #undef X86_V
 
@@ -387,6 +405,30 @@ FN void ISA(max_outs)(const float *src, int64_t step, int64_t taps, int64_t tap_
     for (int o = 0; o < POOL_OUTS; o++) STV(dst + o * dst_step, ISA(select)(nan[o], qnan, acc[o]));
 }
 
+/* POOL_OUTS outputs of a 3-wide stride-2 window (SqueezeNet's, ResNet's pools), VL channels: their 9 input
+ * columns' maxima over rows a0..a1 held in registers (9 column loads per row where the taps are 12), each output
+ * the max of three; NaN detection is a running sum checked once (a NaN or an infinity anywhere makes it
+ * non-finite: then 0 is returned and the caller takes the tracked path). */
+FN int ISA(max_group_3s2)(const float *xa, int64_t rows, int64_t row_step, int64_t xp, float *yo, int64_t yp) {
+    VF col[2 * POOL_OUTS + 1], sum0 = {0}, sum1 = {0};
+    for (int q = 0; q < 2 * POOL_OUTS + 1; q++) col[q] = LDV(xa + q * xp);
+    for (int q = 0; q < 2 * POOL_OUTS + 1; q += 2) sum0 += col[q];
+    for (int q = 1; q < 2 * POOL_OUTS + 1; q += 2) sum1 += col[q];
+    for (int64_t a = 1; a < rows; a++) {
+        const float *xr = xa + a * row_step;
+        for (int q = 0; q < 2 * POOL_OUTS + 1; q++) {
+            const VF v = LDV(xr + q * xp);
+            col[q] = ISA(max_ordered)(col[q], v);
+            if (q % 2) sum1 += v;
+            else sum0 += v;
+        }
+    }
+    if (ISA(any_nonfinite)(sum0 + sum1)) return 0;
+    for (int o = 0; o < POOL_OUTS; o++)
+        STV(yo + o * yp, ISA(max_ordered)(ISA(max_ordered)(col[2 * o], col[2 * o + 1]), col[2 * o + 2]));
+    return 1;
+}
+
 /* The direct form: every output pixel takes the maximum over its whole window (small windows, strides > 1).
  * Outputs whose window lies inside the row go POOL_OUTS at a time, their taps' rows in the outer loop. */
 FN void ISA(max_pool_direct)(const float *x, float *y, const int64_t *g) {
@@ -401,6 +443,7 @@ FN void ISA(max_pool_direct)(const float *x, float *y, const int64_t *g) {
     /* interior outputs in groups (all but the baseline's odd channel counts); the rest one at a time */
     const int64_t j_end = c % VL ? jl : jl + (jh - jl) / POOL_OUTS * POOL_OUTS;
     const int64_t tile = ISA(column_tile)(kh * sw * c, POOL_OUTS);
+    const int s3 = kw == 3 && sw == 2 && dw == 1;
     for (int64_t i = g[G_I0]; i < g[G_I1]; i++) {
         const int64_t r0 = i * sh - pt;
         int64_t a0 = 0, a1 = kh;
@@ -410,6 +453,10 @@ FN void ISA(max_pool_direct)(const float *x, float *y, const int64_t *g) {
         for (int64_t t0 = jl; t0 < j_end; t0 += tile) /* column tiles, channel blocks within each */
             for (int64_t k = 0, t1 = t0 + tile < j_end ? t0 + tile : j_end; k + VL <= c; k += VL)
             for (int64_t j = t0; j < t1; j += POOL_OUTS) {
+                if (s3 && a1 > a0 &&
+                    ISA(max_group_3s2)(x + (r0 + a0 * dh) * xr + (j * sw - pl) * xp + k, a1 - a0, dh * xr, xp,
+                                       yrow + j * yp + k, yp))
+                    continue;
                 VF acc[POOL_OUTS];
                 VI nan[POOL_OUTS];
                 for (int o = 0; o < POOL_OUTS; o++) acc[o] = lowest, nan[o] = (VI){0};
