@@ -77,8 +77,9 @@ def measure_spaces(args: argparse.Namespace) -> None:
         Path(args.out).write_text(json.dumps(spaces, indent=1))
 
 
-def replay(space: dict, strategy: str, seed: int, others: list[dict]) -> list[float]:
-    """Best-found ms after each trial of one simulated search over ``space``'s measured configs."""
+def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials: int = 10**6) -> list[float]:
+    """Best-found ms after each trial of one simulated search over ``space``'s measured configs (the model's
+    searches stop after ``max_trials``: refitting the trees for every batch is what costs time here)."""
     lookup = {config_key(r["config"]): r for r in space["rows"]}
     configs = [r["config"] for r in space["rows"]]
     samples = []
@@ -96,12 +97,14 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict]) -> list[fl
         return Measurement(row["ms"], row["error"])
 
     kind = "random" if strategy == "random" else "model"
-    search(SearchState(space["workload"]), configs, measure, len(configs), strategy=kind, samples=samples,
+    budget = len(configs) if kind == "random" else min(len(configs), max_trials)
+    search(SearchState(space["workload"]), configs, measure, budget, strategy=kind, samples=samples,
            rng=random.Random(seed))
     return curve
 
 
 def trials_to_reach(curve: list[float], target: float) -> int:
+    """Trials until the best found is within target; one more than the curve's length if never."""
     return next((i + 1 for i, ms in enumerate(curve) if ms <= target), len(curve) + 1)
 
 
@@ -117,7 +120,7 @@ def simulate(args: argparse.Namespace) -> None:
         others = [s for j, s in enumerate(spaces) if j != index and s.get("device_key") == space.get("device_key")]
         cells, curves[name] = [], {}
         for strategy in STRATEGIES:
-            runs = [replay(space, strategy, seed, others) for seed in range(args.seeds)]
+            runs = [replay(space, strategy, seed, others, args.max_trials) for seed in range(args.seeds)]
             needed = statistics.median(trials_to_reach(c, target) for c in runs)
             summary[strategy].append(needed / len(space["rows"]))
             cells.append(f"{needed:15.1f}")
@@ -172,6 +175,7 @@ def main() -> None:
     s = sub.add_parser("simulate")
     s.add_argument("spaces", nargs="+")
     s.add_argument("--seeds", type=int, default=20)
+    s.add_argument("--max-trials", type=int, default=80, help="model searches stop here (not reached: counted as more)")
     s.add_argument("--plot")
     args = parser.parse_args()
     if args.command == "measure":

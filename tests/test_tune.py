@@ -242,3 +242,18 @@ def test_knob_docs_match_the_knob_spaces():
     from edgeinfer.tuning.knob_docs import render
 
     assert (REPO / "docs" / "knobs.md").read_text() == render(), "regenerate: python -m edgeinfer.tuning.knob_docs"
+
+
+@needs_opencl
+def test_cli_tune_and_report(tune_env, monkeypatch, tmp_path, capsys):
+    from edgeinfer.cli import main
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
+    out = tmp_path / "table.json"
+    args = ["tune", str(tune_env), "--device", DEVICE.spec, "--trials", "2", "--repeat", "2", "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "2 of 2 workloads tuned" in printed and out.is_file() and out.with_name("table.records.jsonl").is_file()
+    assert main(["tune", str(tune_env), "--device", DEVICE.spec, "--report"]) == 0
+    report = capsys.readouterr().out
+    assert "2 tunable workloads" in report and "default" in report  # --out went elsewhere: the device has none
