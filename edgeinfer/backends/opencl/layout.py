@@ -5,8 +5,8 @@ vector of B floats. On CPU devices (PoCL) convolutions on it are much faster tha
 taps, broadcast-times-vector GEMMs); on GPUs NCHW kernels already coalesce, so the layout is off there.
 
 The block B follows the device's vector ISA (:func:`block_for`): 16 on AVX-512, 8 on AVX2, 4 on SSE and NEON, so
-that one block is one vector register and the kernels' register tiles fit (a 16-wide block on AVX2 takes two
-registers per accumulator and spills: docs/notes-opencl.md, session 8).
+that one block is one vector register (a 16-wide block takes two AVX2 registers per accumulator, which halves the
+register tiles that fit: kernels_blocked.registers_needed; docs/notes-opencl.md, session 8).
 
 At load time :func:`apply` rewrites a copy of the pack's graph: chosen Conv nodes (and the elementwise nodes
 between them) read and write blocked tensors, named ``<tensor>#nchw<B>c`` with 5-D shapes, and conversion nodes
@@ -29,8 +29,9 @@ from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.passes.memory_plan import plan_memory
 
 BLOCKS = (4, 8, 16)  # the channel blocks blocked.cl compiles for (its BLOCK define)
-# The block per ISA class: one block per vector register. Measured on MobileNetV2, SqueezeNet and YOLOX-nano
-# (benchmarks/RESULTS.md 1j): on the AVX2 stand-in block 8 beats 16; on AVX-512 16 beats 8.
+# The block per ISA class: one block per vector register. Measured (benchmarks/RESULTS.md 1k, defaults, no table):
+# on AVX-512 block 16 beat 8 on MobileNetV2, SqueezeNet and YOLOX-nano (a disturbed run); on the AVX2 stand-in
+# 8 and 16 (each with tiles fitted to 16 ymm registers) were within noise (8 ahead on two models, 16 on SqueezeNet).
 BLOCK_BY_ISA = {"avx512": 16, "avx2": 8, "avx": 8, "sse": 4, "neon": 4, "simt": 16}
 # On a blocked node: {"inputs": [whether each input is read blocked], "channels": [its channel count, else 0],
 # "block": B}, plus "plain_output": True on a node that writes its output plain (is_global_pool).
