@@ -111,7 +111,7 @@ def fitted_tile(kind: str, tp: int, nb: int, block: int, isa: IsaClass) -> dict[
 
 
 def default_tiles(kind: str, workload: dict[str, Any], block: int, isa: IsaClass) -> dict[str, int]:
-    """The heuristic default: what measured fastest on PoCL at block 16 on AVX-512 (benchmarks/opencl_tune.py,
+    """The heuristic default: what measured fastest on PoCL at block 16 on AVX-512 (the tuner,
     sessions 3-4: 12 pixels x 2 blocks for 1x1 layers, 6 x 2 for direct ones, 8 x 2 for separable pairs, 4 x 2
     depthwise pixels), shrunk to the ISA's register budget (:func:`fitted_tile`). The tuner beats it by 1.2-1.9x
     on some layers (tuned_configs)."""
