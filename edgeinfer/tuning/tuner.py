@@ -83,7 +83,9 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     bar = _progress(len(tasks) * options.trials, options.progress)
     try:
         for task in tasks:
-            done = _tune_task(task, device, measurer, records, options, rng, deadline, bar)
+            entry = table.entries.get(task.template, {}).get(task.signature)
+            incumbent = entry["config"] if entry else None
+            done = _tune_task(task, device, measurer, records, options, rng, deadline, bar, incumbent)
             result.results.append(done)
             if done.best_config is not None:
                 _enter(table, done, info)
@@ -97,7 +99,7 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     return result
 
 
-def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> TaskResult:
+def _tune_task(task, device, measurer, records, options, rng, deadline, bar, incumbent=None) -> TaskResult:
     info = device.info
     ctx = plan_context(task.graph, device, ConfigTable("opencl", info.device_key))
     candidates = knob_candidates(task, ctx)
@@ -119,16 +121,19 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar) -> 
         bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
 
     default = default_config(task, ctx)
-    if default is not None and config_key(default) not in state.measured:
-        state.add(default, measure(default))
-        state.trials += 1
-        on_measured(default, state.measured[config_key(default)][1])
+    # The heuristic default and the table's current entry (a rerun over an existing table) are measured first:
+    # they compete with every candidate, so tuning never replaces a config by a slower one.
+    for config in (default, incumbent):
+        if config is not None and config_key(config) not in state.measured:
+            state.add(config, measure(config))
+            state.trials += 1
+            on_measured(config, state.measured[config_key(config)][1])
     already = len(state.measured)
     search(state, candidates, measure, max(0, options.trials - already + state.trials), strategy=options.search,
            samples=_training_samples(task.template, records, info.device_key, info.family),
            rng=rng, on_measured=on_measured)  # fmt: skip
     bar.update(max(0, options.trials - state.trials))  # a resumed or exhausted task has fewer to do
-    best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False))
+    best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False), incumbent)
     invalid = sum(not m.valid for _, m in state.measured.values())
     return TaskResult(task, default_ms, best[0] if best else None, best[1] if best else None, len(state.measured),
                       invalid)  # fmt: skip
@@ -151,13 +156,15 @@ def default_config(task: TuningTask, ctx) -> dict[str, Any] | None:
     return dict(plan.config) if plan.template == task.template else None
 
 
-def _confirm(state: SearchState, default, measure) -> tuple[tuple[dict, float] | None, float | None]:
-    """Time the best few configs and the default again, interleaved; the best of each one's times decides.
-    The default competes, so a table never makes a workload slower than no table."""
+def _confirm(state: SearchState, default, measure, incumbent=None) -> tuple[tuple[dict, float] | None, float | None]:
+    """Time the best few configs, the default and the table's current entry again, interleaved; the best of
+    each one's times decides. The default competes, so a table never makes a workload slower than no table."""
     valid = sorted(((c, m.ms) for c, m in state.measured.values() if m.valid), key=lambda item: item[1])
     finalists = [c for c, _ in valid[:CONFIRM_TOP]]
-    if default is not None and all(config_key(c) != config_key(default) for c in finalists):
-        finalists.append(default)
+    for extra in (default, incumbent):
+        measured = state.measured.get(config_key(extra)) if extra is not None else None
+        if measured and measured[1].valid and all(config_key(c) != config_key(extra) for c in finalists):
+            finalists.append(extra)
     times = {config_key(c): [ms] for c, ms in valid if any(config_key(c) == config_key(f) for f in finalists)}
     for _ in range(CONFIRM_ROUNDS if len(finalists) > 1 else 0):
         for config in finalists:
