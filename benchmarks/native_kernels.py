@@ -37,12 +37,31 @@ from pathlib import Path
 import numpy as np
 from common import REPO, SHARED, SHARED_MODELS, random_feeds  # noqa: E402
 
-# NumPy and OpenBLAS held to each class (NumPy's dispatch targets above the class are turned off)
-NUMPY_ENV = {
-    "avx512": {},
-    "avx2": {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Haswell"},
-    "sse": {"NPY_DISABLE_CPU_FEATURES": "X86_V3 X86_V4 AVX512_ICL AVX512_SPR", "OPENBLAS_CORETYPE": "Nehalem"},
-}
+# OpenBLAS held to each class (its kernels for a CPU of that class)
+OPENBLAS_CORE = {"avx2": "Haswell", "sse": "Nehalem"}
+
+
+def numpy_env(isa: str) -> dict[str, str]:
+    """The environment that holds NumPy and OpenBLAS to an ISA class: NumPy's dispatch targets above the class
+    turned off (their names differ between NumPy versions: 2.4 has X86_V3, X86_V4, AVX512_*), OpenBLAS's core."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_dispatch__ as targets
+    except ImportError:  # NumPy 1.x
+        from numpy.core._multiarray_umath import __cpu_dispatch__ as targets
+
+    def above(target: str) -> bool:
+        if isa == "avx2":
+            return target.startswith("AVX512") or target == "X86_V4"
+        if isa == "sse":
+            return target.startswith(("AVX", "FMA", "F16C")) or target in ("X86_V3", "X86_V4")
+        return False
+
+    env = {"NPY_DISABLE_CPU_FEATURES": " ".join(t for t in targets if above(t))}
+    if isa in OPENBLAS_CORE:
+        env["OPENBLAS_CORETYPE"] = OPENBLAS_CORE[isa]
+    return env
+
+
 KINDS = ("depthwise", "max_pool", "epilogue")
 DEFAULT_MODELS = [m for m in SHARED_MODELS if "qdq" not in m]  # (the QDQ model has no float kernels to run)
 
@@ -296,7 +315,7 @@ def main() -> None:
     for isa in isas:
         env = {**os.environ, "EDGEINFER_CPU_ISA": isa}
         if not args.numpy_unrestricted:
-            env.update(NUMPY_ENV.get(isa, {}))
+            env.update(numpy_env(isa))
         cmd = [sys.executable, __file__, "--worker", isa, "--runs", str(args.runs), "--models", *args.models,
                "--kinds", *args.kinds] + (["--no-models"] if args.no_models else [])  # fmt: skip
         print(f"measuring the {isa} build ...", file=sys.stderr)

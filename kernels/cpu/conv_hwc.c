@@ -47,6 +47,8 @@ enum {
 /* Activation kinds (ACTIVATION_KINDS in native_kernels.py); a and b are their parameters. ACT_CLAMP with
  * a, b = -inf, inf is no activation. */
 enum { ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SILU, ACT_COUNT };
+/* internal: ACT_CLAMP to [-inf, inf], no activation (two operations fewer per vector) */
+enum { ACT_IDENTITY = ACT_COUNT };
 
 static inline float clamp1(float v, float lo, float hi) {
     v = v < lo ? lo : v;
@@ -322,6 +324,7 @@ int edgeinfer_epilogue_hwc(int32_t isa, float *y, int64_t y_len, int64_t pixels,
     if (!block_fits(1, 0, pixels, y_row, m, y_len)) return E_Y_LENGTH;
     if (z && !block_fits(1, 0, pixels, z_row, m, z_len)) return E_Z_LENGTH;
     if (bias && bias_len < m) return E_BIAS_LENGTH;
+    if (kind == ACT_CLAMP && a == -__builtin_inff() && b == __builtin_inff()) kind = ACT_IDENTITY;
     const int lanes = ISA_LANES[isa];
     if (pixels > 1 && y_row == m && (!z || z_row == m) && m * lanes <= GROUP_MAX) {
         /* Contiguous pixels: rows of `group` pixels, a multiple of the vector width whatever m is, with the bias

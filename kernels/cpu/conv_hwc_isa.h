@@ -154,6 +154,7 @@ FN VF ISA(activate)(int kind, VF v, VF a, VF b) {
     case ACT_SIGMOID: return ISA(reciprocal)(one + ISA(exp)(-v));
     /* below -88 e^-v is clamped, so v / (1 + e^-v) would not reach its limit 0 (to float precision): take it */
     case ACT_SILU: return ISA(select)(v < -88.0f, v * zero, v * ISA(reciprocal)(one + ISA(exp)(-v)));
+    case ACT_IDENTITY: return v;
     default: return ISA(clamp)(v, a, b);
     }
 }
@@ -195,6 +196,7 @@ KERNEL void ISA(epilogue)(float *y, int64_t pixels, int64_t m, int64_t y_row, co
     case ACT_HARD_SWISH: ISA(epilogue_loop)(ACT_HARD_SWISH, y, pixels, m, y_row, bias, z, z_row, a, b); break;
     case ACT_SIGMOID: ISA(epilogue_loop)(ACT_SIGMOID, y, pixels, m, y_row, bias, z, z_row, a, b); break;
     case ACT_SILU: ISA(epilogue_loop)(ACT_SILU, y, pixels, m, y_row, bias, z, z_row, a, b); break;
+    case ACT_IDENTITY: ISA(epilogue_loop)(ACT_IDENTITY, y, pixels, m, y_row, bias, z, z_row, a, b); break;
     default: ISA(epilogue_loop)(ACT_CLAMP, y, pixels, m, y_row, bias, z, z_row, a, b); break;
     }
 }

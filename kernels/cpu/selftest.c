@@ -215,6 +215,7 @@ int main(void) {
             epilogue_case(kind, a, b, 1000, 1, 1, 1, 1); /* YOLOX's 1-channel heads */
             epilogue_case(kind, a, b, 301, 4, 4, 0, 1);
         }
+        epilogue_case(ACT_CLAMP, -INFINITY, INFINITY, 301, 24, 24, 1, 1); /* no activation (the identity) */
         max_pool_case(64, 13, 3, 2, 1, 0, 0); /* SqueezeNet's */
         max_pool_case(20, 9, 3, 2, 1, 1, 1);
         max_pool_case(8, 9, 5, 1, 1, 2, 1);
