@@ -257,3 +257,18 @@ def test_cli_tune_and_report(tune_env, monkeypatch, tmp_path, capsys):
     assert main(["tune", str(tune_env), "--device", DEVICE.spec, "--report"]) == 0
     report = capsys.readouterr().out
     assert "2 tunable workloads" in report and "default" in report  # --out went elsewhere: the device has none
+
+
+@needs_opencl
+@pytest.mark.parametrize("forced", ["nchw", "nchw8c", "nchw16c"])
+def test_tasks_are_the_templates_the_executor_runs(tune_env, monkeypatch, forced):
+    """The tuner plans the graph exactly as the executor does (layout and channel block included)."""
+    import edgeinfer
+    from edgeinfer.backends.opencl.runtime import select_device
+    from edgeinfer.pack import read_pack
+    from edgeinfer.tuning.workloads import collect_tasks
+
+    monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", forced)
+    tasks = collect_tasks({"conv": read_pack(tune_env)}, select_device(DEVICE.spec))
+    ran = {row["kernel"] for row in edgeinfer.Session(tune_env, device=DEVICE.spec).explain()}
+    assert tasks and {t.template for t in tasks} <= ran, (ran, [t.template for t in tasks])

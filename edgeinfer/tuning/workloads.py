@@ -50,8 +50,8 @@ def plan_context(graph: Graph, device: OpenCLDevice, table: ConfigTable) -> Plan
 
 
 def device_graph(graph: Graph, device: OpenCLDevice) -> Graph:
-    """The graph as the executor plans it on ``device`` (channel-blocked on CPUs)."""
-    return layout.apply(graph) if layout.wanted(device.info.kind) else graph
+    """The graph as the executor plans it on ``device`` (channel-blocked on CPUs, with the block of its ISA)."""
+    return layout.for_device(graph, device.info.kind, isa_class(device.info.isa or "simt"))
 
 
 def collect_tasks(
