@@ -105,9 +105,12 @@ def _parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
     try:
         if not sep or not name:
             raise ValueError
-        return name, tuple(int(d) for d in dims.lower().split("x"))
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+        if min(shape) < 1:  # a zero or negative dim compiles to a pack that can never run an image
+            raise ValueError
+        return name, shape
     except ValueError:
-        raise ValueError(f"--input-shape expects NAME=1x3x224x224, got {text!r}") from None
+        raise ValueError(f"--input-shape expects NAME=1x3x224x224 with positive integer dims, got {text!r}") from None
 
 
 def _parse_value(text: str) -> Any:

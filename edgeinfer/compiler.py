@@ -79,11 +79,11 @@ def compile_model(
 
 
 def _check_input_shapes(input_shapes: dict[str, tuple[int, ...]] | None) -> None:
-    """Fixed input dims must be positive: a zero or negative dim compiles to a pack that can never run."""
+    """Fixed input dims must be integers >= 0 (0: an empty tensor, as ONNX allows; the CLI asks for >= 1)."""
     for name, shape in (input_shapes or {}).items():
         dims = list(shape)
-        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 1 for d in dims):
-            raise CompileError(f"input shape for {name!r} must be positive integers (e.g. 1x3x224x224); got {dims}")
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise CompileError(f"input shape for {name!r} must be integers >= 0 (e.g. 1x3x224x224); got {dims}")
 
 
 def _check_ops(graph: Graph) -> None:
