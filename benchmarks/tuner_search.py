@@ -10,8 +10,8 @@ many seeds each, so that every strategy meets exactly the same measurements (no 
 
 - ``random``: configs in random order (what an exhaustive tuner does with a budget);
 - ``model``: the tuner's search (gradient-boosted trees, 10 % exploration), cold: no prior records;
-- ``model+transfer``: the same, warm-started with the full records of the *other* workloads of the table
-  (as a tuning run has, once it tuned a pack's earlier layers, or from a sibling device's log).
+- ``model+transfer``: the same, warm-started with 16 random records of each *other* workload of the same
+  template in the file (what a tuning run has once it tuned a pack's earlier layers with --trials 16).
 
 It prints, per workload, the median number of trials each strategy needs to get within 5 % of the best
 config in the table, and plots best-found latency (relative to the best) against trials.
@@ -36,6 +36,7 @@ from edgeinfer.tuning.records import config_key  # noqa: E402
 from edgeinfer.tuning.search import SearchState, search  # noqa: E402
 
 WITHIN = 1.05
+TRANSFER_TRIALS = 16  # records per other workload in the transfer variant (a tuning run's --trials)
 STRATEGIES = ("random", "model", "model+transfer")
 
 
@@ -83,9 +84,13 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
     lookup = {config_key(r["config"]): r for r in space["rows"]}
     configs = [r["config"] for r in space["rows"]]
     samples = []
-    if strategy == "model+transfer":
-        samples = [(o["workload"], r["config"], r["ms"], 1.0) for o in others if o["template"] == space["template"]
-                   for r in o["rows"] if r["ms"] is not None]  # fmt: skip
+    if strategy == "model+transfer":  # what a tuning run has of its earlier workloads: TRANSFER_TRIALS each
+        pick = random.Random(seed + 1)
+        for other in others:
+            if other["template"] == space["template"]:
+                valid = [r for r in other["rows"] if r["ms"] is not None]
+                chosen = pick.sample(valid, min(TRANSFER_TRIALS, len(valid)))
+                samples += [(other["workload"], r["config"], r["ms"], 1.0) for r in chosen]
     best, curve = float("inf"), []
 
     def measure(config):

@@ -197,6 +197,15 @@ def _family_table(directory: Path, device_key: str, family: str, isa: str = "") 
     )
 
 
+def family_tables(backend: str, family: str) -> list[ConfigTable]:
+    """Every shipped table of ``family`` (the tuner's cost model learns from their measured times)."""
+    try:
+        directory = data_dir("tuned_configs") / backend
+    except FileNotFoundError:
+        return []
+    return [t for t in map(_read_shipped, sorted(directory.glob("*.json"))) if t.family == family]
+
+
 def _read_shipped(path: Path) -> ConfigTable:
     data = json.loads(path.read_text())
     return read_table(path, data.get("backend", path.parent.name), data.get("device_key", path.stem))

@@ -14,7 +14,7 @@ from typing import Any
 from edgeinfer.backends.opencl.kernels import KNOB_SPACES
 from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
-from edgeinfer.tuned_configs import ConfigTable, read_table, user_tables_dir, write_table
+from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
 from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
 from edgeinfer.tuning.records import Record, RecordLog, config_key
@@ -179,14 +179,9 @@ def _confirm(state: SearchState, default, measure, incumbent=None) -> tuple[tupl
 def _training_samples(template: str, records: RecordLog, device_key: str, family: str):
     """The cost model's warm start: every valid record of the template in the log (this device's at full
     weight, others' lower), and the shipped tables of the device's family (their best configs and times)."""
-    from edgeinfer.tuned_configs import _read_shipped, data_dir
-
     samples = [(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT)
                for r in records.records if r.template == template and r.valid]  # fmt: skip
-    for path in sorted((data_dir("tuned_configs") / "opencl").glob("*.json")):
-        table = _read_shipped(path)
-        if table.family != family:
-            continue
+    for table in family_tables("opencl", family):
         weight = 1.0 if table.device_key == device_key else OTHER_DEVICE_WEIGHT
         for entry in table.entries.get(template, {}).values():
             if entry.get("time_ms"):
