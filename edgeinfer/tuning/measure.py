@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,21 +31,6 @@ class Measurement:
         return self.ms is not None
 
 
-@contextlib.contextmanager
-def quiet_compiler() -> Iterator[None]:
-    """Keep the OpenCL compiler's chatter (PoCL's clang prints "N warnings generated." on the process's stderr)
-    off the terminal while the tuner's progress bar is there; build errors still come back as exceptions."""
-    with tempfile.TemporaryFile() as sink, warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # pyopencl's CompilerWarning
-        saved = os.dup(2)
-        try:
-            os.dup2(sink.fileno(), 2)
-            yield
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
 class Measurer:
     """Times configs of tuning tasks on one OpenCL device: ``warmup`` runs, then the median of ``repeat`` runs
     timed with OpenCL profiling events (kernel time only: the node's inputs stay on the device)."""
@@ -62,14 +42,14 @@ class Measurer:
     def measure(self, task: TuningTask, config: dict[str, Any]) -> Measurement:
         executable = None
         try:
-            with quiet_compiler():
-                executable = opencl.prepare(task.graph, self.device, overrides={task.template: config})
-                row = executable.explain()[0]
-                if row["placement"] != "device":
-                    return Measurement(None, f"planner refused it: {row['config_source']}")
-                if row["config_source"] != "override":  # the planner ran another config (e.g. a device limit)
-                    return Measurement(None, f"planner replaced it: {row['config_source']}")
-                outputs = executable.run(task.feeds)
+            # (the compiler's output stays off the terminal: program_cache captures it)
+            executable = opencl.prepare(task.graph, self.device, overrides={task.template: config})
+            row = executable.explain()[0]
+            if row["placement"] != "device":
+                return Measurement(None, f"planner refused it: {row['config_source']}")
+            if row["config_source"] != "override":  # the planner ran another config (e.g. a device limit)
+                return Measurement(None, f"planner replaced it: {row['config_source']}")
+            outputs = executable.run(task.feeds)
             wrong = self._check(task, outputs)
             if wrong:
                 return Measurement(None, wrong)

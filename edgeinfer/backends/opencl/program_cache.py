@@ -3,14 +3,23 @@
 The disk key is (source hash, build options, device key, device version, driver version), so a driver
 update invalidates entries by itself. The cache lives in ``$EDGEINFER_CACHE_DIR/opencl`` if that variable
 is set, else in the user cache directory (``~/.cache/edgeinfer/opencl`` on Linux).
+
+Compilers talk: PoCL's clang prints "N warnings generated." straight onto the process's stderr (file
+descriptor 2, beneath Python). A build runs with that descriptor pointed at a temporary file, so a user's
+terminal stays quiet; ``EDGEINFER_VERBOSE=1`` prints what was captured, and a failed build's error carries
+the compiler's log (pyopencl puts it in the exception).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import sys
 import tempfile
+import threading
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyopencl as cl
@@ -19,6 +28,29 @@ import pyopencl as cl
 STATS = {"compiled": 0, "from_disk": 0, "from_memory": 0}
 
 _memo: dict[tuple[int, str], cl.Program] = {}
+# File descriptor 2 is process-wide: builds that capture it take turns, so each restores what it found.
+_capture_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def captured_compiler_output() -> Iterator[list[str]]:
+    """Point file descriptor 2 at a temporary file while the block runs; the list yielded receives what was
+    written there (printed on stderr too when ``EDGEINFER_VERBOSE=1``)."""
+    captured: list[str] = []
+    with _capture_lock, tempfile.TemporaryFile() as sink, warnings.catch_warnings():
+        warnings.simplefilter("ignore", cl.CompilerWarning)  # PoCL reports unperformed unroll hints as warnings
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            os.dup2(sink.fileno(), 2)
+            yield captured
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            captured.append(sink.read().decode(errors="replace"))
+            if os.environ.get("EDGEINFER_VERBOSE", "") not in ("", "0") and captured[0].strip():
+                print(captured[0], end="", file=sys.stderr)
 
 
 def cache_dir() -> Path:
@@ -51,8 +83,7 @@ def build_program(context: cl.Context, device: cl.Device, device_key: str, sourc
     path = cache_dir() / f"{key}.bin"
     program = _load_binary(context, device, path, options)
     if program is None:
-        with warnings.catch_warnings():  # PoCL reports unperformed unroll hints as build warnings
-            warnings.simplefilter("ignore", cl.CompilerWarning)
+        with captured_compiler_output():
             program = cl.Program(context, source).build(options=options, devices=[device])
         STATS["compiled"] += 1
         _store_binary(program, path)
@@ -66,8 +97,7 @@ def _load_binary(context: cl.Context, device: cl.Device, path: Path, options: st
     if not path.is_file():
         return None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", cl.CompilerWarning)
+        with captured_compiler_output():
             return cl.Program(context, [device], [path.read_bytes()]).build(options=options, devices=[device])
     except cl.Error:  # stale or foreign binary: rebuild from source and overwrite it
         return None

@@ -1,0 +1,65 @@
+"""A first load prints nothing from the OpenCL compiler (issue 17): PoCL's clang writes "N warnings generated."
+onto file descriptor 2, which program_cache points elsewhere while it builds."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from conftest import tiny_graph, usable_opencl_device
+
+DEVICE = usable_opencl_device()
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (install pocl-opencl-icd)")
+
+NOISE = b"27 warnings generated.\n"
+
+
+def test_builds_keep_descriptor_2_quiet_and_keep_the_log(capfd, monkeypatch):
+    from edgeinfer.backends.opencl.program_cache import captured_compiler_output
+
+    monkeypatch.delenv("EDGEINFER_VERBOSE", raising=False)
+    with captured_compiler_output() as log:
+        os.write(2, NOISE)
+    assert capfd.readouterr().err == ""
+    assert log == [NOISE.decode()]
+    os.write(2, b"after\n")  # descriptor 2 is back where it was
+    assert capfd.readouterr().err == "after\n"
+
+
+def test_verbose_shows_the_compiler_output(capfd, monkeypatch):
+    from edgeinfer.backends.opencl.program_cache import captured_compiler_output
+
+    monkeypatch.setenv("EDGEINFER_VERBOSE", "1")
+    with captured_compiler_output():
+        os.write(2, NOISE)
+    assert capfd.readouterr().err == NOISE.decode()
+
+
+def test_a_first_load_prints_nothing(capfd, monkeypatch, tmp_path):
+    """Every program of a first load is compiled (empty caches) by a compiler that talks; nothing reaches the
+    terminal."""
+    import pyopencl as cl
+
+    import edgeinfer
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.pack import write_pack
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("EDGEINFER_VERBOSE", raising=False)
+    monkeypatch.setattr(program_cache, "_memo", {})
+    build = cl.Program.build
+
+    def talkative_build(self, *args, **kwargs):
+        os.write(2, NOISE)
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(cl.Program, "build", talkative_build)
+    pack = tmp_path / "tiny.pack"
+    write_pack(tiny_graph(), pack)
+    compiled = program_cache.STATS["compiled"]
+    session = edgeinfer.Session(pack, device=DEVICE.spec)
+    session.run({"x": np.ones((1, 3, 4, 4), np.float32)})
+    assert program_cache.STATS["compiled"] > compiled  # it did build, and the compiler did talk
+    assert capfd.readouterr().err == ""
