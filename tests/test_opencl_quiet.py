@@ -63,3 +63,24 @@ def test_a_first_load_prints_nothing(capfd, monkeypatch, tmp_path):
     session.run({"x": np.ones((1, 3, 4, 4), np.float32)})
     assert program_cache.STATS["compiled"] > compiled  # it did build, and the compiler did talk
     assert capfd.readouterr().err == ""
+
+
+def test_a_load_that_compiles_says_so_in_one_line(capfd, monkeypatch, tmp_path):
+    """EDGEINFER_PROGRESS=1 (a terminal gets it by default): one line says what was compiled, why, and where
+    it is cached; a second load, served from the cache, says nothing."""
+    import edgeinfer
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.pack import write_pack
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("EDGEINFER_PROGRESS", "1")
+    monkeypatch.setattr(program_cache, "_memo", {})
+    pack = tmp_path / "tiny.pack"
+    write_pack(tiny_graph(), pack)
+    edgeinfer.Session(pack, device=DEVICE.spec)
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "compiled" in lines[0] and "first run on this device" in lines[0], lines
+    assert str(tmp_path / "cache") in lines[0]
+    monkeypatch.setattr(program_cache, "_memo", {})  # a new process: from the disk cache
+    edgeinfer.Session(pack, device=DEVICE.spec)
+    assert capfd.readouterr().err == ""

@@ -9,7 +9,7 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends import opencl
-from edgeinfer.backends.opencl import layout
+from edgeinfer.backends.opencl import layout, program_cache
 from edgeinfer.backends.opencl.kernels import NoKernel
 from edgeinfer.ir import Graph, Node
 from edgeinfer.tuning.workloads import TuningTask
@@ -42,8 +42,9 @@ class Measurer:
     def measure(self, task: TuningTask, config: dict[str, Any]) -> Measurement:
         executable = None
         try:
-            # (the compiler's output stays off the terminal: program_cache captures it)
-            executable = opencl.prepare(task.graph, self.device, overrides={task.template: config})
+            # (the compiler's output stays off the terminal: program_cache captures it; the tuner has its own bar)
+            with program_cache.progress_silenced():
+                executable = opencl.prepare(task.graph, self.device, overrides={task.template: config})
             row = executable.explain()[0]
             if row["placement"] != "device":
                 return Measurement(None, f"planner refused it: {row['config_source']}")

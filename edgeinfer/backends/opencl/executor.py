@@ -120,6 +120,7 @@ class OpenCLExecutable:
         self.constant_buffers: list[cl.Buffer] = []
         self._allocate()
         self.steps = self._build_steps()
+        program_cache.finish_progress()
 
     # ------------------------------------------------------------------ preparation
 
@@ -293,7 +294,8 @@ class OpenCLExecutable:
         cl_device = self.device.device
         options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
         program = program_cache.build_program(
-            self.context, cl_device, self.device.info.device_key, template_source(launch.template), options
+            self.context, cl_device, self.device.info.device_key, template_source(launch.template), options,
+            launch.template,
         )
         return cl.Kernel(program, launch.kernel)
 

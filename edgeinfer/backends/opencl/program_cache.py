@@ -7,7 +7,9 @@ is set, else in the user cache directory (``~/.cache/edgeinfer/opencl`` on Linux
 Compilers talk: PoCL's clang prints "N warnings generated." straight onto the process's stderr (file
 descriptor 2, beneath Python). A build runs with that descriptor pointed at a temporary file, so a user's
 terminal stays quiet; ``EDGEINFER_VERBOSE=1`` prints what was captured, and a failed build's error carries
-the compiler's log (pyopencl puts it in the exception).
+the compiler's log (pyopencl puts it in the exception). What the user sees instead, on a terminal, while a load
+compiles programs from source: one status line saying what is compiled, why and where it is cached
+(``EDGEINFER_PROGRESS=1`` prints its final summary off a terminal too, ``0`` never).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -73,8 +76,62 @@ def cache_key(source: str, options: str, device: cl.Device, device_key: str) -> 
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build_program(context: cl.Context, device: cl.Device, device_key: str, source: str, options: str) -> cl.Program:
-    """A built program for ``source`` with ``options``: from memory, from the disk cache, or compiled."""
+class _Progress:
+    """The status line of the programs a load compiles from source (not those found in a cache)."""
+
+    def __init__(self) -> None:
+        self.count, self.started = 0, 0.0
+        self.silenced = 0  # > 0 while a caller with its own display (the tuner's bar) builds
+
+    def mode(self) -> str:
+        """"live" (a line updated in place), "summary" (only the final line) or "off"."""
+        value = os.environ.get("EDGEINFER_PROGRESS", "")
+        if value == "0" or self.silenced:
+            return "off"
+        if sys.stderr.isatty():
+            return "live"
+        return "summary" if value == "1" else "off"
+
+    def compiling(self, label: str) -> None:
+        if self.count == 0:
+            self.started = time.perf_counter()
+        self.count += 1
+        if self.mode() == "live":
+            print(f"\redgeinfer: first run of these kernels on this device: compiling OpenCL program {self.count}"
+                  f" ({label})...", end="", file=sys.stderr, flush=True)  # fmt: skip
+
+    def finish(self) -> None:
+        if self.count and self.mode() != "off":
+            seconds = time.perf_counter() - self.started
+            print(f"\redgeinfer: compiled {self.count} OpenCL programs in {seconds:.1f} s (first run on this device);"
+                  f" cached in {cache_dir()}, later loads skip this", file=sys.stderr, flush=True)  # fmt: skip
+        self.count = 0
+
+
+PROGRESS = _Progress()
+
+
+@contextlib.contextmanager
+def progress_silenced() -> Iterator[None]:
+    """No status line from the builds in the block (a caller that shows its own progress)."""
+    PROGRESS.silenced += 1
+    try:
+        yield
+    finally:
+        PROGRESS.silenced -= 1
+        PROGRESS.count = 0
+
+
+def finish_progress() -> None:
+    """End the status line of a load that compiled programs (the executor calls it when prepared)."""
+    PROGRESS.finish()
+
+
+def build_program(
+    context: cl.Context, device: cl.Device, device_key: str, source: str, options: str, label: str = ""
+) -> cl.Program:
+    """A built program for ``source`` with ``options``: from memory, from the disk cache, or compiled
+    (``label``, e.g. the template's name, is what the status line shows)."""
     key = cache_key(source, options, device, device_key)
     memo_key = (id(context), key)
     if memo_key in _memo:
@@ -83,6 +140,7 @@ def build_program(context: cl.Context, device: cl.Device, device_key: str, sourc
     path = cache_dir() / f"{key}.bin"
     program = _load_binary(context, device, path, options)
     if program is None:
+        PROGRESS.compiling(label or "kernels")
         with captured_compiler_output():
             program = cl.Program(context, source).build(options=options, devices=[device])
         STATS["compiled"] += 1
