@@ -1,4 +1,4 @@
-"""The ``edgeinfer`` command: compile, run, info, bench, tune, devices."""
+"""The ``edgeinfer`` command: compile, run, info, bench, tune, prepare, devices."""
 
 from __future__ import annotations
 
@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--repeat", type=int, default=10, help="timed runs per config (median)")
     t.add_argument("--report", action="store_true", help="only show how each workload is covered by the tables")
     t.set_defaults(func=cmd_tune)
+
+    pr = sub.add_parser("prepare", help="build a pack's OpenCL programs into the cache ahead of its first run")
+    pr.add_argument("packs", nargs="+", metavar="PACK")
+    pr.add_argument("--device", default="opencl", help="OpenCL device (opencl or opencl:P:D)")
+    pr.add_argument("--check", action="store_true", help="only say how many of the programs are cached")
+    pr.set_defaults(func=cmd_prepare)
 
     d = sub.add_parser("devices", help="list backends and devices, with the reason one is unavailable")
     d.add_argument("--json", action="store_true")
@@ -330,6 +336,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if result.stopped:
         print(f"stopped early ({result.stopped}): rerun the same command to resume from {result.records_path}")
         return 130 if result.stopped == "interrupted" else 0
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.backends.opencl.ahead import program_status
+    from edgeinfer.pack import read_pack
+    from edgeinfer.session import Session
+
+    for pack in args.packs:
+        if not args.check:
+            compiled, start = program_cache.STATS["compiled"], time.perf_counter()
+            Session(pack, device=args.device)
+            built = program_cache.STATS["compiled"] - compiled
+            print(f"{pack}: built {built} programs in {time.perf_counter() - start:.1f} s")
+        status = program_status(read_pack(pack), args.device)
+        print(f"{pack}: {status.cached} of {status.needed} programs cached for {status.device_key} "
+              f"in {status.cache_dir}")  # fmt: skip
     return 0
 
 

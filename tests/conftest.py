@@ -59,3 +59,32 @@ def usable_opencl_device():
         return None
     usable = [d for d in opencl.list_devices() if d.usable]
     return usable[0] if usable else None
+
+
+def conv_pack(path) -> None:
+    """x[1,8,12,12] -> 1x1 Conv (16) -> depthwise 3x3 Conv -> y: two tunable workloads."""
+    from edgeinfer.pack import write_pack
+    from edgeinfer.passes.memory_plan import plan_memory
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "x": TensorInfo("x", (1, 8, 12, 12), "float32"),
+        "h": TensorInfo("h", (1, 16, 12, 12), "float32"),
+        "y": TensorInfo("y", (1, 16, 12, 12), "float32"),
+    }
+    constants = {
+        "w1": rng.standard_normal((16, 8, 1, 1)).astype(np.float32),
+        "b1": rng.standard_normal(16).astype(np.float32),
+        "w2": rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
+        "b2": rng.standard_normal(16).astype(np.float32),
+    }
+    nodes = [
+        Node("pw", "Conv", ["x", "w1", "b1"], ["h"], {"kernel_shape": [1, 1], "pads": [0, 0, 0, 0],
+                                                     "strides": [1, 1], "dilations": [1, 1], "group": 1}),
+        Node("dw", "Conv", ["h", "w2", "b2"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                                     "strides": [1, 1], "dilations": [1, 1], "group": 16}),
+    ]  # fmt: skip
+    tensors.update({name: TensorInfo(name, value.shape, "float32") for name, value in constants.items()})
+    graph = Graph(nodes, ["x"], ["y"], tensors, constants, metadata={"source_name": "tune-test"})
+    graph.memory_plan = plan_memory(graph)
+    write_pack(graph, path)

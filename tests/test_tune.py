@@ -9,8 +9,7 @@ import random
 import numpy as np
 import pytest
 
-from conftest import usable_opencl_device
-from edgeinfer.ir import Graph, Node, TensorInfo
+from conftest import conv_pack, usable_opencl_device
 from edgeinfer.tuning.cost_model import CostModel
 from edgeinfer.tuning.measure import Measurement
 from edgeinfer.tuning.records import Record, RecordLog, config_key
@@ -112,35 +111,6 @@ def test_record_log_round_trip_and_torn_line(tmp_path):
 
 DEVICE = usable_opencl_device()
 needs_opencl = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (install pocl-opencl-icd)")
-
-
-def conv_pack(path) -> None:
-    """x[1,8,12,12] -> 1x1 Conv (16) -> depthwise 3x3 Conv -> y: two tunable workloads."""
-    from edgeinfer.pack import write_pack
-    from edgeinfer.passes.memory_plan import plan_memory
-
-    rng = np.random.default_rng(0)
-    tensors = {
-        "x": TensorInfo("x", (1, 8, 12, 12), "float32"),
-        "h": TensorInfo("h", (1, 16, 12, 12), "float32"),
-        "y": TensorInfo("y", (1, 16, 12, 12), "float32"),
-    }
-    constants = {
-        "w1": rng.standard_normal((16, 8, 1, 1)).astype(np.float32),
-        "b1": rng.standard_normal(16).astype(np.float32),
-        "w2": rng.standard_normal((16, 1, 3, 3)).astype(np.float32),
-        "b2": rng.standard_normal(16).astype(np.float32),
-    }
-    nodes = [
-        Node("pw", "Conv", ["x", "w1", "b1"], ["h"], {"kernel_shape": [1, 1], "pads": [0, 0, 0, 0],
-                                                     "strides": [1, 1], "dilations": [1, 1], "group": 1}),
-        Node("dw", "Conv", ["h", "w2", "b2"], ["y"], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
-                                                     "strides": [1, 1], "dilations": [1, 1], "group": 16}),
-    ]  # fmt: skip
-    tensors.update({name: TensorInfo(name, value.shape, "float32") for name, value in constants.items()})
-    graph = Graph(nodes, ["x"], ["y"], tensors, constants, metadata={"source_name": "tune-test"})
-    graph.memory_plan = plan_memory(graph)
-    write_pack(graph, path)
 
 
 @pytest.fixture

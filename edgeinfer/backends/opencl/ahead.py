@@ -1,0 +1,52 @@
+"""Building ahead: which OpenCL programs a pack needs on a device, and whether the disk cache holds them.
+
+``edgeinfer prepare PACK --device D`` fills the cache before the first user-facing run (an image build, a
+board's first boot); ``--check`` only says what is cached. The programs are found by planning the pack as the
+executor does (layout and channel block of the device, tuned configs) without building anything: a program is
+(template source, build options), the key of program_cache.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeinfer.backends.opencl import layout, program_cache
+from edgeinfer.backends.opencl.kernels import Launch, NoKernel, PlanContext, build_options, plan_node, template_source
+from edgeinfer.backends.opencl.runtime import build_flags, select_device
+from edgeinfer.cpu_isa import isa_class
+from edgeinfer.ir import DEVICE, Graph
+from edgeinfer.tuned_configs import load_table
+
+
+@dataclass
+class ProgramStatus:
+    device_key: str
+    needed: int  # distinct programs the planned kernels use (device pre-processing not counted)
+    cached: int  # of those, how many the disk cache holds
+    cache_dir: str
+
+
+def program_status(graph: Graph, device: str) -> ProgramStatus:
+    """How many of the programs ``graph`` needs on ``device`` are in the disk cache (nothing is built)."""
+    opencl_device = select_device(device)
+    info, cl_device = opencl_device.info, opencl_device.device
+    isa = isa_class(info.isa or "simt")
+    planned = layout.for_device(graph, info.kind, isa)
+    table = load_table("opencl", info.device_key, info.family, info.isa)
+    ctx = PlanContext(planned, table, info.kind, cl_device.max_work_group_size, isa=isa)
+    keys = set()
+    for node in planned.nodes:
+        if node.placement != DEVICE:
+            continue
+        try:
+            plan = plan_node(node, ctx)
+        except NoKernel:
+            continue
+        for launch in plan.launches:
+            if isinstance(launch, Launch):
+                options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
+                source = template_source(launch.template)
+                keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
+    directory = program_cache.cache_dir()
+    cached = sum((directory / f"{key}.bin").is_file() for key in keys)
+    return ProgramStatus(info.device_key, len(keys), cached, str(directory))

@@ -1,0 +1,29 @@
+"""Building ahead (issue 17): `edgeinfer prepare` fills the program cache; `--check` says what it holds, found by
+planning the pack exactly as the executor builds it."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import conv_pack, usable_opencl_device
+
+DEVICE = usable_opencl_device()
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (install pocl-opencl-icd)")
+
+
+def test_prepare_fills_the_cache_and_check_counts_it(tmp_path, monkeypatch, capsys):
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.cli import main
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(program_cache, "_memo", {})
+    pack = tmp_path / "conv.pack"
+    conv_pack(pack)
+    assert main(["prepare", str(pack), "--device", DEVICE.spec, "--check"]) == 0
+    before = capsys.readouterr().out
+    compiled = program_cache.STATS["compiled"]
+    assert main(["prepare", str(pack), "--device", DEVICE.spec]) == 0
+    built = program_cache.STATS["compiled"] - compiled
+    after = capsys.readouterr().out
+    assert built > 0 and f"0 of {built} programs cached" in before, before
+    assert f"built {built} programs" in after and f"{built} of {built} programs cached" in after, after
