@@ -398,6 +398,11 @@ def few_locals(ctx: PlanContext) -> list[list[int]]:
     return [[1, 1, 1], [2, 1, 1], [1, 2, 1]] if ctx.device_kind == "cpu" else local_candidates(ctx)
 
 
+def column_widths(workload: dict) -> list[int]:
+    """Output columns per work-item worth trying: up to twice the row's width."""
+    return [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
+
+
 @knob_space(
     "gemm",
     {
@@ -448,7 +453,7 @@ def gemm_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
     },
 )
 def depthwise_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
-    widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
+    widths = column_widths(workload)
     tiles = [(tn, ty) for tn in widths for ty in (1, 2, 4, 8) if fits_registers(ty, tn, ctx)]
     found = [{"TN": tn, "TY": ty, "local": lo} for tn, ty in tiles for lo in local_candidates(ctx)]
     two_d = [lo[:2] for lo in few_locals(ctx)]
@@ -470,7 +475,7 @@ def depthwise_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
     },
 )
 def conv2d_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
-    widths = [tn for tn in (4, 8, 16) if tn <= 2 * workload["W"]]
+    widths = column_widths(workload)
     found = [{"TM": tm, "TN": tn, "local": lo} for tm in (4, 8, 16) for tn in widths for lo in local_candidates(ctx)
              if fits_registers(tm, tn, ctx)]  # fmt: skip
     rows = [tm for tm in (4, 6, 8, 12, 16) if tm < 2 * workload["Co"]]
