@@ -47,6 +47,5 @@ def program_status(graph: Graph, device: str) -> ProgramStatus:
                 options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
                 source = template_source(launch.template)
                 keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
-    directory = program_cache.cache_dir()
-    cached = sum((directory / f"{key}.bin").is_file() for key in keys)
-    return ProgramStatus(info.device_key, len(keys), cached, str(directory))
+    cached = sum(program_cache.is_cached(key, cl_device) for key in keys)
+    return ProgramStatus(info.device_key, len(keys), cached, str(program_cache.cache_dir()))
