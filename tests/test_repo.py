@@ -72,4 +72,4 @@ def test_wheel_builds_without_a_c_compiler(tmp_path):
     assert out.returncode == 0, out.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("edgeinfer-*.whl"))).namelist()
     assert not any(n.startswith("edgeinfer/_cpu_kernels.") for n in names)
-    assert "edgeinfer/ops/native_kernels.py" in names
+    assert "edgeinfer/backends/numpy/native_kernels.py" in names
