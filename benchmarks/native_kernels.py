@@ -89,9 +89,9 @@ def alternate(fns: list[Callable[[], object]], runs: int, before: Callable[[], N
 
 def layer_cases(graph) -> list[dict]:
     """The native-kernel layers of a graph as runnable cases: kind, a geometry key, and a maker of the two runs."""
-    from edgeinfer.backends.numpy_backend import backend_attrs
-    from edgeinfer.ops import OPS, native_kernels
-    from edgeinfer.ops.conv_channels_last import fused_epilogue
+    from edgeinfer.backends.numpy import native_kernels
+    from edgeinfer.backends.numpy.conv_channels_last import fused_epilogue
+    from edgeinfer.backends.numpy.executor import node_run
 
     rng = np.random.default_rng(0)
     cases = []
@@ -102,14 +102,14 @@ def layer_cases(graph) -> list[dict]:
         out = graph.tensors[node.outputs[0]]
         if node.op == "MaxPool":
             x = channels_last(rng.standard_normal(info.shape, dtype=np.float32))
-            attrs = [backend_attrs(node, graph.constants, native) for native in (False, True)]
+            node_runs = [node_run(node, graph.constants, native) for native in (False, True)]
             key = (
                 "max_pool",
                 tuple(info.shape),
                 tuple(out.shape),
                 json.dumps({k: node.attrs.get(k) for k in ("kernel_shape", "strides", "pads", "dilations")}),
             )
-            runs = [lambda a=a, x=x: OPS["MaxPool"].fn([x], a) for a in attrs]
+            runs = [lambda r=r, x=x: r.kernel([x], r.node.attrs, r.state) for r in node_runs]
             cases.append({"kind": "max_pool", "key": key, "node": node, "runs": runs, "result": 0})
             continue
         if node.op != "Conv" or node.inputs[1] not in graph.constants:
@@ -122,7 +122,7 @@ def layer_cases(graph) -> list[dict]:
         c, group = info.shape[1], int(node.attrs.get("group", 1))
         if group == c == w.shape[0] > 1:
             x = channels_last(rng.standard_normal(info.shape, dtype=np.float32))
-            attrs = [backend_attrs(node, graph.constants, native) for native in (False, True)]
+            node_runs = [node_run(node, graph.constants, native) for native in (False, True)]
             key = (
                 "depthwise",
                 tuple(info.shape),
@@ -131,7 +131,7 @@ def layer_cases(graph) -> list[dict]:
                 act,
                 json.dumps({k: node.attrs.get(k) for k in ("kernel_shape", "strides", "pads", "dilations")}),
             )
-            runs = [lambda a=a, i=[x, w, b, z]: OPS["Conv"].fn(i, a) for a in attrs]
+            runs = [lambda r=r, i=[x, w, b, z]: r.kernel(i, r.node.attrs, r.state) for r in node_runs]
             cases.append({"kind": "depthwise", "key": key, "node": node, "runs": runs, "result": 0})
             continue
         if b is None and z is None and not act:
@@ -213,7 +213,7 @@ def bench_model(model: Path, runs: int, kinds: list[str], whole: bool) -> tuple[
 
 
 def worker(args: argparse.Namespace) -> None:
-    from edgeinfer.ops import native_kernels
+    from edgeinfer.backends.numpy import native_kernels
 
     if native_kernels.isa() != args.worker:
         raise SystemExit(f"asked for the {args.worker} build, got: {native_kernels.status()}")
@@ -306,7 +306,7 @@ def main() -> None:
         worker(args)
         return
     sys.path.insert(0, str(REPO))
-    from edgeinfer.ops import native_kernels
+    from edgeinfer.backends.numpy import native_kernels
 
     if not native_kernels.available():
         raise SystemExit(f"native kernels: {native_kernels.status()}")

@@ -1,8 +1,9 @@
 """End-to-end and per-layer timing of the NumPy ops on the real models, side by side with onnxruntime.
 
 Walks the ONNX graph directly ("ops walk": no compiler needed), optionally fusing Conv + Relu/Clip and
-the residual Add into the fused Conv form the fusion pass produces, runs each node through
-``edgeinfer.ops.OPS`` and alternates with onnxruntime (2 threads) in the same process; where
+the residual Add into the fused Conv form the fusion pass produces, runs each node as the pure NumPy backend
+does (Conv, MaxPool and Concat by ``edgeinfer.backends.numpy.kernels``, channels-last, the rest by
+``edgeinfer.ops.OPS``) and alternates with onnxruntime (2 threads) in the same process; where
 ``edgeinfer.compiler`` imports, the real pipeline ("compiled": compile_model + NumPy backend) is timed
 the same way. Outputs are checked against onnxruntime in the same run. The per-layer table (from the
 ops walk) gives each node's best time over the runs, which is robust on a shared machine. Usage::
@@ -24,6 +25,7 @@ import onnx
 import onnxruntime as ort
 from onnx import numpy_helper
 
+from edgeinfer.backends.numpy.kernels import KERNELS, NodeState
 from edgeinfer.ops import OPS
 
 MODELS = Path(os.environ.get("EDGEINFER_SHARED", Path(__file__).resolve().parent.parent.parent / "shared")) / "models"
@@ -53,9 +55,6 @@ def load(path: Path, fuse: bool) -> tuple[list[tuple[str, list[str], list[str], 
         nodes.append((n.op_type, ins, list(n.output), attrs))
     if fuse:
         nodes = fuse_conv(nodes, consts, [o.name for o in model.graph.output])
-    for op, _, _, attrs in nodes:
-        if op == "Conv":  # as the NumPy backend runs them (numpy_backend.backend_attrs)
-            attrs["channels_last"] = True
     return nodes, consts, inp.name, shape
 
 
@@ -112,7 +111,7 @@ def run(nodes: list, consts: dict, feeds: dict, times: list[list[float]] | None 
     for k, (op, ins, outs, attrs) in enumerate(nodes):
         args = [env[i] if i else None for i in ins]
         t = time.perf_counter()
-        res = OPS[op].fn(args, attrs)
+        res = KERNELS[op](args, attrs, NodeState()) if op in KERNELS else OPS[op].fn(args, attrs)
         if times is not None:
             times[k].append(time.perf_counter() - t)
         env.update(zip(outs, res))
@@ -154,7 +153,7 @@ def median_ms(fn: Callable[[], object], runs: int) -> float:
 def compiled_runner(path: Path, inp: str) -> Callable[[np.ndarray], dict] | None:
     """``x -> outputs`` through the real pipeline (compile_model + NumPy backend), if it is importable."""
     try:
-        from edgeinfer.backends import numpy_backend
+        from edgeinfer.backends import numpy as numpy_backend
         from edgeinfer.compiler import compile_model
     except ImportError:
         return None

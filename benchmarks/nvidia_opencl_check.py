@@ -32,7 +32,7 @@ def reference_outputs(path: Path, graph, feeds) -> tuple[dict[str, np.ndarray], 
     try:
         import onnxruntime as ort
     except ImportError:
-        from edgeinfer.backends import numpy_backend
+        from edgeinfer.backends import numpy as numpy_backend
 
         return numpy_backend.prepare(graph).run(feeds), "edgeinfer NumPy backend"
     ort.set_default_logger_severity(3)  # UltraFace's initializers-as-inputs warnings

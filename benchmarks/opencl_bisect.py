@@ -18,7 +18,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from edgeinfer.backends import numpy_backend, opencl  # noqa: E402
+from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
+from edgeinfer.backends import opencl  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
 from edgeinfer.tuning.workloads import single_node as single_node_graph  # noqa: E402
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.numpy_backend import run_node
+from edgeinfer.backends.numpy import run_node
 
 
 def _median_ms(times: list[float]) -> float:

@@ -15,7 +15,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeinfer.backends import numpy_backend  # noqa: E402
+from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
 from edgeinfer.errors import CompileError, UnsupportedOpError  # noqa: E402
 from edgeinfer.frontend import onnx_import  # noqa: E402

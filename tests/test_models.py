@@ -29,7 +29,7 @@ Image = pytest.importorskip("PIL.Image")
 from test_compiler import assert_plan_valid  # noqa: E402
 
 from conftest import IMAGES, MODELS, manifest  # noqa: E402
-from edgeinfer.backends import numpy_backend  # noqa: E402
+from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
 from edgeinfer.ir import Graph  # noqa: E402
 

@@ -13,9 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeinfer.ops import OPS, native_kernels
+from edgeinfer.backends.numpy import native_kernels
+from edgeinfer.backends.numpy.conv_channels_last import fused_epilogue
+from edgeinfer.backends.numpy.kernels import KERNELS, NodeState, conv, max_pool
+from edgeinfer.ops import OPS
 from edgeinfer.ops.activations import apply_activation
-from edgeinfer.ops.conv_channels_last import fused_epilogue
 
 needs_native = pytest.mark.skipif(not native_kernels.available(), reason=f"native kernels: {native_kernels.status()}")
 ISAS = native_kernels.runnable_isas() or ("none",)  # the ISA builds in the library that this CPU runs
@@ -77,7 +79,7 @@ def test_native_depthwise_matches_the_nchw_reference(case: tuple, activation: tu
              "kernel_shape": list(kernel), "activation": activation[0], "activation_params": activation[1]}  # fmt: skip
     expected = OPS["Conv"].fn([x, weight, bias], attrs)[0]
     for xin in (channels_last(x), x):  # an NCHW input is copied to channels-last first
-        got = OPS["Conv"].fn([xin, weight, bias], {**attrs, "channels_last": True, "native_kernels": True})[0]
+        got = conv([xin, weight, bias], attrs, NodeState(native=True))[0]
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -91,8 +93,7 @@ def test_native_depthwise_with_a_residual_and_without_bias(activation: tuple, is
              "activation_params": activation[1]}  # fmt: skip
     z = rng.standard_normal((2, 32, 8, 8), dtype=np.float32)
     expected = OPS["Conv"].fn([x, weight, None, z], attrs)[0]
-    got = OPS["Conv"].fn([channels_last(x), weight, None, channels_last(z)],
-                         {**attrs, "channels_last": True, "native_kernels": True})[0]  # fmt: skip
+    got = conv([channels_last(x), weight, None, channels_last(z)], attrs, NodeState(native=True))[0]
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -106,7 +107,7 @@ def test_native_kernels_keep_nan_and_inf_as_numpy_does(channels: int, isa: str) 
     attrs = {"group": channels, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3], "activation": "clip",
              "activation_params": [0.0, 6.0]}  # fmt: skip
     expected = OPS["Conv"].fn([x, weight, bias], attrs)[0]
-    got = OPS["Conv"].fn([channels_last(x), weight, bias], {**attrs, "channels_last": True, "native_kernels": True})[0]
+    got = conv([channels_last(x), weight, bias], attrs, NodeState(native=True))[0]
     assert np.isnan(expected).sum() == 9
     np.testing.assert_array_equal(got, expected)  # NaN where NumPy has NaN; inf clipped to 6
 
@@ -174,7 +175,7 @@ def test_the_epilogue_policy_leaves_what_the_kernel_cannot_win_to_numpy() -> Non
 
 def test_native_kernels_turn_off_with_the_environment_variable() -> None:
     code = (
-        "from edgeinfer.ops import native_kernels as n; from edgeinfer.backends import numpy_backend as b;"
+        "from edgeinfer.backends.numpy import native_kernels as n; from edgeinfer.backends import numpy as b;"
         "print(n.available(), n.status(), '|', b.list_devices()[0].name)"
     )
     env = {**os.environ, native_kernels.DISABLE_ENV: "0"}
@@ -233,7 +234,7 @@ def test_native_max_pool_matches_the_nchw_reference(case: tuple, isa: str) -> No
     attrs = {"kernel_shape": list(kernel), "strides": list(strides), "dilations": list(dilations),
              "pads": list(pads), "ceil_mode": ceil_mode}  # fmt: skip
     expected = OPS["MaxPool"].fn([x], attrs)[0]
-    got = OPS["MaxPool"].fn([channels_last(x)], {**attrs, "native_kernels": True})[0]
+    got = max_pool([channels_last(x)], attrs, NodeState(native=True))[0]
     assert got.shape == expected.shape and np.isnan(expected).any()
     np.testing.assert_array_equal(got, expected)
 
@@ -311,7 +312,7 @@ def _python(code: str, **env: str) -> subprocess.CompletedProcess:
 @needs_native
 @pytest.mark.parametrize("isa_name", ISAS)
 def test_the_cpu_isa_variable_picks_the_build(isa_name: str) -> None:
-    out = _python("from edgeinfer.ops import native_kernels as n; print(n.isa(), '|', n.status())",
+    out = _python("from edgeinfer.backends.numpy import native_kernels as n; print(n.isa(), '|', n.status())",
                   EDGEINFER_CPU_ISA=isa_name)  # fmt: skip
     assert out.stdout.startswith(f"{isa_name} |") and f"{isa_name} build" in out.stdout, out.stdout + out.stderr
 
@@ -321,7 +322,7 @@ def test_a_build_the_cpu_cannot_run_is_not_picked() -> None:
     """EDGEINFER_CPU_ISA naming more than the CPU runs falls back to the widest build it does run, and says so."""
     if "avx512" in ISAS or not X86:
         pytest.skip("this CPU runs every build")
-    out = _python("from edgeinfer.ops import native_kernels as n; print(n.isa(), '|', n.status())",
+    out = _python("from edgeinfer.backends.numpy import native_kernels as n; print(n.isa(), '|', n.status())",
                   EDGEINFER_CPU_ISA="avx512")  # fmt: skip
     assert out.stdout.startswith(f"{ISAS[-1]} |") and "asks for more than this CPU runs" in out.stdout
 
@@ -334,14 +335,15 @@ def test_another_build_of_the_kernels_can_be_loaded(tmp_path: Path) -> None:
     subprocess.run([_cc(), "-O3", "-Wno-psabi", "-shared", "-fPIC", *flags, str(SELFTEST.with_name("conv_hwc.c")),
                     "-o", str(lib)], check=True, capture_output=True)  # fmt: skip
     code = (
-        "import numpy as np; from edgeinfer.ops import OPS, native_kernels as n; print(n.status());"
+        "import numpy as np; from edgeinfer.ops import OPS; from edgeinfer.backends.numpy import native_kernels as n;"
+        "from edgeinfer.backends.numpy.kernels import NodeState, max_pool; print(n.status());"
         "x = np.random.default_rng(0).standard_normal((1, 13, 13, 24), dtype=np.float32).transpose(0, 3, 1, 2);"
         "a = {'kernel_shape': [5, 5], 'pads': [2, 2, 2, 2]};"
-        "print(np.array_equal(OPS['MaxPool'].fn([x], {**a, 'native_kernels': True})[0], OPS['MaxPool'].fn([x], a)[0]))"
+        "print(np.array_equal(max_pool([x], a, NodeState(native=True))[0], OPS['MaxPool'].fn([x], a)[0]))"
     )
     out = _python(code, **{native_kernels.LIBRARY_ENV: str(lib)})
     assert out.stdout.splitlines() == [f"loaded from {lib}, {'sse' if X86 else ISAS[0]} build", "True"], out.stderr
-    out = _python("from edgeinfer.ops import native_kernels as n; print(n.status())",
+    out = _python("from edgeinfer.backends.numpy import native_kernels as n; print(n.status())",
                   **{native_kernels.LIBRARY_ENV: str(tmp_path / "missing.so")})  # fmt: skip
     assert out.stdout.startswith("cannot load"), out.stdout
 
@@ -365,12 +367,12 @@ def test_a_forged_geometry_raises_a_value_error(op: str, change: dict, message: 
     x = channels_last(np.random.default_rng(5).standard_normal((1, 16, 9, 9), dtype=np.float32))
     if op == "Conv":
         inputs = [x, np.ones((16, 1, 3, 3), np.float32), np.zeros(16, np.float32)]
-        attrs = {"group": 16, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3], "channels_last": True}
+        attrs = {"group": 16, "pads": [1, 1, 1, 1], "kernel_shape": [3, 3]}
     else:
         inputs, attrs = [x], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}
     with pytest.raises(ValueError, match=f"native {'depthwise' if op == 'Conv' else 'max_pool'} kernel: .*"
                        + re.escape(message)):  # fmt: skip
-        OPS[op].fn(inputs, {**attrs, **change, "native_kernels": True})
+        KERNELS[op](inputs, {**attrs, **change}, NodeState(native=True))
 
 
 @needs_native
@@ -400,14 +402,14 @@ def test_forged_geometries_never_crash_the_process() -> None:
     """The forged cases above in a process of their own, so that a crash (the bug of issue 18) fails this test
     instead of ending the test run."""
     code = (
-        "import numpy as np; from edgeinfer.ops import OPS\n"
+        "import numpy as np; from edgeinfer.backends.numpy.kernels import KERNELS, NodeState\n"
         "x = np.zeros((1, 9, 9, 16), np.float32).transpose(0, 3, 1, 2)\n"
         "w, b = np.ones((16, 1, 3, 3), np.float32), np.zeros(16, np.float32)\n"
         "for d in ([-1000, 1], [1, -1], [1, -(2**40)], [2**62, 1]):\n"
-        "    conv = {'group': 16, 'kernel_shape': [3, 3], 'channels_last': True}\n"
+        "    conv = {'group': 16, 'kernel_shape': [3, 3]}\n"
         "    for op, inputs, attrs in (('Conv', [x, w, b], conv), ('MaxPool', [x], {'kernel_shape': [3, 3]})):\n"
         "        try:\n"
-        "            OPS[op].fn(inputs, {**attrs, 'pads': [1, 1, 1, 1], 'dilations': d, 'native_kernels': True})\n"
+        "            KERNELS[op](inputs, {**attrs, 'pads': [1, 1, 1, 1], 'dilations': d}, NodeState(native=True))\n"
         "        except ValueError as e:\n"
         "            print(op, d, 'ValueError')\n"
         "        except Exception as e:\n"
@@ -427,7 +429,7 @@ def test_forged_geometries_never_crash_the_process() -> None:
 @needs_native
 def test_explain_says_where_a_kernel_is_declined_and_which_build_runs() -> None:
     """Windows wholly in the padding (ONNX allows them) run in NumPy; explain() says so and why."""
-    from edgeinfer.backends.numpy_backend import NumpyExecutable, list_devices
+    from edgeinfer.backends.numpy import NumpyExecutable, list_devices
     from edgeinfer.ir import Graph, Node, TensorInfo
 
     tensors = {"x": TensorInfo("x", (1, 8, 6, 6), "float32"), "y": TensorInfo("y", (1, 8, 10, 10), "float32"),

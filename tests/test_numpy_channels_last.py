@@ -1,12 +1,13 @@
-"""The channels-last kernels of the NumPy backend give the NCHW kernels' results (conv, MaxPool, Concat)."""
+"""The channels-last kernels of the NumPy backend give the NCHW reference's results (conv, MaxPool, Concat)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from edgeinfer.backends.numpy.kernels import NodeState, concat, conv, max_pool
+from edgeinfer.backends.numpy.layout import is_channels_last
 from edgeinfer.ops import OPS
-from edgeinfer.ops.conv_channels_last import is_channels_last
 
 CONVS = [  # (N, C, H, W, M, kernel, stride, pad, dilation, group)
     (1, 16, 12, 12, 96, 1, 1, 0, 1, 1),  # expansion: bias folded into the sgemm
@@ -40,7 +41,7 @@ def test_conv_channels_last_matches_nchw(case: tuple, nhwc_input: bool) -> None:
     z = rng.standard_normal(expected.shape, dtype=np.float32)
     expected = OPS["Conv"].fn([x, weight, bias, z], attrs)[0]
     xin, zin = (channels_last(x), channels_last(z)) if nhwc_input else (x, z)
-    got = OPS["Conv"].fn([xin, weight, bias, zin], {**attrs, "channels_last": True})[0]
+    got = conv([xin, weight, bias, zin], attrs, NodeState())[0]
     assert got.shape == expected.shape
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -52,7 +53,7 @@ def test_max_pool_channels_last_matches_nchw(geometry: tuple, ceil_mode: int) ->
     x = np.random.default_rng(1).standard_normal((2, 5, 13, 12), dtype=np.float32)
     attrs = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p] * 4, "dilations": [d, d], "ceil_mode": ceil_mode}
     expected = OPS["MaxPool"].fn([x], attrs)[0]
-    got = OPS["MaxPool"].fn([channels_last(x)], attrs)[0]
+    got = max_pool([channels_last(x)], attrs, NodeState())[0]
     assert is_channels_last(got)
     np.testing.assert_array_equal(got, expected)
 
@@ -60,7 +61,7 @@ def test_max_pool_channels_last_matches_nchw(geometry: tuple, ceil_mode: int) ->
 def test_concat_keeps_channels_last() -> None:
     rng = np.random.default_rng(2)
     xs = [rng.standard_normal((1, c, 4, 5), dtype=np.float32) for c in (3, 5)]
-    got = OPS["Concat"].fn([channels_last(x) for x in xs], {"axis": 1})[0]
+    got = concat([channels_last(x) for x in xs], {"axis": 1}, NodeState())[0]
     assert is_channels_last(got)
     np.testing.assert_array_equal(got, np.concatenate(xs, axis=1))
 
@@ -82,5 +83,5 @@ def test_stride_2_depthwise_by_column_phases_matches_nchw(geometry: tuple) -> No
     attrs = {"group": c, "strides": [row_stride, 2], "pads": pads, "kernel_shape": [k, k], "dilations": [1, 1]}
     expected = OPS["Conv"].fn([x, weight, bias], attrs)[0]
     for xin in (x, channels_last(x)):
-        got = OPS["Conv"].fn([xin, weight, bias], {**attrs, "channels_last": True, "packed_weights": {}})[0]
+        got = conv([xin, weight, bias], attrs, NodeState(cache={}))[0]
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)

@@ -9,9 +9,10 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from edgeinfer.backends.numpy_backend import NumpyExecutable, backend_attrs  # noqa: E402
+from edgeinfer.backends.numpy import NumpyExecutable, native_kernels  # noqa: E402
+from edgeinfer.backends.numpy.executor import node_run  # noqa: E402
+from edgeinfer.backends.numpy.kernels import conv as conv_kernel  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
-from edgeinfer.ops import native_kernels  # noqa: E402
 
 RNG = np.random.default_rng(7)
 
@@ -153,12 +154,18 @@ def test_depthwise_after_an_unbounded_producer_keeps_the_padded_copy() -> None:
 
 
 def test_only_convs_with_constant_weights_get_a_weight_cache() -> None:
+    """Backend choices are per-node state of the executor: the node's attributes stay as compiled."""
     b = ModelBuilder((1, 4, 5, 5))
     graph = compile_model(b.model(b.conv("x", 4, 4, act="Relu")))
     conv = next(n for n in graph.nodes if n.op == "Conv")
-    assert "packed_weights" in backend_attrs(conv, graph.constants)
-    assert "packed_weights" not in backend_attrs(conv, {})
-    assert backend_attrs(conv)["channels_last"] is True
+    compiled = dict(conv.attrs)
+    assert node_run(conv, graph.constants).state.cache == {}
+    assert node_run(conv, {}).state.cache is None
+    run = node_run(conv, graph.constants, native=True)
+    assert run.kernel is conv_kernel and run.state.native
+    ex = NumpyExecutable(graph)
+    ex.run({"x": np.ones((1, 4, 5, 5), np.float32)})
+    assert conv.attrs == compiled and all(r.node.attrs is n.attrs for r, n in zip(ex._runs, graph.nodes))
 
 
 @pytest.mark.parametrize("pool", [(3, 2, (0, 0, 0, 0), 0), (3, 2, (1, 1, 1, 1), 0), (2, 2, (0, 0, 0, 0), 1)], ids=str)
@@ -180,8 +187,7 @@ def test_epilogues_run_after_the_max_pool_that_reads_them(pool: tuple, native: b
     x = np.random.default_rng(3).standard_normal((1, 3, 17, 15)).astype(np.float32)
     plain = NumpyExecutable(compile_model(model), native=native)
     plain._pool_epilogues = {}  # the same graph, epilogues where the producers left them
-    plain._nodes = list(plain.graph.nodes)
-    plain._attrs = [backend_attrs(n, plain.graph.constants, plain.native) for n in plain._nodes]
+    plain._runs = [node_run(n, plain.graph.constants, plain.native) for n in plain.graph.nodes]
     for group in plain._finish.values():  # with the producers' own biases and activations
         group.deferred = False
     got, expected = (next(iter(e.run({"x": x}).values())) for e in (ex, plain))

@@ -212,7 +212,8 @@ def test_max_pool_runs_separably(kernel, pads, shape, strides, ceil_mode):
 def test_slice_of_slice_reads_the_first_input_and_drops_the_unread_slice():
     """YOLOX's Focus: Slice(rows) then Slice(columns) is one strided copy from the graph input; a first Slice
     still read by another node keeps its launch."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     x = randn(1, 3, 10, 70)  # 35 output columns: two whole 16-element chunks of strided_copy and a partial one
     ints = {"s0": [0], "s1": [1], "e": [1 << 30], "a2": [2], "a3": [3], "st": [2]}
@@ -511,7 +512,8 @@ def test_device_cpu_device_chain_with_and_without_spinning(spin, monkeypatch):
 def test_residual_add_after_the_activation_runs_in_the_conv_epilogue(second, swap):
     """YOLOX's bottleneck y = silu(conv(a)) + a: the conv writes y (epilogue has_z 2) and the Add has no launch,
     with the arena plan of the compiler (which puts y where the conv's input was: y then gets its own buffer)."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
     from edgeinfer.passes.memory_plan import plan_memory
 
     size = 2 if second == "pointwise_few_columns" else 10
@@ -547,7 +549,8 @@ def test_residual_add_after_the_activation_runs_in_the_conv_epilogue(second, swa
 
 def test_concat_of_device_results_is_zero_copy():
     """Producers computed on the device write straight into the Concat output; a graph input is copied."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     # 512-byte channels: every slice is a valid sub-buffer origin on PoCL (128-byte alignment) and on NVIDIA (512)
     x, other = randn(1, 4, 8, 16), randn(1, 2, 8, 16)
@@ -585,7 +588,8 @@ def _conv_chain_graph(channels=(4, 8, 4, 8, 4)):
 def test_tensors_at_one_arena_offset_share_one_sub_buffer(monkeypatch):
     """NVIDIA's driver crashes releasing overlapping sub-buffers in some orders (memory.py): the executable
     cuts one sub-buffer per arena origin, sized for the largest tensor placed there."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", "1")  # the arena also where it is off by default (NVIDIA)
 
@@ -706,7 +710,8 @@ def test_shared_model_with_nan_filled_memory(file, layout, monkeypatch):
     """Every device buffer starts as NaN bit patterns (0xFF bytes), as uninitialised GPU memory may: a kernel
     that lets memory outside its tensor (guard bands, neighbouring arena tensors) reach an output through
     arithmetic (``0 * x`` instead of ``select``) shows it here, on PoCL, whose memory is rarely NaN."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
     from edgeinfer.backends.opencl import memory
     from edgeinfer.compiler import compile_model
 
@@ -742,7 +747,8 @@ def test_sub_buffers_hold_the_guard_bands_the_kernels_read():
     reaches the guard past its end, and the window kernels' input gets one that starts the guard before it."""
     import pyopencl as cl
 
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
     from edgeinfer.backends.opencl.kernels import GuardedTensorArg
 
     x = randn(1, 3, 12, 12)
@@ -804,7 +810,8 @@ def limit_kernel_work_groups(monkeypatch, limit: int) -> None:
 def test_local_size_shrinks_to_the_kernel_work_group_limit(monkeypatch):
     """A kernel's own work-group limit (register use: NVIDIA answers CL_OUT_OF_RESOURCES at enqueue above
     it) can be below the device maximum the planner used: the executable shrinks the local size to fit."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     limit_kernel_work_groups(monkeypatch, 2)
     graph = _conv_chain_graph()
@@ -839,7 +846,8 @@ def test_programs_get_correctly_rounded_division_where_offered(monkeypatch):
 def test_buffer_per_tensor_or_arena_give_the_same_results(monkeypatch, arena):
     """memory.use_arena: NVIDIA gets a buffer per tensor (enqueues on overlapping sub-buffers are slow there),
     other drivers the memory plan's arena; both must compute the same thing."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     monkeypatch.setenv("EDGEINFER_OPENCL_ARENA", arena)
     graph = _conv_chain_graph()
@@ -877,7 +885,8 @@ def test_arena_is_off_on_nvidia_only_unless_forced(monkeypatch):
 def test_local_gemm_needs_its_whole_work_group_or_gives_way(monkeypatch):
     """gemm_local's tiles are sized by its work-group; where the compiled kernel allows fewer work-items (as
     NVIDIA reports for register-heavy kernels), the planner takes small register tiles instead of shrinking."""
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
 
     limit_kernel_work_groups(monkeypatch, 64)
     graph = _conv_chain_graph()
@@ -938,7 +947,8 @@ def test_views_in_the_arena_skip_their_copy(tmp_path, monkeypatch):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgeinfer.backends import numpy_backend, opencl
+    from edgeinfer.backends import numpy as numpy_backend
+    from edgeinfer.backends import opencl
     from edgeinfer.compiler import compile_model
 
     rng = np.random.default_rng(3)

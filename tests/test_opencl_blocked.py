@@ -12,7 +12,7 @@ import pytest
 cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 
 from conftest import usable_opencl_device  # noqa: E402
-from edgeinfer.backends import numpy_backend  # noqa: E402
+from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
 from edgeinfer.backends.opencl import kernels_blocked, layout  # noqa: E402
 from edgeinfer.cpu_isa import ISA_CLASSES, isa_class  # noqa: E402
 from edgeinfer.ir import Graph, Node, TensorInfo  # noqa: E402

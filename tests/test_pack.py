@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from edgeinfer import PackError
-from edgeinfer.backends import numpy_backend
+from edgeinfer.backends import numpy as numpy_backend
 from edgeinfer.ir import Node, TensorInfo
 from edgeinfer.pack import FORMAT_VERSION, read_pack, write_pack
 

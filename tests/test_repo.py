@@ -1,7 +1,9 @@
-"""Repository promises: CI runs exactly the README's test command; the package data travels in a wheel."""
+"""Repository promises: CI runs exactly the README's test command; the package data travels in a wheel; ops/ is the
+plain reference."""
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -72,4 +74,21 @@ def test_wheel_builds_without_a_c_compiler(tmp_path):
     assert out.returncode == 0, out.stderr
     names = zipfile.ZipFile(next(tmp_path.glob("edgeinfer-*.whl"))).namelist()
     assert not any(n.startswith("edgeinfer/_cpu_kernels.") for n in names)
-    assert "edgeinfer/ops/native_kernels.py" in names
+    assert "edgeinfer/backends/numpy/native_kernels.py" in names
+
+
+# attributes the NumPy backend once injected into nodes to steer the ops; its choices are now executor state
+BACKEND_KEYS = {"channels_last", "native_kernels", "native_cache", "packed_weights", "row_padded", "out"}
+
+
+def test_ops_are_the_plain_reference_without_backend_imports_or_keys():
+    """edgeinfer/ops/ (constant folding, the host fallback, the tests' reference) imports no backend and reads no
+    backend key: the NumPy backend keeps its choices per node (backends/numpy/executor.py)."""
+    for path in sorted((REPO / "edgeinfer" / "ops").glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom | ast.Import):
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                assert not any(n.startswith("edgeinfer.backends") for n in names), f"{path.name} imports {names}"
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                assert node.value not in BACKEND_KEYS, f"{path.name}:{node.lineno} reads {node.value!r}"

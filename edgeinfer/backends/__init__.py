@@ -14,7 +14,7 @@ from edgeinfer.errors import DeviceError
 
 # Device-name prefix -> module implementing the backend interface (see base.py).
 BACKEND_MODULES = {
-    "cpu": "edgeinfer.backends.numpy_backend",
+    "cpu": "edgeinfer.backends.numpy",
     "opencl": "edgeinfer.backends.opencl",
 }
 

@@ -1,4 +1,4 @@
-"""Per-thread work buffers shared by the conv and pool kernels.
+"""Per-thread work buffers shared by the conv and pool kernels (of the ops and of the NumPy backend).
 
 A model run then allocates only its outputs, and successive layers reuse the same, cache-warm memory.
 Buffers are per thread so that two threads can run ops at the same time.
@@ -11,7 +11,6 @@ import threading
 from collections.abc import Hashable
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 _local = threading.local()
 
@@ -42,19 +41,3 @@ def filled_buffer(key: Hashable, shape: tuple[int, ...], dtype: np.dtype, fill: 
     if buf is None:
         buf = buffers[key] = np.full(shape, fill, dtype)
     return buf
-
-
-def strided_view(
-    base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...], writeable: bool = False
-) -> np.ndarray:
-    """``as_strided(base, shape, strides)`` from the start of a C-contiguous ``base``, in ~0.3 instead of ~2.3 us.
-
-    The ndarray constructor also checks that the view stays inside ``base``. A model run builds several
-    such views per Conv, so the saving is ~0.3 ms per MobileNetV2 run.
-    """
-    if not base.flags.c_contiguous:
-        return as_strided(base, shape, strides, writeable=writeable)
-    view = np.ndarray(shape, base.dtype, base, 0, strides)
-    if not writeable:
-        view.flags.writeable = False
-    return view

@@ -12,8 +12,8 @@ How a 2-D convolution is computed (batch item by batch item):
 * few input rows per output channel (a stem conv, ``Cin * K <= Cout``): im2col at the output width.
 * anything else: im2col (one copy per tap into a scratch buffer) and one sgemm per group.
 
-With the attribute ``channels_last`` (set by the NumPy backend only) 2-D convs compute and return
-channels-last arrays where :mod:`edgeinfer.ops.conv_channels_last` has a form for them.
+This module is the plain NCHW reference (constant folding, the OpenCL host fallback, the tests); the NumPy
+backend's channels-last forms live in :mod:`edgeinfer.backends.numpy` and fall back to :func:`conv2d` here.
 
 The fused form (see docs/architecture.md) adds an optional residual input ``Z`` and an activation;
 bias, residual and activation are applied in place on the output. Scratch buffers are cached per
@@ -30,10 +30,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import native_kernels, register
+from edgeinfer.ops import register
 from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch
-from edgeinfer.ops.conv_channels_last import conv2d_channels_last, fused_epilogue
 
 # Depthwise im2col block size in elements (about 1 MiB of float32: one core's L2 cache on the dev machine).
 DW_BLOCK_FLOATS = 1 << 18
@@ -215,49 +214,53 @@ def _pointwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, group: int
         y += bias[:, None, None]
 
 
-def _narrow_im2col(
+def narrow_im2col_operands(
     planes: np.ndarray,
     taps: list[tuple[int, int]],
     wq: int,
     w: np.ndarray,
     bias: np.ndarray | None,
-    y: np.ndarray,
-    channels_last: bool = False,
-) -> None:
-    """im2col at the output width, for convs with few input rows per output channel (a stem conv).
+    out_hw: tuple[int, int],
+    dtype: np.dtype,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(cols (C * K [+ 1], Ho * Wo), [W | b] (M, C * K [+ 1]))``: the im2col at the output width of a conv with
+    few input rows per output channel (a stem conv), the bias folded in through a row of ones.
 
-    Gathering ``C * K`` rows of ``Wo`` columns is cheaper than trimming ``M`` rows afterwards when
-    ``C * K <= M``; the sgemm then writes ``y`` (M, Ho, Wo) directly, bias folded in. With
-    ``channels_last`` ``y`` is (Ho, Wo, M) and the same sgemm runs transposed, ``cols^T @ [W | b]^T``:
-    the sums keep their (channel, kernel row, kernel column) order, which the QDQ models need.
+    Gathering ``C * K`` rows of ``Wo`` columns is cheaper than trimming ``M`` rows afterwards when ``C * K <= M``.
+    The NumPy backend runs the same sgemm transposed (``cols^T @ [W | b]^T``) for a channels-last result: the
+    sums keep their (channel, kernel row, kernel column) order, which the QDQ models need.
     """
     c, k = planes.shape[1], len(taps)
-    m = w.shape[0]
-    ho, wo = y.shape[:2] if channels_last else y.shape[1:]
-    cols = scratch("im2col_narrow", (c * k + 1, ho * wo), y.dtype)
+    ho, wo = out_hw
+    cols = scratch("im2col_narrow", (c * k + 1, ho * wo), dtype)
     cols[-1] = 1
     cols4 = cols[:-1].reshape(c, k, ho, wo)
     for t, (p, off) in enumerate(taps):
         cols4[:, t] = planes[p][:, off : off + ho * wq].reshape(c, ho, wq)[:, :, :wo]
-    w2 = w.reshape(m, -1)
+    w2 = w.reshape(w.shape[0], -1)
     if bias is None:
-        cols = cols[:-1]
-    else:
-        w2 = np.concatenate((w2, bias[:, None]), axis=1)
-    if channels_last:
-        np.matmul(cols.T, w2.T, out=y.reshape((ho * wo, m), copy=False))
-    else:
-        np.matmul(w2, cols, out=y.reshape((m, ho * wo), copy=False))
+        return cols[:-1], w2
+    return cols, np.concatenate((w2, bias[:, None]), axis=1)
 
 
-def _conv2d(
+def _narrow_im2col(
+    planes: np.ndarray, taps: list[tuple[int, int]], wq: int, w: np.ndarray, bias: np.ndarray | None, y: np.ndarray
+) -> None:
+    """A stem conv of one image by :func:`narrow_im2col_operands`: the sgemm writes ``y`` (M, Ho, Wo) directly."""
+    m, ho, wo = y.shape
+    cols, w2 = narrow_im2col_operands(planes, taps, wq, w, bias, (ho, wo), y.dtype)
+    np.matmul(w2, cols, out=y.reshape((m, ho * wo), copy=False))
+
+
+def conv2d(
     x: np.ndarray,
     w: np.ndarray,
     bias: np.ndarray | None,
     z: np.ndarray | None,
     group: int,
     window: tuple[list[int], list[int], list[int], list[int]],
-    attrs: dict[str, Any],
+    activation: str | None = None,
+    activation_params: list[float] | None = None,
 ) -> np.ndarray:
     """2-D (fused) convolution; dispatches to sgemm, narrow im2col, depthwise or im2col + sgemm."""
     kernel, strides, dilations, pads = window
@@ -265,23 +268,8 @@ def _conv2d(
     m = w.shape[0]
     ho = out_size(h, kernel[0], strides[0], dilations[0], pads[0], pads[2])
     wo = out_size(wd, kernel[1], strides[1], dilations[1], pads[1], pads[3])
-    if attrs.get("channels_last"):
-        y = conv2d_channels_last(x, w, bias, z, group, window, (ho, wo), attrs)
-        if y is not None:
-            return y
     k = kernel[0] * kernel[1]
     narrow = group == 1 and k > 1 and c * k <= m
-    if narrow and attrs.get("channels_last"):  # a stem conv reading the NCHW graph input
-        y_nhwc = attrs.get("out")  # a contiguous NHWC block chosen by the NumPy executor
-        if y_nhwc is None or not y_nhwc.flags.c_contiguous:
-            y_nhwc = np.empty((n, ho, wo, m), x.dtype)
-        for i in range(n):
-            planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
-            _narrow_im2col(planes, taps, wq, w, bias, y_nhwc[i], channels_last=True)
-        native = bool(attrs.get("native_kernels")) and native_kernels.available()
-        y2 = y_nhwc.reshape((n * ho * wo, m), copy=False)
-        fused_epilogue(y2, None, z, attrs.get("activation"), attrs.get("activation_params"), None, native)
-        return y_nhwc.transpose(0, 3, 1, 2)
     y = np.empty((n, m, ho, wo), x.dtype)
     if kernel == [1, 1] and strides == [1, 1] and not any(pads):
         _pointwise(x, w, bias, group, y)
@@ -298,7 +286,7 @@ def _conv2d(
             else:
                 _im2col_gemm(planes, taps, w, group, acc)
             _finish(acc, wq, y[i], bias)
-    _epilogue(y, None, z, attrs.get("activation"), attrs.get("activation_params"))
+    _epilogue(y, None, z, activation, activation_params)
     return y
 
 
@@ -346,9 +334,22 @@ def _epilogue(
         apply_activation(y, activation, params, out=y)
 
 
-def _optional(inputs: list[np.ndarray | None], i: int, dtype: np.dtype) -> np.ndarray | None:
+def optional_input(inputs: list[np.ndarray | None], i: int, dtype: np.dtype) -> np.ndarray | None:
+    """Input ``i`` as ``dtype``, or ``None`` where it is omitted."""
     a = inputs[i] if len(inputs) > i else None
     return None if a is None else a.astype(dtype, copy=False)
+
+
+def check_conv_shapes(x: np.ndarray, w: np.ndarray, group: int) -> None:
+    """Raise where a Conv's input and weight do not fit together."""
+    if x.ndim < 3 or w.ndim != x.ndim or x.shape[1] != w.shape[1] * group:
+        raise ValueError(f"Conv: input {x.shape} and weight {w.shape} do not match (group={group})")
+
+
+def as_2d_window(window: tuple[list[int], list[int], list[int], list[int]]) -> tuple[list[int], ...]:
+    """A 1-D conv's window as a 2-D one with a height of 1 (1-D runs as 2-D)."""
+    kernel, strides, dilations, pads = window
+    return [1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]
 
 
 @register("Conv")
@@ -356,25 +357,19 @@ def conv(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndar
     """ONNX Conv (1-D, 2-D, N-D) plus the fused form: optional 4th input Z and ``activation`` attributes."""
     x = inputs[0]
     w = inputs[1].astype(x.dtype, copy=False)
-    bias, z = _optional(inputs, 2, x.dtype), _optional(inputs, 3, x.dtype)
+    bias, z = optional_input(inputs, 2, x.dtype), optional_input(inputs, 3, x.dtype)
     group = int(attrs.get("group", 1))
-    if x.ndim < 3 or w.ndim != x.ndim or x.shape[1] != w.shape[1] * group:
-        raise ValueError(f"Conv: input {x.shape} and weight {w.shape} do not match (group={group})")
-    cache = attrs.get("packed_weights")  # the NumPy backend's per-node cache: parse the attributes once
-    geometry = None if cache is None else cache.get(("window", x.shape, w.shape))
-    if geometry is None:
-        geometry = window_attrs(attrs, x.shape[2:], w.shape[2:])
-        if cache is not None:
-            cache[("window", x.shape, w.shape)] = geometry
-    kernel, strides, dilations, pads = geometry
-    if x.ndim == 3:  # 1-D runs as 2-D with a height of 1
-        window = ([1, *kernel], [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]])
+    check_conv_shapes(x, w, group)
+    window = window_attrs(attrs, x.shape[2:], w.shape[2:])
+    activation, params = attrs.get("activation"), attrs.get("activation_params")
+    if x.ndim == 3:
         z4 = None if z is None else z[:, :, None, :]
-        return [_conv2d(x[:, :, None, :], w[:, :, None, :], bias, z4, group, window, attrs)[:, :, 0, :]]
+        y = conv2d(x[:, :, None, :], w[:, :, None, :], bias, z4, group, as_2d_window(window), activation, params)
+        return [y[:, :, 0, :]]
     if x.ndim == 4:
-        return [_conv2d(x, w, bias, z, group, (kernel, strides, dilations, pads), attrs)]
-    y = _conv_generic(x, w, group, kernel, strides, dilations, pads)
-    _epilogue(y, bias, z, attrs.get("activation"), attrs.get("activation_params"))
+        return [conv2d(x, w, bias, z, group, window, activation, params)]
+    y = _conv_generic(x, w, group, *window)
+    _epilogue(y, bias, z, activation, params)
     return [y]
 
 
@@ -413,7 +408,7 @@ def conv_transpose(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> li
     """ONNX ConvTranspose (any rank): per group one sgemm ``W^T @ X``, then a scatter-add per kernel tap."""
     x = inputs[0]
     w = inputs[1].astype(x.dtype, copy=False)
-    bias = _optional(inputs, 2, x.dtype)
+    bias = optional_input(inputs, 2, x.dtype)
     group = int(attrs.get("group", 1))
     n, c = x.shape[:2]
     nsp = x.ndim - 2

@@ -14,18 +14,17 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import native_kernels, register
+from edgeinfer.ops import register
 from edgeinfer.ops.buffers import scratch
 from edgeinfer.ops.conv import out_size, shifted_planes, window_attrs
-from edgeinfer.ops.conv_channels_last import is_channels_last, padded_hwc
 
 
-def _lowest(dtype: np.dtype) -> float | int:
+def lowest_value(dtype: np.dtype) -> float | int:
     """The padding value that never wins a maximum."""
     return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
 
 
-def _geometry(x: np.ndarray, attrs: dict[str, Any]) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
+def pool_geometry(x: np.ndarray, attrs: dict[str, Any]) -> tuple[list[int], list[int], list[int], list[int], list[int]]:
     """``(kernel, strides, dilations, pads, output spatial shape)`` of a pool node."""
     kernel, strides, dilations, pads = window_attrs(attrs, x.shape[2:])
     ceil_mode = bool(attrs.get("ceil_mode", 0))
@@ -93,38 +92,6 @@ def _pool2d(
     return y
 
 
-def _max_pool_channels_last(
-    x: np.ndarray, kernel: list[int], strides: list[int], dilations: list[int], pads: list[int], outs: list[int]
-) -> np.ndarray:
-    """2-D MaxPool of a channels-last ``x`` with a channels-last result, separably on the NHWC blocks.
-
-    First the maximum down each kernel column over whole padded rows (``Wp * C`` contiguous), which
-    already drops the rows the stride skips, then along each kernel row on that smaller block through
-    strided column views (inner loop: the ``C`` channels). In this order SqueezeNet's first 3x3
-    stride-2 pool takes 0.43 ms against 0.49 for columns first.
-    """
-    n, c = x.shape[:2]
-    (ho, wo), (kh, kw), (sh, sw), (dh, dw) = outs, kernel, strides, dilations
-    need = ((ho - 1) * sh + (kh - 1) * dh + 1, (wo - 1) * sw + (kw - 1) * dw + 1)
-    y = np.empty((n, ho, wo, c), x.dtype)
-    for i in range(n):
-        xp = padded_hwc(x[i].transpose(1, 2, 0), pads, _lowest(x.dtype), need)
-        rows = [xp[a * dh : a * dh + (ho - 1) * sh + 1 : sh, : need[1]] for a in range(kh)]
-        along = rows[0]
-        if kh > 1:
-            along = np.maximum(rows[0], rows[1], out=scratch("pool_hwc", rows[0].shape, x.dtype))
-            for row in rows[2:]:
-                np.maximum(along, row, out=along)
-        cols = [along[:, b * dw : b * dw + (wo - 1) * sw + 1 : sw] for b in range(kw)]
-        if kw == 1:
-            np.copyto(y[i], cols[0])
-            continue
-        np.maximum(cols[0], cols[1], out=y[i])
-        for col in cols[2:]:
-            np.maximum(y[i], col, out=y[i])
-    return y.transpose(0, 3, 1, 2)
-
-
 def _windows(
     x: np.ndarray,
     kernel: list[int],
@@ -172,7 +139,7 @@ def _window_counts(
     return counts
 
 
-def _max_indices(
+def max_indices(
     x: np.ndarray,
     kernel: list[int],
     strides: list[int],
@@ -183,7 +150,7 @@ def _max_indices(
 ) -> np.ndarray:
     """MaxPool ``Indices``: flat position of each maximum in ``x`` (row-major, or column-major per image)."""
     nsp = x.ndim - 2
-    win = _windows(x, kernel, strides, dilations, pads, outs, _lowest(x.dtype))
+    win = _windows(x, kernel, strides, dilations, pads, outs, lowest_value(x.dtype))
     flat = win.reshape(*win.shape[: 2 + nsp], -1).argmax(axis=-1)
     taps = np.unravel_index(flat, kernel)
     grids = np.meshgrid(*(np.arange(o) for o in outs), indexing="ij")
@@ -205,31 +172,22 @@ def max_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.
     node says it is read: attribute ``num_outputs`` = 2 (an op function does not see its node's outputs).
     """
     x = inputs[0]
-    kernel, strides, dilations, pads, outs = _geometry(x, attrs)
-    window = (kernel, strides, dilations, pads)
-    native = attrs.get("native_kernels") and x.dtype == np.float32 and native_kernels.available() and len(kernel) == 2
-    if is_channels_last(x) and native and native_kernels.declines("max_pool", x.shape[2:], outs, window) is None:
-        y = np.empty((x.shape[0], *outs, x.shape[1]), x.dtype)
-        for i in range(x.shape[0]):
-            native_kernels.max_pool(x[i].transpose(1, 2, 0), y[i], window, attrs.get("native_cache"))
-        y = y.transpose(0, 3, 1, 2)
-    elif is_channels_last(x) and math.prod(outs) > 1:
-        y = _max_pool_channels_last(x, kernel, strides, dilations, pads, outs)
-    elif x.ndim == 4 and math.prod(outs) > 1:
-        y = _pool2d(x, kernel, strides, dilations, pads, outs, np.maximum, _lowest(x.dtype))
+    kernel, strides, dilations, pads, outs = pool_geometry(x, attrs)
+    if x.ndim == 4 and math.prod(outs) > 1:
+        y = _pool2d(x, kernel, strides, dilations, pads, outs, np.maximum, lowest_value(x.dtype))
     else:
-        win = _windows(x, kernel, strides, dilations, pads, outs, _lowest(x.dtype))
+        win = _windows(x, kernel, strides, dilations, pads, outs, lowest_value(x.dtype))
         y = win.max(axis=tuple(range(x.ndim, win.ndim)))
     if int(attrs.get("num_outputs", 1)) < 2:
         return [y]
-    return [y, _max_indices(x, kernel, strides, dilations, pads, outs, int(attrs.get("storage_order", 0)))]
+    return [y, max_indices(x, kernel, strides, dilations, pads, outs, int(attrs.get("storage_order", 0)))]
 
 
 @register("AveragePool")
 def average_pool(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
     """ONNX AveragePool with ceil_mode, dilations and count_include_pad."""
     x = inputs[0]
-    kernel, strides, dilations, pads, outs = _geometry(x, attrs)
+    kernel, strides, dilations, pads, outs = pool_geometry(x, attrs)
     if x.ndim == 4 and math.prod(outs) > 1:
         y = _pool2d(x, kernel, strides, dilations, pads, outs, np.add, 0)
     else:

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.ops import register
-from edgeinfer.ops.conv_channels_last import is_channels_last
 
 
 def _ints(x: np.ndarray | None) -> list[int]:
@@ -81,17 +80,9 @@ def unsqueeze(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np
 
 @register("Concat")
 def concat(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[np.ndarray]:
-    """ONNX Concat; channel concatenations of channels-last tensors stay channels-last.
-
-    (A C-ordered result would make every later reader of the NumPy backend's NHWC graphs transpose.)
-    """
+    """ONNX Concat."""
     xs = [x for x in inputs if x is not None]
-    axis = int(attrs["axis"]) % xs[0].ndim
-    if axis == 1 and all(is_channels_last(x) for x in xs):
-        n, _, h, w = xs[0].shape
-        out = np.empty((n, h, w, sum(x.shape[1] for x in xs)), np.result_type(*xs)).transpose(0, 3, 1, 2)
-        return [np.concatenate(xs, axis=1, out=out)]
-    return [np.concatenate(xs, axis=axis)]
+    return [np.concatenate(xs, axis=int(attrs["axis"]) % xs[0].ndim)]
 
 
 @register("Split")

@@ -1,4 +1,4 @@
-/* Native CPU kernels of the NumPy backend (edgeinfer/ops/native_kernels.py loads them with ctypes).
+/* Native CPU kernels of the NumPy backend (edgeinfer/backends/numpy/native_kernels.py loads them with ctypes).
  *
  * NumPy has no fused multiply-add over a window: its depthwise conv (one einsum pass per tap) is bound
  * by cache bandwidth at ~5 G taps/s, and each bias and activation is one more pass. These kernels keep

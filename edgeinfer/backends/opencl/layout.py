@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.numpy_backend import run_node
+from edgeinfer.backends.numpy import run_node
 from edgeinfer.cpu_isa import IsaClass
 from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.passes.memory_plan import plan_memory

@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeinfer.backends.numpy_concat import ConcatGroup
+from edgeinfer.backends.numpy.concat import ConcatGroup
+from edgeinfer.backends.numpy.conv_channels_last import fused_epilogue
+from edgeinfer.backends.numpy.layout import is_channels_last
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops.activations import apply_activation
-from edgeinfer.ops.conv_channels_last import fused_epilogue, is_channels_last
 
 
 def non_decreasing(activation: str | None, params: list[float] | None) -> bool:

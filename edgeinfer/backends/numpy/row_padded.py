@@ -6,7 +6,7 @@ into the interior of a buffer that has zero rows above and below the image but *
 interior is one contiguous block. The depthwise then reads every tap as a strided view of the flat buffer: a tap left
 of column 0 (right of the last column) reads the neighbouring row's last (first) pixel instead of a
 zero, and the tiled weights are zero at exactly those output columns
-(``edgeinfer.ops.conv_channels_last.row_padded_tiled_weights``).
+(``edgeinfer.backends.numpy.conv_channels_last.row_padded_tiled_weights``).
 The zero weights only cancel finite values, so the producer must bound its output: a Clip activation
 with finite limits (MobileNet's ReLU6).
 """
@@ -48,7 +48,7 @@ class RowPadded:
     def tap_source(self, strides: list[int], pad_left: int) -> tuple[np.ndarray, tuple[int, ...]]:
         """``(base, byte strides)`` of the (kh, kw, Ho, Wo, C) tap view: ``[a, b, i, j]`` reads input row
         ``i*sh + a - top``, column ``j*sw + b - pad_left`` (a column outside the row reads the neighbouring row).
-        ``base`` is C-contiguous, so the view is cheap to build (:func:`edgeinfer.ops.buffers.strided_view`)."""
+        ``base`` is C-contiguous, so the view is cheap to build (:func:`.layout.strided_view`)."""
         _, w, c = self.hwc
         flat = self.buffer()
         item = flat.itemsize
@@ -87,7 +87,7 @@ def plan_row_padded(graph: Graph) -> dict[int, RowPadded]:
             continue  # a fused residual: keep the plain path
         i = producer[node.inputs[0]]
         p = graph.nodes[i]
-        # group-1 2-D Convs compute channels-last and honour ``out``: 1x1 sgemms, NHWC im2col, stem convs
+        # group-1 2-D Convs compute channels-last and fill the ``out`` block given: 1x1 sgemms, NHWC im2col, stems
         if p.op != "Conv" or int(p.attrs.get("group", 1)) != 1 or len(p.attrs.get("kernel_shape", [])) != 2:
             continue
         if not _bounded_output(p.attrs) or len(readers.get(node.inputs[0], [])) != 1:

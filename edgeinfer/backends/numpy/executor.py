@@ -1,45 +1,76 @@
-"""The NumPy backend (device name ``"cpu"``): the reference for every other backend and their fallback."""
+"""The NumPy backend's executor: runs a graph node by node, with the executor plans and each node's backend state.
+
+The plans (:mod:`.concat`, :mod:`.row_padded`, :mod:`.pool_epilogue`) are decided at prepare time from the
+graph alone and leave the pack untouched; what the backend chose for a node (its kernel, native kernels on or
+off, its weight cache) is a :class:`NodeRun`, never an attribute added to the node.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.base import DeviceInfo
-from edgeinfer.backends.numpy_concat import plan_concat_groups
-from edgeinfer.backends.numpy_pool_epilogue import plan_pool_epilogues
-from edgeinfer.backends.numpy_row_padded import plan_row_padded
-from edgeinfer.errors import DeviceError
+from edgeinfer.backends.numpy import native_kernels
+from edgeinfer.backends.numpy.concat import plan_concat_groups
+from edgeinfer.backends.numpy.kernels import KERNELS, NodeState
+from edgeinfer.backends.numpy.pool_epilogue import plan_pool_epilogues
+from edgeinfer.backends.numpy.row_padded import plan_row_padded
 from edgeinfer.ir import Graph, Node
-from edgeinfer.ops import get_op, native_kernels
-
-NAME = "cpu"
-PURE = "cpu:numpy"  # the pure NumPy paths even where the native kernels are built
+from edgeinfer.ops import get_op
 
 
-def list_devices() -> list[DeviceInfo]:
-    if native_kernels.available():
-        kernels = f"native kernels, {native_kernels.isa()} build"
-    else:
-        kernels = f"no native kernels: {native_kernels.status()}"
-    return [
-        DeviceInfo(backend=NAME, spec=NAME, name=f"NumPy on the host CPU ({kernels})", kind="cpu"),
-        DeviceInfo(backend=NAME, spec=PURE, name="NumPy on the host CPU, pure NumPy (no native kernels)", kind="cpu"),
-    ]
-
-
-def run_node(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any] | None = None) -> None:
-    """Run one node with its NumPy implementation, reading inputs from and writing outputs to ``env``.
-
-    ``attrs`` replaces the node's attributes (see :func:`backend_attrs`).
-    """
+def run_node(node: Node, env: dict[str, np.ndarray]) -> None:
+    """Run one node with its plain NCHW implementation (:mod:`edgeinfer.ops`), reading inputs from and writing
+    outputs to ``env`` (the OpenCL host fallback and the frame breakdown use it)."""
     args = [env[name] if name else None for name in node.inputs]
-    results = get_op(node.op).fn(args, node.attrs if attrs is None else attrs)
-    for name, value in zip(node.outputs, results):
+    for name, value in zip(node.outputs, get_op(node.op).fn(args, node.attrs)):
         if name:
             env[name] = value
+
+
+@dataclass(eq=False)
+class NodeRun:
+    """One node as the backend runs it: the node (an executor plan may have moved its epilogue), its kernel
+    (the backend's own, :data:`.kernels.KERNELS`, or the reference op function) and its state (``None`` for a
+    reference op)."""
+
+    node: Node
+    kernel: Callable[..., list[np.ndarray]]
+    state: NodeState | None = None
+
+    def compute(self, env: dict[str, np.ndarray], **placement: Any) -> None:
+        """Run the node on ``env``; ``placement`` (``out``, ``row_padded``) says where a plan wants a Conv's
+        result or has its input."""
+        args = [env[name] if name else None for name in self.node.inputs]
+        if self.state is None:
+            results = self.kernel(args, self.node.attrs)
+        else:
+            results = self.kernel(args, self.node.attrs, self.state, **placement)
+        for name, value in zip(self.node.outputs, results):
+            if name:
+                env[name] = value
+
+
+def node_run(node: Node, constants: dict[str, np.ndarray] | None = None, native: bool = False) -> NodeRun:
+    """How the backend runs ``node``: Conv, MaxPool and Concat with its own kernels (channels-last, with the
+    ``native`` kernels where they apply), the rest with the reference ops.
+
+    A Conv whose weight and bias are among ``constants`` gets a cache: its weight layouts are then built on the
+    first run only; a MaxPool gets one for the native kernel's geometry.
+    """
+    kernel = KERNELS.get(node.op)
+    if kernel is None:
+        return NodeRun(node, get_op(node.op).fn)
+    constant_weights = constants is not None and all(name in constants for name in node.inputs[1:3] if name)
+    if node.op == "Conv":
+        return NodeRun(node, kernel, NodeState(native, {} if constant_weights else None))
+    if node.op == "MaxPool":
+        return NodeRun(node, kernel, NodeState(native, {} if native else None))
+    return NodeRun(node, kernel, NodeState())
 
 
 def _c_order(x: np.ndarray) -> np.ndarray:
@@ -47,32 +78,13 @@ def _c_order(x: np.ndarray) -> np.ndarray:
     return x if x.flags.c_contiguous else np.ascontiguousarray(x)  # (ascontiguousarray makes 0-d arrays 1-d)
 
 
-def backend_attrs(node: Node, constants: dict[str, np.ndarray] | None = None, native: bool = False) -> dict[str, Any]:
-    """The attributes this backend runs ``node`` with: Convs compute channels-last (with the ``native``
-    kernels of :mod:`edgeinfer.ops.native_kernels` where they apply).
-
-    Channels-last results (``edgeinfer.ops.conv_channels_last``) are NCHW-shaped arrays with NHWC
-    strides, so every op still gets ONNX semantics; other callers of the ops (the OpenCL host fallback,
-    constant folding) keep plain NCHW arrays. A Conv whose weight and bias are among ``constants`` also
-    gets a ``packed_weights`` cache: its weight layouts are then built on the first run only.
-    """
-    if node.op == "MaxPool" and native:  # (native_cache: the kernel's geometry, kept between runs)
-        return {**node.attrs, "native_kernels": True, "native_cache": {}}
-    if node.op != "Conv":
-        return node.attrs
-    attrs = {**node.attrs, "channels_last": True, "native_kernels": native}
-    if constants is not None and all(name in constants for name in node.inputs[1:3] if name):
-        attrs["packed_weights"] = {}
-    return attrs
-
-
-def _run_into(node: Node, env: dict[str, np.ndarray], attrs: dict[str, Any], out: np.ndarray) -> None:
+def _run_into(run: NodeRun, env: dict[str, np.ndarray], out: np.ndarray) -> None:
     """Run a Conv whose result must land in ``out`` (an NHWC block chosen by an executor plan)."""
-    run_node(node, env, {**attrs, "out": out})
-    result = env[node.outputs[0]]
-    if not np.shares_memory(result, out):  # a Conv without a channels-last form ignored ``out``
-        np.copyto(out, result.transpose(0, 2, 3, 1))
-        env[node.outputs[0]] = out.transpose(0, 3, 1, 2)
+    run.compute(env, out=out)
+    name = run.node.outputs[0]
+    if not np.shares_memory(env[name], out):  # a Conv without a channels-last form ignored ``out``
+        np.copyto(out, env[name].transpose(0, 2, 3, 1))
+        env[name] = out.transpose(0, 3, 1, 2)
 
 
 class NumpyExecutable:
@@ -84,8 +96,8 @@ class NumpyExecutable:
         groups, nodes = plan_concat_groups(graph)
         for group in groups:
             group.native = self.native
-        self._nodes, self._pool_epilogues = plan_pool_epilogues(graph, nodes, groups)
-        self._attrs = [backend_attrs(node, graph.constants, self.native) for node in self._nodes]
+        nodes, self._pool_epilogues = plan_pool_epilogues(graph, nodes, groups)
+        self._runs = [node_run(node, graph.constants, self.native) for node in nodes]
         self._slot = {i: (g, *g.ranges[i]) for g in groups for i in g.ranges}  # producer -> (group, begin, end)
         self._finish = {g.last: g for g in groups}
         # the native depthwise reads any input and pads on the fly: row-padded buffers only serve the einsum
@@ -120,32 +132,34 @@ class NumpyExecutable:
         """Run node ``i``; a producer of an in-place Concat writes into its channel range of the output."""
         if i in self._skipped:
             return
-        node, attrs = self._nodes[i], self._attrs[i]
+        run = self._runs[i]
         slot = self._slot.get(i)
         if i in self._pool_epilogues:
-            run_node(node, env, attrs)
-            self._pool_epilogues[i].apply(env[node.outputs[0]], self.native)
+            run.compute(env)
+            self._pool_epilogues[i].apply(env[run.node.outputs[0]], self.native)
             return
         if slot is None and i in self._row_padded:
-            self._run_row_padded(i, node, attrs, env)
+            self._run_row_padded(i, run, env)
             return
         if slot is None:
-            run_node(node, env, attrs)
+            run.compute(env)
             return
         group, begin, end = slot
-        _run_into(node, env, attrs, group.buffer(env)[:, begin:end].transpose(0, 2, 3, 1))
+        _run_into(run, env, group.buffer(env)[:, begin:end].transpose(0, 2, 3, 1))
         if i in self._finish:
             self._finish[i].finish(env)
 
-    def _run_row_padded(self, i: int, node: Node, attrs: dict[str, Any], env: dict[str, np.ndarray]) -> None:
+    def _run_row_padded(self, i: int, run: NodeRun, env: dict[str, np.ndarray]) -> None:
         """The producer writes into the depthwise's row-padded buffer, the depthwise reads its taps from it."""
         geometry = self._row_padded[i]
         interior = geometry.interior()
-        if node.name != geometry.key:  # the producer (the geometry is named after the depthwise)
-            _run_into(node, env, attrs, interior)
+        if run.node.name != geometry.key:  # the producer (the geometry is named after the depthwise)
+            _run_into(run, env, interior)
             return
-        x = env[node.inputs[0]]
-        run_node(node, env, {**attrs, "row_padded": geometry} if np.shares_memory(x, interior) else attrs)
+        if np.shares_memory(env[run.node.inputs[0]], interior):
+            run.compute(env, row_padded=geometry)
+        else:
+            run.compute(env)
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         env: dict[str, np.ndarray] = dict(self.graph.constants)
@@ -182,7 +196,7 @@ class NumpyExecutable:
         """Why node ``i`` runs without its native kernel on this CPU (``native_kernels.declines_node``)."""
         if not self.native or self.graph.nodes[i].op not in ("MaxPool", "Conv"):
             return None
-        return native_kernels.declines_node(self._nodes[i], self.graph)
+        return native_kernels.declines_node(self._runs[i].node, self.graph)
 
     def _kernel(self, i: int) -> str:
         """``native``: a depthwise conv or a MaxPool in the C kernel; ``numpy+native``: NumPy's sgemm with the
@@ -203,7 +217,7 @@ class NumpyExecutable:
         depthwise = w is not None and len(x.shape) == 4 and group == x.shape[1] == w.shape[0] > 1
         if depthwise:
             return "numpy" if declined else "native"
-        run = self._nodes[i]  # (its tail as the executor plans left it)
+        run = self._runs[i].node  # (its tail as the executor plans left it)
         tail = len(run.inputs) > 2 and any(run.inputs[2:]) or bool(run.attrs.get("activation"))
         return "numpy+native" if tail and not declined else "numpy"
 
@@ -215,7 +229,7 @@ class NumpyExecutable:
         if i in self._slot:
             group, begin, end = self._slot[i]
             plan["writes_channels_of"] = [group.output, begin, end]
-            if self._nodes[i] is not self.graph.nodes[i]:
+            if self._runs[i].node is not self.graph.nodes[i]:
                 plan["epilogue_moved"] = "after the Concat" if group.deferred else "after the MaxPool"
         if i in self._row_padded:
             node = self.graph.nodes[i]
@@ -226,7 +240,7 @@ class NumpyExecutable:
             plan["native_declined"] = f"{native_kernels.isa()} build: {declined}"
         if i in self._pool_epilogues:
             plan["runs_epilogue_of_its_input"] = True
-        elif self._nodes[i] is not self.graph.nodes[i] and i not in self._slot:
+        elif self._runs[i].node is not self.graph.nodes[i] and i not in self._slot:
             plan["epilogue_moved"] = "after the MaxPool"
         return plan
 
@@ -242,10 +256,3 @@ class NumpyExecutable:
             rows.append({"name": n.name, "op": n.op, "placement": "cpu", "kernel": self._kernel(i), "config": plan,
                          "config_source": "plan" if plan else "-"})  # fmt: skip
         return rows
-
-
-def prepare(graph: Graph, device: str | None = None) -> NumpyExecutable:
-    """``device`` ``"cpu"`` (native kernels where built) or ``"cpu:numpy"`` (pure NumPy)."""
-    if device not in (None, NAME, PURE):
-        raise DeviceError(f"unknown NumPy backend device {device!r}; expected {NAME!r} or {PURE!r}")
-    return NumpyExecutable(graph, native=False if device == PURE else None)

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.cpu_isa import ISA_ENV, host_isa
+from edgeinfer.ops.conv import window_attrs
 
 MODULE = "edgeinfer._cpu_kernels"
 ABI = 4  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
@@ -244,7 +245,7 @@ def runs_epilogue(size: int, bias: bool, residual: bool, activation: str | None)
 
 def declines(kind: str, in_hw: Sequence[int], out_hw: Sequence[int], window: Window) -> str | None:
     """Why the NumPy backend runs this ``depthwise`` or ``max_pool`` layer with NumPy rather than the native
-    kernel here, or ``None`` where the kernel runs it (what the ops decide and ``explain()`` reports)."""
+    kernel here, or ``None`` where the kernel runs it (what the backend's kernels decide and ``explain()`` reports)."""
     if not window_overlaps_image(in_hw, out_hw, window):
         return "windows lie wholly in the padding: the kernel does not take them, NumPy does"
     return None
@@ -255,8 +256,6 @@ def declines_node(node: Any, graph: Any) -> str | None:
     depthwise Conv, :func:`epilogue_declines` for another Conv's tail), or ``None`` where the kernel runs or the
     node has none. ``node`` carries the attributes the backend runs it with (an executor plan may have moved
     its activation)."""
-    from edgeinfer.ops.conv import window_attrs
-
     x, y = graph.tensors.get(node.inputs[0]), graph.tensors.get(node.outputs[0])
     if x is None or y is None or len(x.shape) != 4 or len(y.shape) != 4:
         return None

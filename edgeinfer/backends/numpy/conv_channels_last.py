@@ -1,9 +1,6 @@
-"""Channels-last (NHWC) forms of the 2-D Conv, used by the NumPy backend (attribute ``channels_last``).
+"""Channels-last (NHWC) forms of the 2-D Conv, with which the NumPy backend runs every Conv that has one.
 
-Tensors keep their ONNX (N, C, H, W) shape; only the memory order changes: a channels-last array is
-the NCHW-shaped view ``y_nhwc.transpose(0, 3, 1, 2)`` of an NHWC block. Every NumPy op accepts any
-strides, so a consumer that knows nothing of the layout still computes the right values; the ones
-that profit (Conv, MaxPool, Concat, element-wise ops) keep the layout.
+Tensors keep their ONNX (N, C, H, W) shape; only the memory order changes (:mod:`.layout`).
 
 Why channels-last on a CPU without fused multiply-add in NumPy:
 
@@ -22,18 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import native_kernels
+from edgeinfer.backends.numpy import native_kernels
+from edgeinfer.backends.numpy.layout import Window, is_channels_last, padded_hwc, strided_view, tap_strides, tap_view
+from edgeinfer.backends.numpy.row_padded import RowPadded
 from edgeinfer.ops.activations import apply_activation
-from edgeinfer.ops.buffers import filled_buffer, scratch, strided_view
-
-Window = tuple[list[int], list[int], list[int], list[int]]
+from edgeinfer.ops.buffers import filled_buffer, scratch
 
 # im2col blocks of at most this many bytes (the L2 cache of one core on the development VM)
 IM2COL_BLOCK_BYTES = 2 << 20
 
 
 def packed(cache: dict | None, key: Hashable, make: Callable[[], np.ndarray]) -> np.ndarray:
-    """``make()``, kept in the node's ``cache`` (attribute ``packed_weights``) when the backend gave one.
+    """``make()``, kept in the node's ``cache`` (its :class:`~edgeinfer.backends.numpy.kernels.NodeState`) if any.
 
     The NumPy backend gives a cache to Convs whose weights and bias are graph constants, so weight
     layouts (transposed, with a bias row, tiled along a row) are built on the first run only; direct
@@ -45,39 +42,6 @@ def packed(cache: dict | None, key: Hashable, make: Callable[[], np.ndarray]) ->
     if value is None:
         value = cache[key] = make()
     return value
-
-
-def is_channels_last(x: np.ndarray) -> bool:
-    """Whether the 4-D ``x`` is the NCHW view of a C-contiguous NHWC block."""
-    return x.ndim == 4 and x.transpose(0, 2, 3, 1).flags.c_contiguous
-
-
-def padded_hwc(x: np.ndarray, pads: list[int], fill: float, need: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """``x`` (H, W, C) inside a cached buffer padded by ``pads`` (ONNX order) with ``fill``, at least ``need``.
-
-    The border is written once per geometry and persists, so a call copies only the interior; an
-    unpadded contiguous ``x`` is returned as it is.
-    """
-    h, w, c = x.shape
-    pt, pl, pb, pr = pads
-    hp, wp = max(pt + h + pb, need[0]), max(pl + w + pr, need[1])
-    if (hp, wp) == (h, w) and x.flags.c_contiguous:
-        return x
-    buf = filled_buffer(("hwc", x.shape, tuple(pads), hp, wp), (hp, wp, c), x.dtype, fill)
-    buf[pt : pt + h, pl : pl + w] = x
-    return buf
-
-
-def tap_strides(xp: np.ndarray, window: Window) -> tuple[int, int, int, int, int]:
-    """Byte strides of the (kh, kw, Ho, Wo, C) tap view of an (H, W, C) block ``xp``."""
-    _, (sh, sw), (dh, dw), _ = window
-    s0, s1, s2 = xp.strides
-    return (dh * s0, dw * s1, sh * s0, sw * s1, s2)
-
-
-def tap_view(xp: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
-    """Read-only (kh, kw, Ho, Wo, C) view: ``[a, b, i, j] = xp[i * sh + a * dh, j * sw + b * dw]``."""
-    return strided_view(xp, (*window[0], *out_hw, xp.shape[2]), tap_strides(xp, window))
 
 
 def _tile_depthwise(w: np.ndarray, kernel: list[int], wo: int, dtype: np.dtype) -> np.ndarray:
@@ -92,7 +56,7 @@ def row_padded_tiled_weights(
     w: np.ndarray, kernel: list[int], strides: list[int], pad_left: int, width: int, wo: int
 ) -> np.ndarray:
     """:func:`_tile_depthwise`, zero where a tap falls left or right of the image row (a row-padded input,
-    ``edgeinfer.backends.numpy_row_padded``, has no zero columns there)."""
+    ``edgeinfer.backends.numpy.row_padded``, has no zero columns there)."""
     tiled = _tile_depthwise(w, kernel, wo, np.float32)
     cols = np.arange(wo)[None, :] * strides[1] + np.arange(kernel[1])[:, None] - pad_left  # (kw, Wo)
     tiled[:, (cols < 0) | (cols >= width)] = 0
@@ -100,7 +64,7 @@ def row_padded_tiled_weights(
 
 
 def _depthwise(
-    x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None, row_padded: Any = None
+    x: np.ndarray, w: np.ndarray, window: Window, y: np.ndarray, cache: dict | None, row_padded: RowPadded | None = None
 ) -> None:
     """Depthwise conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, C), by one einsum over the taps.
 
@@ -316,8 +280,16 @@ def conv2d_channels_last(
     window: Window,
     out_hw: tuple[int, int],
     attrs: dict[str, Any],
+    native: bool,
+    cache: dict | None,
+    out: np.ndarray | None = None,
+    row_padded: RowPadded | None = None,
 ) -> np.ndarray | None:
     """2-D (fused) Conv with a channels-last result, or ``None`` where no channels-last form applies.
+
+    ``native``: use the native kernels where they run; ``cache``: the node's, for packed weights and native
+    call arguments; ``out``: an NHWC block (or a channel range of one) an executor plan chose for the result;
+    ``row_padded``: the :class:`~edgeinfer.backends.numpy.row_padded.RowPadded` buffer that ``x`` lies in.
 
     Covers 1x1 stride-1 convs, depthwise convs with one output per channel and group-1 convs; the
     caller runs the rest: grouped convs and depthwise with a channel multiplier in NCHW, and "narrow"
@@ -334,15 +306,13 @@ def conv2d_channels_last(
     if not (pointwise or depthwise or (group == 1 and not narrow_stem)):
         return None
     ho, wo = out_hw
-    native = bool(attrs.get("native_kernels")) and native_kernels.available() and x.dtype == np.float32
+    native = native and native_kernels.available() and x.dtype == np.float32
     declined = native_kernels.declines("depthwise", x.shape[2:], out_hw, window) if depthwise and native else None
     native_depthwise = depthwise and native and declined is None
     kind = native_kernels.activation_kind(attrs.get("activation"), attrs.get("activation_params"))
     whole_in_kernel = native_depthwise and z is None and kind is not None  # taps + bias + activation
-    out = attrs.get("out")  # an NHWC block (or a channel range of one) chosen by the executor
     takes_out = out is not None and (pointwise or not depthwise or (native_depthwise and native_kernels.fits(out)))
     y = out if takes_out else np.empty((n, ho, wo, m), x.dtype)
-    cache = attrs.get("packed_weights")
     if native and bias is not None:
         bias = packed(cache, "bias_f32", lambda: np.ascontiguousarray(bias, np.float32))
     if pointwise:  # (the bias rides in the sgemm unless the native epilogue adds it)
@@ -355,7 +325,7 @@ def conv2d_channels_last(
             if native_depthwise:
                 _native_depthwise(xi, w, bias, window, y[i], cache, kind if whole_in_kernel else (0, -np.inf, np.inf))
             elif depthwise:
-                _depthwise(xi, w, window, y[i], cache, attrs.get("row_padded"))
+                _depthwise(xi, w, window, y[i], cache, row_padded)
             else:
                 _im2col_gemm(xi, w, bias, window, y[i], cache)
     if not whole_in_kernel:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgeinfer.backends.numpy.conv_channels_last import fused_epilogue
 from edgeinfer.ir import Graph, Node
-from edgeinfer.ops.conv_channels_last import fused_epilogue
 
 
 @dataclass(eq=False)
