@@ -25,22 +25,12 @@ import numpy as np
 
 from edgeinfer.backends.cuda import program_cache, runtime
 from edgeinfer.backends.cuda.sources import NVRTC_OPTIONS, program_source
-from edgeinfer.backends.opencl import layout
-
-# The planners (the restructure moves them to edgeinfer.planning; update this import when it lands).
-from edgeinfer.backends.opencl.kernels import (
-    BufferCopy,
-    GuardedTensorArg,
-    Launch,
-    NoKernel,
-    PlanContext,
-    TensorArg,
-    plan_node,
-)
 from edgeinfer.cpu_isa import ISA_CLASSES
 from edgeinfer.ir import DEVICE, Graph, Node
 from edgeinfer.ops import get_op
 from edgeinfer.pack import read_pack
+from edgeinfer.planning import BufferCopy, Launch, NoKernel, PlanContext, TensorArg, layout, plan_node
+from edgeinfer.planning.plan import GuardedTensorArg
 from edgeinfer.tuned_configs import load_table, sanitize_key
 
 GUARD_BYTES = 256  # as the OpenCL allocator's guard band (opencl/memory.py GUARD_BYTES)

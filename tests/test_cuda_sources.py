@@ -18,10 +18,10 @@ import pytest
 
 from conftest import MODELS, REPO, shared_model
 from edgeinfer.backends.cuda.sources import NVRTC_OPTIONS, compat_header, cuda_dialect, program_source
-from edgeinfer.backends.opencl import layout
-from edgeinfer.backends.opencl.kernels import GuardedTensorArg, Launch, NoKernel, PlanContext, TensorArg, plan_node
 from edgeinfer.cpu_isa import ISA_CLASSES
 from edgeinfer.ir import DEVICE, Graph
+from edgeinfer.planning import Launch, NoKernel, PlanContext, TensorArg, layout, plan_node
+from edgeinfer.planning.plan import GuardedTensorArg
 from edgeinfer.tuned_configs import ConfigTable, read_table
 
 NVCC = shutil.which("nvcc")

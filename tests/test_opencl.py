@@ -749,7 +749,7 @@ def test_sub_buffers_hold_the_guard_bands_the_kernels_read():
 
     from edgeinfer.backends import numpy as numpy_backend
     from edgeinfer.backends import opencl
-    from edgeinfer.backends.opencl.kernels import GuardedTensorArg
+    from edgeinfer.planning.plan import GuardedTensorArg
 
     x = randn(1, 3, 12, 12)
     attrs = {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1]}
@@ -917,7 +917,7 @@ def test_softmax_kernels(op, shape, axis, config):
 
 def test_a_nearest_config_lends_tile_sizes_not_its_kernel():
     """A 1x1 conv with one pixel must not inherit gemm_bcast from the table's only (many-pixel) entry."""
-    from edgeinfer.backends.opencl.kernels import PlanContext, plan_node
+    from edgeinfer.planning import PlanContext, plan_node
     from edgeinfer.tuned_configs import ConfigTable
 
     table = ConfigTable("opencl", "test")

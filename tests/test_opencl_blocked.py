@@ -13,11 +13,12 @@ cl = pytest.importorskip("pyopencl", reason="pyopencl is not installed")
 
 from conftest import usable_opencl_device  # noqa: E402
 from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
-from edgeinfer.backends.opencl import kernels_blocked, layout  # noqa: E402
 from edgeinfer.cpu_isa import ISA_CLASSES, isa_class  # noqa: E402
 from edgeinfer.ir import Graph, Node, TensorInfo  # noqa: E402
 from edgeinfer.ops import get_op  # noqa: E402
 from edgeinfer.passes.memory_plan import plan_memory  # noqa: E402
+from edgeinfer.planning import layout  # noqa: E402
+from edgeinfer.planning.blocked import default_tiles, registers_needed  # noqa: E402
 
 DEVICE = usable_opencl_device()
 needs_device = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
@@ -110,7 +111,7 @@ def test_the_block_follows_the_isa_class(monkeypatch):
 def test_knob_spaces_and_defaults_fit_the_register_budget(isa, block):
     """Every config a blocked knob space offers, and the heuristic default, keeps its register tile within the ISA's
     vector registers; the spaces are not empty, and a larger budget offers larger tiles."""
-    from edgeinfer.backends.opencl.kernels import KNOB_SPACES, PlanContext
+    from edgeinfer.planning import KNOB_SPACES, PlanContext
 
     ctx = PlanContext(None, None, "cpu", 4096, isa=isa_class(isa))
     workloads = {
@@ -122,10 +123,10 @@ def test_knob_spaces_and_defaults_fit_the_register_budget(isa, block):
     for kind, workload in workloads.items():
         configs = KNOB_SPACES[f"{kind}{block}"].candidates(workload, ctx)
         assert configs, (kind, block, isa)
-        needed = [kernels_blocked.registers_needed(kind, config, block, ctx.isa) for config in configs]
+        needed = [registers_needed(kind, config, block, ctx.isa) for config in configs]
         assert max(needed) <= ctx.isa.registers, (kind, block, isa)
-        default = kernels_blocked.default_tiles(kind, workload, block, ctx.isa)
-        assert kernels_blocked.registers_needed(kind, default, block, ctx.isa) <= ctx.isa.registers
+        default = default_tiles(kind, workload, block, ctx.isa)
+        assert registers_needed(kind, default, block, ctx.isa) <= ctx.isa.registers
     wide = KNOB_SPACES[f"pw{block}"].candidates(workloads["pw"], PlanContext(None, None, "cpu", 4096,
                                                                              isa=isa_class("avx512")))  # fmt: skip
     narrow = KNOB_SPACES[f"pw{block}"].candidates(workloads["pw"], ctx)
@@ -137,7 +138,7 @@ def test_shipped_blocked_configs_lie_in_their_knob_spaces():
     a table config only if it is (PlanContext.in_knob_space), so a narrower space would silently drop them."""
     import json
 
-    from edgeinfer.backends.opencl.kernels import KNOB_SPACES, PlanContext
+    from edgeinfer.planning import KNOB_SPACES, PlanContext
     from edgeinfer.tuned_configs import data_dir
 
     ctx = PlanContext(None, None, "cpu", 4096, isa=isa_class("avx512"))
@@ -155,12 +156,12 @@ def test_register_budget_counts_vectors_per_block():
     """A 16-wide block is two AVX2 registers: the AVX-512 default 12 x 2 spills there, so the default shrinks."""
     avx2, avx512 = isa_class("avx2"), isa_class("avx512")
     tile = {"TP": 12, "NB": 2}
-    assert kernels_blocked.registers_needed("pw", tile, 16, avx512) == 26
-    assert kernels_blocked.registers_needed("pw", tile, 16, avx2) == 53  # 2 x (24 + 2) + the broadcast
+    assert registers_needed("pw", tile, 16, avx512) == 26
+    assert registers_needed("pw", tile, 16, avx2) == 53  # 2 x (24 + 2) + the broadcast
     workload = {"C": 96, "Co": 144, "H": 28, "W": 28}
-    assert kernels_blocked.default_tiles("pw", workload, 16, avx512) == tile
-    assert kernels_blocked.default_tiles("pw", workload, 8, avx2) == {"TP": 6, "NB": 2}
-    assert kernels_blocked.default_tiles("pw", workload, 16, avx2) == {"TP": 6, "NB": 1}
+    assert default_tiles("pw", workload, 16, avx512) == tile
+    assert default_tiles("pw", workload, 8, avx2) == {"TP": 6, "NB": 2}
+    assert default_tiles("pw", workload, 16, avx2) == {"TP": 6, "NB": 1}
 
 
 def chain_graph():
@@ -214,8 +215,7 @@ def test_concat_with_a_ragged_input_before_the_last_stays_plain(block):
 @pytest.mark.parametrize("block", layout.BLOCKS)
 def test_chain_matches_numpy_with_conversions_and_a_host_fallback(block, monkeypatch):
     from edgeinfer.backends import opencl
-    from edgeinfer.backends.opencl import kernels
-    from edgeinfer.backends.opencl.kernels import NoKernel
+    from edgeinfer.planning import NoKernel, registry
 
     force_block(monkeypatch, block)
     graph, feeds = chain_graph()
@@ -229,7 +229,7 @@ def test_chain_matches_numpy_with_conversions_and_a_host_fallback(block, monkeyp
     def refuse(node, ctx):
         raise NoKernel("refused by the test")
 
-    monkeypatch.setitem(kernels.BLOCKED_PLANNERS, "Conv", refuse)  # blocked convs on the host, via plain copies
+    monkeypatch.setitem(registry.BLOCKED_PLANNERS, "Conv", refuse)  # blocked convs on the host, via plain copies
     fallback = opencl.prepare(graph, DEVICE.spec)
     assert {row["name"] for row in fallback.explain() if row["placement"] == "cpu"} == {"pw", "depthwise", "other"}
     assert rel_l2(fallback.run(feeds)["y"], expected) <= 1e-5
@@ -399,8 +399,7 @@ def test_separable_kernel_variants_match_numpy(case, block, monkeypatch):
 @needs_device
 def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
     from edgeinfer.backends import opencl
-    from edgeinfer.backends.opencl import kernels
-    from edgeinfer.backends.opencl.kernels import NoKernel
+    from edgeinfer.planning import NoKernel, registry
 
     graph, feeds = separable_graph(24, 16, 8, 9, {"pads": [1, 1, 1, 1], "strides": [2, 2]}, 2, True)
     expected = numpy_backend.prepare(graph).run(feeds)["y"]
@@ -408,7 +407,7 @@ def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
     def refuse(node, ctx):
         raise NoKernel("refused by the test")
 
-    monkeypatch.setitem(kernels.BLOCKED_PLANNERS, layout.SEPARABLE, refuse)
+    monkeypatch.setitem(registry.BLOCKED_PLANNERS, layout.SEPARABLE, refuse)
     executable = opencl.prepare(graph, DEVICE.spec)
     assert [row["name"] for row in executable.explain() if row["placement"] == "cpu"] == ["dw+pw"]
     assert rel_l2(executable.run(feeds)["y"], expected) <= 1e-5
@@ -421,8 +420,7 @@ def test_separable_node_without_a_kernel_runs_on_the_host(monkeypatch):
 @pytest.mark.parametrize("on_host, block", [(False, 16), (False, 4), (True, 8)])
 def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, block, monkeypatch):
     from edgeinfer.backends import opencl
-    from edgeinfer.backends.opencl import kernels
-    from edgeinfer.backends.opencl.kernels import NoKernel
+    from edgeinfer.planning import NoKernel, registry
 
     force_block(monkeypatch, block)
     feeds = {"x": randn(2, 8, 5, 7)}
@@ -438,7 +436,7 @@ def test_global_pools_read_blocked_and_write_plain(op, attrs, on_host, block, mo
         def refuse(node, ctx):
             raise NoKernel("refused by the test")
 
-        monkeypatch.setitem(kernels.BLOCKED_PLANNERS, op, refuse)
+        monkeypatch.setitem(registry.BLOCKED_PLANNERS, op, refuse)
     executable = opencl.prepare(graph, DEVICE.spec)
     row = next(row for row in executable.explain() if row["name"] == "pool")
     assert row["kernel"] == ("numpy" if on_host else f"pool{block}"), row

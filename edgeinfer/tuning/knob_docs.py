@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from edgeinfer.backends.opencl.kernels import KNOB_SPACES
+from edgeinfer.planning import KNOB_SPACES
 
 
 def render() -> str:
@@ -11,7 +11,7 @@ def render() -> str:
         "# Knob spaces of the OpenCL kernel templates",
         "",
         "Generated from `KNOB_SPACES` (each template's space is defined next to its planner in",
-        "`edgeinfer/backends/opencl/kernels_*.py`) by `python -m edgeinfer.tuning.knob_docs > docs/knobs.md`.",
+        "`edgeinfer/planning/conv.py` and `blocked.py`) by `python -m edgeinfer.tuning.knob_docs > docs/knobs.md`.",
         "`edgeinfer tune` searches these spaces; a space is pruned per workload and per device (register budget of",
         "the device's ISA class, work-group limit), so the candidates of one workload are a subset.",
         "",

@@ -9,9 +9,9 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends import opencl
-from edgeinfer.backends.opencl import layout, program_cache
-from edgeinfer.backends.opencl.kernels import NoKernel
+from edgeinfer.backends.opencl import program_cache
 from edgeinfer.ir import Graph, Node
+from edgeinfer.planning import NoKernel, layout
 from edgeinfer.tuning.workloads import TuningTask
 
 # Outputs within this relative L2 error of the NumPy reference count as correct (fp32 sums in another order).

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.backends.opencl.kernels import KNOB_SPACES
 from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
+from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
 from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
 from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
@@ -147,8 +147,6 @@ def knob_candidates(task: TuningTask, ctx) -> list[dict[str, Any]]:
 
 def default_config(task: TuningTask, ctx) -> dict[str, Any] | None:
     """The planner's heuristic default for the task's node (what the device runs without a table)."""
-    from edgeinfer.backends.opencl.kernels import NoKernel, plan_node
-
     try:
         plan = plan_node(task.graph.nodes[0], ctx)
     except NoKernel:

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.opencl import layout
-from edgeinfer.backends.opencl.kernels import KNOB_SPACES, NoKernel, PlanContext, plan_node
 from edgeinfer.backends.opencl.runtime import OpenCLDevice
 from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import DEVICE, Graph, Node
+from edgeinfer.planning import KNOB_SPACES, NoKernel, PlanContext, layout, plan_node
 from edgeinfer.tuned_configs import ConfigTable, workload_signature
 
 TUNABLE_OPS = ("Conv", "Gemm", "MatMul", layout.SEPARABLE)

@@ -16,7 +16,7 @@ import re
 from functools import cache
 from typing import Any
 
-from edgeinfer.backends.opencl.kernels import template_source
+from edgeinfer.planning.templates import template_source
 from edgeinfer.tuned_configs import data_dir
 
 # A cast to an OpenCL vector type written out (`(float16)(`, `(int4)(`) or pasted (`(CAT(T, 16))(`).

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from edgeinfer.backends.opencl import layout, program_cache
-from edgeinfer.backends.opencl.kernels import Launch, NoKernel, PlanContext, build_options, plan_node, template_source
+from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.runtime import build_flags, select_device
+from edgeinfer.backends.opencl.sources import build_options
 from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import DEVICE, Graph
+from edgeinfer.planning import layout
+from edgeinfer.planning.context import PlanContext
+from edgeinfer.planning.plan import Launch, NoKernel
+from edgeinfer.planning.registry import plan_node
+from edgeinfer.planning.templates import template_source
 from edgeinfer.tuned_configs import load_table
 
 

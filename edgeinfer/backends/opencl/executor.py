@@ -1,9 +1,10 @@
 """Prepared execution of a graph on one OpenCL device.
 
-At prepare time: plan every node (kernel or NumPy fallback), build each program once through the cache,
-allocate one arena for the memory plan (a sub-buffer per planned tensor) plus buffers for graph inputs,
-outputs and uploaded constants, create every kernel object with its arguments set, and turn the graph into
-a flat list of steps (enqueue a kernel, copy a tensor, run a node on the host). ``run`` only walks the steps.
+At prepare time: plan every node (kernel or NumPy fallback) and rewrite the plans (edgeinfer.planning), build each
+program once through the cache, allocate one arena for the memory plan (a sub-buffer per planned tensor) plus
+buffers for graph inputs, outputs and uploaded constants, create every kernel object with its arguments set, and
+turn the graph into a flat list of steps (enqueue a kernel, copy a tensor, run a node on the host). ``run`` only
+walks the steps.
 """
 
 from __future__ import annotations
@@ -18,35 +19,23 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
-from edgeinfer.backends.opencl import layout, program_cache
-from edgeinfer.backends.opencl.kernels import (
-    BufferCopy,
-    GuardedTensorArg,
-    KernelPlan,
-    Launch,
-    NoKernel,
-    PlanContext,
-    TensorArg,
-    build_options,
-    local_size,
-    plan_node,
-    template_source,
-)
-from edgeinfer.backends.opencl.kernels_tensor import strided_copy
+from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
+from edgeinfer.backends.opencl.sources import build_options
 from edgeinfer.cpu_isa import isa_class
-from edgeinfer.ir import CPU, Graph, Node
+from edgeinfer.ir import Graph
+from edgeinfer.planning import layout
+from edgeinfer.planning.context import PlanContext, guard_bytes, local_size
+from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, TensorArg
+from edgeinfer.planning.registry import plan_graph
+from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
+from edgeinfer.planning.rewrites import device_tensors, rewrite_plans
+from edgeinfer.planning.templates import template_source
+from edgeinfer.planning.tensor import strided_copy
 from edgeinfer.tuned_configs import load_table
 
 MF = cl.mem_flags
-
-# Kernels whose epilogue takes has_z 2 (act(...) + Z): window.cl store_block, gemm.cl.
-RESIDUAL_EPILOGUE_KERNELS = (
-    "gemm_reduce", "gemm_local", "gemm_bcast", "gemm_vec_n", "gemm_vec_m",
-    "depthwise", "depthwise_rows", "depthwise_flat", "conv2d", "conv_pw_blocked", "conv_direct_blocked",
-    "conv_dw_blocked", "conv_sep_blocked",
-)
 
 SPIN_ENV = "EDGEINFER_OPENCL_SPIN"  # "1": the host polls while the device works (see wait_for_device)
 
@@ -58,10 +47,6 @@ def spin_wanted() -> bool:
     return value == "1"
 
 
-CONV_OPS = ("Conv", layout.SEPARABLE)
-# Profile rows of the steps that belong to no node: reading the outputs, writing the inputs.
-READ_OUTPUTS, WRITE_INPUTS = -1, -2
-
 # A step gets the run's host tensors and the queue; it returns the OpenCL event of a device command.
 StepFn = Callable[[dict[str, np.ndarray], cl.CommandQueue], Any]
 
@@ -72,15 +57,6 @@ class Step:
     kind: str  # "kernel", "copy", "to_host", "to_device", "host"
     fn: StepFn
     label: str = ""
-
-
-@dataclass
-class NodeRecord:
-    """How one node runs, for explain() and profile()."""
-
-    node: Node
-    plan: KernelPlan | None
-    fallback_reason: str = ""
 
 
 class OpenCLExecutable:
@@ -110,12 +86,12 @@ class OpenCLExecutable:
             ),
             isa_class(device.info.isa or "simt"),
         )
-        self.records = [self._plan(node, plan_ctx) for node in graph.nodes]
-        self.redirected: dict[int, str] = {}  # record index -> the tensor its launch writes instead of its output
-        self.own_buffers: set[str] = set()  # planned tensors that get a buffer outside the arena nonetheless
-        self._fuse_residual_adds()
-        self._drop_unread()
-        self.aliases = self._zero_copy_concats()
+        self.records = plan_graph(graph, plan_ctx)
+        align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes
+        rewritten = rewrite_plans(self.records, graph, align, guard_bytes(align))
+        self.redirected = rewritten.redirected  # record index -> the tensor its launch writes instead of its output
+        self.own_buffers = rewritten.own_buffers  # planned tensors that get a buffer outside the arena nonetheless
+        self.aliases = rewritten.aliases  # zero-copy Concat inputs -> (the Concat's output, byte offset)
         self.buffers: dict[str, cl.Buffer] = {}
         self.constant_buffers: list[cl.Buffer] = []
         self._allocate()
@@ -124,138 +100,6 @@ class OpenCLExecutable:
 
     # ------------------------------------------------------------------ preparation
 
-    def _plan(self, node: Node, ctx: PlanContext) -> NodeRecord:
-        if node.placement == CPU:
-            return NodeRecord(node, None, "placed on the CPU by the compiler")
-        if any(name and self.graph.tensors.get(name) is not None and self.graph.tensors[name].dynamic
-               for name in node.inputs):  # fmt: skip
-            return NodeRecord(node, None, "dynamic input shape")
-        try:
-            return NodeRecord(node, plan_node(node, ctx))
-        except NoKernel as e:
-            return NodeRecord(node, None, str(e))
-
-    def _fuse_residual_adds(self) -> None:
-        """y = Add(act(Conv(x)), r) right after its Conv (YOLOX's CSP bottlenecks, SiLU before the Add, so the
-        compiler's Z fusion, which adds before the activation, does not apply): the conv launch writes
-        act(conv) + r into y (epilogue has_z 2, window.cl/gemm.cl) and the Add has no launch.
-
-        The conv then writes y one node early. That is safe for the memory plan where y's arena range does not
-        meet any tensor the conv reads (guard bands included): the tensors alive at the conv and dead at the
-        Add are the conv's inputs, and its own output, which nothing writes or reads any more. Where it does
-        meet one (the plan mostly puts y where the conv's input x was), y gets a buffer outside the arena."""
-        graph, plan = self.graph, self.graph.memory_plan
-        consumers = graph.consumers()
-        guard = max(256, self.device.device.mem_base_addr_align // 8)
-
-        def extent(name: str) -> tuple[int, int] | None:
-            offset = plan.offsets.get(name)
-            return None if offset is None else (offset - guard, offset + graph.tensors[name].nbytes + guard)
-
-        for index in range(1, len(self.records)):
-            add, conv = self.records[index], self.records[index - 1]
-            if add.node.op != "Add" or add.plan is None or conv.plan is None or conv.node.op not in CONV_OPS:
-                continue
-            c_out, y = conv.node.outputs[0], add.node.outputs[0]
-            others = [name for name in add.node.inputs if name != c_out]
-            if len(add.node.inputs) != 2 or len(others) != 1 or c_out in graph.outputs:
-                continue
-            other = others[0]
-            shapes = {graph.tensors[name].shape for name in (other, c_out, y)}
-            if (other in graph.constants or len(consumers.get(c_out, [])) != 1 or len(conv.plan.launches) != 1
-                    or graph.tensors[other].dynamic or graph.tensors[y].dtype != "float32"
-                    or len(shapes) != 1):  # fmt: skip
-                continue
-            launch = conv.plan.launches[0]
-            if not isinstance(launch, Launch) or launch.kernel not in RESIDUAL_EPILOGUE_KERNELS:
-                continue
-            slots = [i for i, arg in enumerate(launch.args) if type(arg) is TensorArg and arg.name == c_out]  # Z, Y
-            if int(launch.args[-4]) != 0 or len(slots) != 2:
-                continue
-            reads = {arg.name for arg in launch.args if isinstance(arg, TensorArg)} - {c_out} | {other}
-            target = extent(y)
-            if target is not None and any(
-                (r := extent(name)) is not None and r[0] < target[1] and target[0] < r[1] for name in reads
-            ):
-                self.own_buffers.add(y)  # the plan put y where the conv's input was: y gets a buffer of its own
-            args = list(launch.args)
-            args[slots[0]], args[slots[1]], args[-4] = TensorArg(other), TensorArg(y), np.int32(2)
-            launch.args = args
-            conv.plan.config = {**conv.plan.config, "residual_add": add.node.name}
-            add.plan = KernelPlan("fused", {"into": conv.node.name}, "default", [])
-            self.redirected[index - 1] = y
-
-    def _drop_unread(self) -> None:
-        """Empty the plans of device nodes whose outputs nothing reads (e.g. a Slice that the next Slice reads
-        through, kernels_tensor.plan_slice): what is read is what the launches and host nodes name."""
-        live = set(self.graph.outputs)
-        for index, record in reversed(list(enumerate(self.records))):
-            if record.plan is None:
-                live.update(name for name in record.node.inputs if name)
-                continue
-            outputs = [*record.node.outputs, self.redirected.get(index, "")]
-            if record.plan.launches and not any(name in live for name in outputs if name):
-                record.plan = KernelPlan(record.plan.template, {**record.plan.config, "dropped": "output unread"},
-                                         record.plan.config_source, [])  # fmt: skip
-                continue
-            live.update(_launch_reads(record.plan))
-
-    def _zero_copy_concats(self) -> dict[str, tuple[str, int]]:
-        """Let producers write straight into their Concat's output: input -> (concat output, byte offset).
-
-        An input qualifies when it is a device-computed intermediate read by that Concat alone, the axes
-        before the concat axis are all 1 (so it is one contiguous slice of the output) and its offset is a
-        valid sub-buffer origin. Such a Concat output gets its own buffer rather than an arena slot: the
-        memory plan does not know it is written before the Concat runs.
-        """
-        graph = self.graph
-        align = max(self.device.device.mem_base_addr_align // 8, 1)
-        consumers = graph.consumers()
-        producers = {name: i for i, record in enumerate(self.records) for name in record.node.outputs if name}
-        outside = set(graph.inputs) | set(graph.outputs) | set(graph.constants)
-        aliases: dict[str, tuple[str, int]] = {}
-        roots: set[str] = set()
-        for record in self.records:
-            node = record.node
-            if node.op != "Concat" or record.plan is None:
-                continue
-            out = graph.tensors[node.outputs[0]]
-            axis = int(node.attrs.get("axis", 0)) % len(out.shape)
-            if any(size != 1 for size in out.shape[:axis]):
-                continue
-            slice_bytes = out.nbytes // max(out.shape[axis], 1)
-            offset, aliased = 0, set()
-            for name in node.inputs:
-                info = graph.tensors.get(name)
-                size = graph.constants[name].shape[axis] if name in graph.constants else info.shape[axis]
-                producer = producers.get(name)
-                if (name not in outside and name not in roots and name not in aliased and not info.dynamic
-                        and len(consumers.get(name, [])) == 1 and node.inputs.count(name) == 1
-                        and producer is not None and self.records[producer].plan is not None
-                        and offset % align == 0 and info.nbytes > 0):  # fmt: skip
-                    aliases[name] = (node.outputs[0], offset)
-                    aliased.add(name)
-                offset += size * slice_bytes
-            if aliased:
-                roots.add(node.outputs[0])
-                launches = [launch for launch in record.plan.launches if not _copies_one_of(launch, aliased)]
-                config = {"zero_copy_inputs": len(aliased), "copies": len(launches)}
-                record.plan = KernelPlan("tensor", config, "default", launches)
-        return aliases
-
-    def _device_tensors(self) -> set[str]:
-        """Every non-constant tensor that some device launch reads or writes."""
-        names: set[str] = set()
-        for record in self.records:
-            if record.plan is None:
-                continue
-            for launch in record.plan.launches:
-                if isinstance(launch, BufferCopy):
-                    names.update((launch.src, launch.dst))
-                else:
-                    names.update(a.name for a in launch.args if isinstance(a, TensorArg))
-        return names
-
     def _allocate(self) -> None:
         """Every device tensor gets a guarded buffer (memory.py): a slice of the arena when the memory plan
         places it (on devices where an arena pays off: memory.use_arena), a slice of its Concat's output when
@@ -263,7 +107,7 @@ class OpenCLExecutable:
         plan = self.graph.memory_plan
         memory = self.memory = GuardedAllocator(self.context, self.device.device)
         roots = {root for root, _ in self.aliases.values()}
-        names = self._device_tensors() | roots | set(self.aliases)
+        names = device_tensors(self.records) | roots | set(self.aliases)
         extents: dict[int, int] = {}  # planned offset -> largest arena tensor there (one sub-buffer each)
         for name in names - roots - set(self.aliases) - set(self.graph.constants) - self.own_buffers:
             offset = plan.offsets.get(name)
@@ -294,7 +138,11 @@ class OpenCLExecutable:
         cl_device = self.device.device
         options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
         program = program_cache.build_program(
-            self.context, cl_device, self.device.info.device_key, template_source(launch.template), options,
+            self.context,
+            cl_device,
+            self.device.info.device_key,
+            template_source(launch.template),
+            options,
             launch.template,
         )
         return cl.Kernel(program, launch.kernel)
@@ -336,7 +184,7 @@ class OpenCLExecutable:
             inputs = [name for name in node.inputs if name]
             if record.plan is not None:  # a launch may read another tensor than the node's inputs (plan_slice)
                 written = {*node.outputs, self.redirected.get(index, "")}
-                inputs += sorted(_launch_reads(record.plan) - set(inputs) - written)
+                inputs += sorted(record.plan.tensors() - set(inputs) - written)
             if record.plan is None:
                 self.host_read_inputs.update(name for name in inputs if name in graph.inputs)
                 for name in inputs:
@@ -496,17 +344,7 @@ class OpenCLExecutable:
         self._pending_reads.clear()
 
     def explain(self) -> list[dict[str, Any]]:
-        rows = []
-        for record in self.records:
-            node, plan = record.node, record.plan
-            if plan is None:
-                rows.append({"name": node.name, "op": node.op, "placement": "cpu", "kernel": "numpy", "config": {},
-                             "config_source": f"numpy fallback: {record.fallback_reason}"})  # fmt: skip
-            else:
-                rows.append({"name": node.name, "op": node.op, "placement": "device", "kernel": plan.template,
-                             "config": plan.config, "config_source": plan.config_source,
-                             "launches": len(plan.launches)})  # fmt: skip
-        return rows
+        return explain_rows(self.records)
 
     def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
         """Per node: median time over ``repeat`` runs (OpenCL profiling events; wall time for host nodes),
@@ -536,54 +374,5 @@ class OpenCLExecutable:
                     times[index] += (event.profile.end - event.profile.start) * 1e-6
             for index, value in times.items():
                 samples[index].append(value)
-        return self._profile_rows({i: statistics.median(v) for i, v in samples.items()})
-
-    def _profile_rows(self, median_ms: dict[int, float]) -> list[dict[str, Any]]:
-        flops = self.graph.metadata.get("node_flops", {})
-        total = sum(median_ms.values()) or 1.0
-        rows = []
-        for index, ms in median_ms.items():
-            if index in (READ_OUTPUTS, WRITE_INPUTS):
-                names = self.output_reads if index == READ_OUTPUTS else sorted(self.device_written_inputs)
-                if not names:
-                    continue
-                name = "(read outputs)" if index == READ_OUTPUTS else "(write inputs)"
-                op, kernel, node_flops = "-", "copy", 0
-                nbytes = sum(self.graph.tensors[n].nbytes for n in names)
-            else:
-                record = self.records[index]
-                node = record.node
-                name, op = node.name, node.op
-                kernel = record.plan.template if record.plan else "numpy"
-                node_flops = float(flops.get(node.name, 0))
-                nbytes = sum(self._nbytes(n) for n in node.inputs + node.outputs if n)
-            seconds = ms * 1e-3
-            rows.append({
-                "name": name, "op": op, "kernel": kernel, "time_ms": ms,
-                "gflops": node_flops / seconds * 1e-9 if seconds > 0 else 0.0,
-                "gbps": nbytes / seconds * 1e-9 if seconds > 0 else 0.0,
-                "share": ms / total,
-            })  # fmt: skip
-        rows.sort(key=lambda row: -row["time_ms"])
-        return rows
-
-    def _nbytes(self, name: str) -> int:
-        if name in self.graph.constants:
-            return self.graph.constants[name].nbytes
-        return self.graph.tensors[name].nbytes
-
-
-def _launch_reads(plan: KernelPlan) -> set[str]:
-    """Every tensor the launches of ``plan`` name (read or written)."""
-    names: set[str] = set()
-    for launch in plan.launches:
-        if isinstance(launch, BufferCopy):
-            names.add(launch.src)
-        else:
-            names.update(arg.name for arg in launch.args if isinstance(arg, TensorArg))
-    return names
-
-
-def _copies_one_of(launch: Launch | BufferCopy, names: set[str]) -> bool:
-    """Whether ``launch`` is a Concat copy whose source is one of ``names``."""
-    return isinstance(launch, Launch) and isinstance(launch.args[0], TensorArg) and launch.args[0].name in names
+        median_ms = {i: statistics.median(v) for i, v in samples.items()}
+        return profile_rows(self.records, self.graph, median_ms, self.output_reads, sorted(self.device_written_inputs))

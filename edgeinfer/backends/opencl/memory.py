@@ -1,4 +1,5 @@
-"""Device buffers with a guard band: every tensor buffer has GUARD_BYTES of slack before and after it.
+"""Device buffers with a guard band: every tensor buffer has GUARD_BYTES (planning/context.py, the planners' side of
+the contract) of slack before and after it.
 
 The convolution kernels read whole input vectors also where some lanes fall in the zero padding and
 discard those lanes (kernels/opencl/window.cl); at the first and last rows of a tensor such a vector
@@ -42,7 +43,7 @@ import os
 import numpy as np
 import pyopencl as cl
 
-GUARD_BYTES = 256  # at least this much slack on both sides (more where the device aligns sub-buffers coarser)
+from edgeinfer.planning.context import guard_bytes
 
 MF = cl.mem_flags
 
@@ -68,7 +69,7 @@ class GuardedAllocator:
     def __init__(self, context: cl.Context, device: cl.Device):
         self.context = context
         self.align = max(device.mem_base_addr_align // 8, 1)  # 128 bytes on PoCL, 512 on NVIDIA
-        self.guard = -(-GUARD_BYTES // self.align) * self.align  # sub-buffer origins must be aligned
+        self.guard = guard_bytes(self.align)  # sub-buffer origins must be aligned
         self.parents: list[cl.Buffer] = []
         self.views: list[cl.Buffer] = []  # every sub-buffer made here, in creation order
         self._at: dict[tuple[int, int], cl.Buffer] = {}  # (parent handle, origin) -> its one sub-buffer

@@ -27,10 +27,11 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends.opencl import program_cache
-from edgeinfer.backends.opencl.kernels import local_size, template_source
 from edgeinfer.backends.opencl.runtime import device_key as make_device_key
 from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pipelines.preprocess import Geometry, geometry
+from edgeinfer.planning.context import local_size
+from edgeinfer.planning.templates import template_source
 
 MF = cl.mem_flags
 PRECISION_BITS = 22  # Resample.c: 32 - 8 bits of result - 2 bits of overflow

@@ -1,4 +1,4 @@
-"""The channel-blocked layout NCHWxc for the OpenCL backend (kernels/opencl/blocked.cl).
+"""The channel-blocked layout NCHWxc on CPU devices (kernels/opencl/blocked.cl).
 
 A blocked tensor [N][C][H][W] is stored as [N][ceil(C/B)][H][W][B]: one pixel's B channels of one block are one
 vector of B floats. On CPU devices (PoCL) convolutions on it are much faster than on NCHW (aligned depthwise
@@ -6,7 +6,7 @@ taps, broadcast-times-vector GEMMs); on GPUs NCHW kernels already coalesce, so t
 
 The block B follows the device's vector ISA (:func:`block_for`): 16 on AVX-512, 8 on AVX2, 4 on SSE and NEON, so
 that one block is one vector register (a 16-wide block takes two AVX2 registers per accumulator, which halves the
-register tiles that fit: kernels_blocked.registers_needed; docs/notes-opencl.md, session 8).
+register tiles that fit: blocked.registers_needed; docs/notes-opencl.md, session 8).
 
 At load time :func:`apply` rewrites a copy of the pack's graph: chosen Conv nodes (and the elementwise nodes
 between them) read and write blocked tensors, named ``<tensor>#nchw<B>c`` with 5-D shapes, and conversion nodes
@@ -354,6 +354,7 @@ def separable_parts(node: Node) -> tuple[Node, Node]:
     """The blocked depthwise and 1x1 Conv nodes a SEPARABLE node stands for."""
     x, w_dw, b_dw, w_pw, b_pw, z = node.inputs
     dw, pw = node.attrs["depthwise"], node.attrs["pointwise"]
+
     def trimmed(names: list[str]) -> list[str]:  # without trailing absent inputs, as the Conv had them
         while not names[-1]:
             names = names[:-1]

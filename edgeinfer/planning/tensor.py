@@ -9,22 +9,10 @@ import math
 
 import numpy as np
 
-from edgeinfer.backends.opencl.kernels import (
-    ACTIVATIONS,
-    BufferCopy,
-    GuardedTensorArg,
-    KernelPlan,
-    Launch,
-    NoKernel,
-    PlanContext,
-    TensorArg,
-    f32,
-    i32,
-    kernel_for,
-    local_size,
-)
-from edgeinfer.backends.opencl.memory import GUARD_BYTES
 from edgeinfer.ir import Node
+from edgeinfer.planning.context import ACTIVATIONS, GUARD_BYTES, PlanContext, f32, i32, local_size
+from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
+from edgeinfer.planning.registry import kernel_for
 
 MAX_RANK = 6
 ELEMENT_TYPES = {"float32": "float", "uint8": "uchar", "int8": "char", "int32": "int", "int64": "long"}

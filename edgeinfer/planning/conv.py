@@ -8,23 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeinfer.backends.opencl.kernels import (
-    GuardedTensorArg,
-    KernelPlan,
-    Launch,
-    NoKernel,
-    PlanContext,
-    TensorArg,
-    activation_of,
-    f32,
-    i32,
-    kernel_for,
-    knob_space,
-    local_size,
-)
-from edgeinfer.backends.opencl.memory import GUARD_BYTES
 from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Node
+from edgeinfer.planning.context import GUARD_BYTES, PlanContext, activation_of, f32, i32, knob_space, local_size
+from edgeinfer.planning.plan import Epilogue, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
+from edgeinfer.planning.registry import kernel_for
 
 GUARD_FLOATS = GUARD_BYTES // 4
 
@@ -80,6 +68,16 @@ def epilogue_args(node: Node, ctx: PlanContext, channels: int, output: str) -> t
     act, p0, p1 = activation_of(node)
     z = TensorArg(z_name) if z_name else TensorArg(output)  # unused when has_z == 0
     return [bias, z], [i32(bool(z_name)), i32(act), f32(p0), f32(p1)]
+
+
+def conv_args(
+    inputs: list, bias: np.ndarray, z: TensorArg, y: str, geometry: list, tail: list
+) -> tuple[list, Epilogue]:
+    """The arguments of a convolution kernel, in the order they all take them (inputs..., bias, Z, Y,
+    geometry..., has_z, act, p0, p1; ``tail`` from :func:`epilogue_args`), and where its epilogue slots are."""
+    args = [*inputs, bias, z, TensorArg(y), *geometry, *tail]
+    at = len(inputs)
+    return args, Epilogue(z_slot=at + 1, y_slot=at + 2, has_z_slot=at + 3 + len(geometry))
 
 
 @kernel_for("Conv")
@@ -199,16 +197,9 @@ def plan_pointwise(ctx, x_name, matrix, bias, z, y, batch, batch_stride, columns
         defines = {"TM": tm, "TN": tn, "UNROLL_K": int(config.get("UNROLL_K", 4))}
         if vec == "N":
             defines["VEC_N"] = 1
-    launch = Launch(
-        "gemm",
-        kernel,
-        [pack_rows(matrix.astype(np.float32), tm), TensorArg(x_name), padded_bias, z, TensorArg(y),
-         i32(m), i32(columns), i32(k), i32(batch_stride), *tail],
-        work,
-        local,
-        defines,
-    )  # fmt: skip
-    return KernelPlan("gemm", config, source, [launch])
+    inputs = [pack_rows(matrix.astype(np.float32), tm), TensorArg(x_name)]
+    args, epilogue = conv_args(inputs, padded_bias, z, y, [i32(m), i32(columns), i32(k), i32(batch_stride)], tail)
+    return KernelPlan("gemm", config, source, [Launch("gemm", kernel, args, work, local, defines, epilogue)])
 
 
 def flat_depthwise_fits(dims, kernel, strides, pads, dilations, tn: int) -> bool:
@@ -237,9 +228,10 @@ def plan_reduce_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_st
     group = int(config["RG"])
     local = (group, 1, 1)
     config = {**config, "local": list(local)}
-    args = [np.ascontiguousarray(matrix, np.float32), TensorArg(x_name), np.asarray(bias, np.float32), z,
-            TensorArg(y), i32(m), i32(columns), i32(k), i32(batch_stride), *tail]  # fmt: skip
-    launch = Launch("gemm", "gemm_reduce", args, (group, m, batch), local, {"RG": group})
+    inputs = [np.ascontiguousarray(matrix, np.float32), TensorArg(x_name)]
+    geometry = [i32(m), i32(columns), i32(k), i32(batch_stride)]
+    args, epilogue = conv_args(inputs, np.asarray(bias, np.float32), z, y, geometry, tail)
+    launch = Launch("gemm", "gemm_reduce", args, (group, m, batch), local, {"RG": group}, epilogue)
     return KernelPlan("gemm", config, source, [launch])
 
 
@@ -257,9 +249,9 @@ def plan_local_gemm(config, source, x_name, matrix, bias, z, y, batch, batch_str
     local = (wn, wm, 1)
     config = {**config, "local": list(local)}
     defines = {"TM": tm, "TN": tn, "WM": wm, "WN": wn, "BK": int(config.get("BK", 16))}
-    args = [packed, TensorArg(x_name), padded_bias, z, TensorArg(y), i32(m), i32(columns), i32(k), i32(batch_stride),
-            *tail]  # fmt: skip
-    return KernelPlan("gemm", config, source, [Launch("gemm", "gemm_local", args, work, local, defines)])
+    geometry = [i32(m), i32(columns), i32(k), i32(batch_stride)]
+    args, epilogue = conv_args([packed, TensorArg(x_name)], padded_bias, z, y, geometry, tail)
+    return KernelPlan("gemm", config, source, [Launch("gemm", "gemm_local", args, work, local, defines, epilogue)])
 
 
 def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilations, tail) -> KernelPlan:
@@ -301,9 +293,10 @@ def plan_depthwise(ctx, node, weights, bias, z, y, dims, strides, pads, dilation
             kernel, work = "depthwise", (-(-wo // tn), -(-ho // ty), n * c)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
-    args = [GuardedTensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw), bias, z, TensorArg(y),
-            i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1]), *tail]
-    return KernelPlan("depthwise", config, source, [Launch("depthwise", kernel, args, work, local, defines)])
+    inputs = [GuardedTensorArg(node.inputs[0]), weights.astype(np.float32).reshape(c, kh * kw)]
+    geometry = [i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(pads[0]), i32(pads[1])]
+    args, epilogue = conv_args(inputs, bias, z, y, geometry, tail)
+    return KernelPlan("depthwise", config, source, [Launch("depthwise", kernel, args, work, local, defines, epilogue)])
 
 
 def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dilations, tail) -> KernelPlan:
@@ -329,14 +322,14 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     work = (-(-wo // tn), ho, n * groups * co_blocks)
     local = tuple(config["local"]) if "local" in config else default_local(ctx, work)
     config["local"] = list(local)
-    args = [GuardedTensorArg(node.inputs[0]), packed, bias, z, TensorArg(y), i32(c), i32(h), i32(w), i32(co), i32(ho),
-            i32(wo), i32(groups), i32(cig), i32(cog), i32(co_blocks), i32(sh), i32(pads[0]), i32(pads[1]),
-            i32(dilations[0]), *tail]
+    geometry = [i32(c), i32(h), i32(w), i32(co), i32(ho), i32(wo), i32(groups), i32(cig), i32(cog), i32(co_blocks),
+                i32(sh), i32(pads[0]), i32(pads[1]), i32(dilations[0])]  # fmt: skip
+    args, epilogue = conv_args([GuardedTensorArg(node.inputs[0]), packed], bias, z, y, geometry, tail)
     defines = {"TM": tm, "TN": tn, "KH": kh, "KW": kw, "SW": sw, "DW": dilations[1]}
     defines["BCAST"] = int(config.get("BCAST", 0))
     check_row_reach(w, wo, tn, sw, dilations[1], kw, pads[1])
     work = (-(-wo // tn), ho, n * groups * co_blocks)
-    return KernelPlan("conv2d", config, source, [Launch("conv2d", "conv2d", args, work, local, defines)])
+    return KernelPlan("conv2d", config, source, [Launch("conv2d", "conv2d", args, work, local, defines, epilogue)])
 
 
 @kernel_for("Gemm")

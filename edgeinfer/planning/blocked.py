@@ -16,21 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.opencl.kernels import (
-    KernelPlan,
-    Launch,
-    NoKernel,
-    PlanContext,
-    TensorArg,
-    activation_of,
-    i32,
-    kernel_for,
-    knob_space,
-    local_size,
-)
-from edgeinfer.backends.opencl.kernels_conv import default_local, epilogue_args
-from edgeinfer.backends.opencl.kernels_tensor import axis_table, resize_scales
-from edgeinfer.backends.opencl.layout import (
+from edgeinfer.cpu_isa import IsaClass
+from edgeinfer.ir import Node
+from edgeinfer.planning.context import PlanContext, activation_of, i32, knob_space, local_size
+from edgeinfer.planning.conv import conv_args, default_local, epilogue_args
+from edgeinfer.planning.layout import (
     BLOCKS,
     FROM_BLOCKED,
     LAYOUT_ATTR,
@@ -40,8 +30,9 @@ from edgeinfer.backends.opencl.layout import (
     kernel_kind,
     separable_parts,
 )
-from edgeinfer.cpu_isa import IsaClass
-from edgeinfer.ir import Node
+from edgeinfer.planning.plan import KernelPlan, Launch, NoKernel, TensorArg
+from edgeinfer.planning.registry import kernel_for
+from edgeinfer.planning.tensor import axis_table, resize_scales
 
 TEMPLATE = "blocked"
 MAX_POOL_COLUMNS = 256  # widest input row whose column maxima the blocked max pool keeps in private memory
@@ -156,9 +147,9 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         config, source = ctx.config(template, workload, lambda: default_tiles("dw", workload, block, ctx.isa))
         tw, ty = int(config["TW"]), int(config["TY"])
         work = (-(-ho // ty), cbo, n)
-        geometry = map(i32, (cbo, h, w, ho, wo, pads[0], pads[1]))
-        args = [TensorArg(x_name), pack_depthwise(weights, cbo, block), padded_blocks(bias, cbo, block), z,
-                TensorArg(y), *geometry, *tail]  # fmt: skip
+        geometry = list(map(i32, (cbo, h, w, ho, wo, pads[0], pads[1])))
+        inputs = [TensorArg(x_name), pack_depthwise(weights, cbo, block)]
+        args, epilogue = conv_args(inputs, padded_blocks(bias, cbo, block), z, y, geometry, tail)
         defines = {"BLOCK": block, "TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
                    "ACT": int(tail[1])}  # fmt: skip
         kernel = "conv_dw_blocked"
@@ -177,14 +168,14 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
                    "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}  # fmt: skip
         if kind == "pointwise":
             kernel, work = "conv_pw_blocked", (-(-(h * w) // tp), groups_of_nb, n)
-            args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h * w), i32(cbo), *tail]
+            geometry = [i32(c), i32(h * w), i32(cbo)]
         else:
             kernel, work = "conv_direct_blocked", (ho, groups_of_nb, n)
-            args = [TensorArg(x_name), packed, bias_blocks, z, TensorArg(y), i32(c), i32(h), i32(w), i32(ho),
-                    i32(wo), i32(cbo), i32(pads[0]), i32(pads[1]), *tail]  # fmt: skip
+            geometry = [i32(c), i32(h), i32(w), i32(ho), i32(wo), i32(cbo), i32(pads[0]), i32(pads[1])]
+        args, epilogue = conv_args([TensorArg(x_name), packed], bias_blocks, z, y, geometry, tail)
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)
-    return KernelPlan(template, config, source, [Launch(TEMPLATE, kernel, args, work, local, defines)])
+    return KernelPlan(template, config, source, [Launch(TEMPLATE, kernel, args, work, local, defines, epilogue)])
 
 
 def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
@@ -212,16 +203,16 @@ def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     matrix = np.zeros((groups_of_nb * nb * block, cb * block), np.float32)
     matrix[:co, :c] = w_pw.reshape(co, c)
     packed_pw = np.ascontiguousarray(matrix.reshape(groups_of_nb * nb, block, cb * block).transpose(0, 2, 1))
-    geometry = map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1]))
-    args = [TensorArg(x), pack_depthwise(w_dw, cb, block), padded_blocks(bias_dw, cb, block), packed_pw,
-            padded_blocks(bias, groups_of_nb * nb, block), z, TensorArg(y), *geometry, i32(act_dw), np.float32(dw0),
-            np.float32(dw1), *tail]  # fmt: skip
+    inputs = [TensorArg(x), pack_depthwise(w_dw, cb, block), padded_blocks(bias_dw, cb, block), packed_pw]
+    geometry = [*map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1])), i32(act_dw), np.float32(dw0), np.float32(dw1)]
+    args, epilogue = conv_args(inputs, padded_blocks(bias, groups_of_nb * nb, block), z, y, geometry, tail)
     defines = {"BLOCK": block, "SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
                "DW": dw, "ACT": int(tail[1]), "ACT_D": act_dw}  # fmt: skip
     work = (ho, groups_of_nb, n)
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)
-    return KernelPlan(template, config, source, [Launch(TEMPLATE, "conv_sep_blocked", args, work, local, defines)])
+    launch = Launch(TEMPLATE, "conv_sep_blocked", args, work, local, defines, epilogue)
+    return KernelPlan(template, config, source, [launch])
 
 
 def conv_kind_of(node: Node, ctx: PlanContext) -> str:

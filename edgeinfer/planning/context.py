@@ -1,12 +1,10 @@
-"""Per-op kernel selection and template rendering for the OpenCL backend.
+"""What a planner may read and the helpers every planner family shares.
 
-A *planner* turns one IR node into a :class:`KernelPlan`: the template it uses, the config (from the
-tuned table, the nearest tuned workload, or a heuristic default) and the launches that compute it. A
-planner raises :class:`NoKernel` with a reason when it cannot handle the node; the executor then runs
-that node through the NumPy backend. Planners live by op family in ``kernels_conv.py`` and
-``kernels_tensor.py`` and register themselves with :func:`kernel_for`.
-
-Templates are ``kernels/opencl/<template>.cl`` with ``common.cl`` prepended; knobs are ``-D`` options.
+:class:`PlanContext` holds the graph, the device's tuned-config table (the lookup: tuned, nearest tuned workload,
+borrowed, else the planner's heuristic default) and the device facts a plan depends on, as plain values, so planning
+needs no driver. :class:`KnobSpace` registrations (``KNOB_SPACES``, filled by ``@knob_space`` next to each planner)
+are what the tuner searches. ``GUARD_BYTES`` is the guard-band contract between the planners and every API's
+allocator.
 """
 
 from __future__ import annotations
@@ -14,72 +12,34 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.opencl.layout import LAYOUT_ATTR
 from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Graph, Node
-from edgeinfer.tuned_configs import ConfigTable, data_dir
+from edgeinfer.planning.plan import Launch, NoKernel
+from edgeinfer.tuned_configs import ConfigTable
 
-# Activation codes shared with kernels/opencl/common.cl.
+# The guard band: every device tensor buffer has at least this much slack before and after it. The convolution
+# kernels read whole input vectors also where some lanes fall in the zero padding and discard those lanes
+# (kernels/opencl/window.cl); at the first and last rows of a tensor such a vector reaches a few floats outside it,
+# and the planners check that no read reaches further than this (conv.check_row_reach). Each API's allocator
+# leaves it (backends/opencl/memory.py: where the device aligns sub-buffers coarser, the guard is rounded up).
+GUARD_BYTES = 256
+
+
+def guard_bytes(align: int) -> int:
+    """The guard on a device that starts buffers only at multiples of ``align`` bytes: GUARD_BYTES rounded up."""
+    return -(-GUARD_BYTES // align) * align
+
+
+# Activation codes shared with the kernels (kernels/opencl/common.cl).
 ACTIVATIONS = {
     "none": 0, "relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5, "hard_swish": 6,
     "silu": 7, "tanh": 8, "exp": 9, "neg": 10, "sqrt": 11, "abs": 12, "reciprocal": 13, "floor": 14,
     "ceil": 15, "elu": 16, "softplus": 17, "log": 18,
 }  # fmt: skip
-
-
-@dataclass(frozen=True)
-class TensorArg:
-    """A kernel argument bound to the device buffer of graph tensor ``name``."""
-
-    name: str
-
-
-@dataclass(frozen=True)
-class GuardedTensorArg(TensorArg):
-    """A tensor the kernel also reads up to the allocator's guard BEFORE its first element (window.cl's row
-    taps): bound as two arguments, a sub-buffer that starts that many bytes earlier and the offset (in
-    elements) of the tensor in it; the kernel adds the offset to the pointer (memory.py says why)."""
-
-
-@dataclass
-class Launch:
-    """One kernel enqueue. ``args`` are TensorArg, numpy arrays (constants uploaded once) or numpy scalars."""
-
-    template: str
-    kernel: str
-    args: list[Any]
-    work: tuple[int, ...]  # work-items needed per dimension (the global size before rounding up)
-    local: tuple[int, ...]
-    defines: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def global_size(self) -> tuple[int, ...]:
-        return tuple(-(-w // lo) * lo for w, lo in zip(self.work, self.local))
-
-
-@dataclass
-class BufferCopy:
-    """A device-to-device copy of a whole tensor (Reshape, Flatten, Identity...)."""
-
-    src: str
-    dst: str
-
-
-@dataclass
-class KernelPlan:
-    template: str
-    config: dict[str, Any]
-    config_source: str
-    launches: list[Launch | BufferCopy]
-
-
-class NoKernel(Exception):
-    """The node has no OpenCL kernel; the message says why (shown by explain())."""
 
 
 @dataclass
@@ -165,56 +125,11 @@ def knob_space(template: str, knobs: dict[str, str]):
     return wrap
 
 
-Planner = Callable[[Node, PlanContext], KernelPlan]
-PLANNERS: dict[str, Planner] = {}
-BLOCKED_PLANNERS: dict[str, Planner] = {}  # for nodes that layout.py made channel-blocked (LAYOUT_ATTR)
-
-
-def kernel_for(*ops: str, blocked: bool = False) -> Callable[[Planner], Planner]:
-    """Register a planner for the ONNX ops ``ops`` (``blocked``: for their channel-blocked nodes)."""
-
-    def wrap(fn: Planner) -> Planner:
-        for op in ops:
-            (BLOCKED_PLANNERS if blocked else PLANNERS)[op] = fn
-        return fn
-
-    return wrap
-
-
-def plan_node(node: Node, ctx: PlanContext) -> KernelPlan:
-    """The kernel plan of ``node``; raises NoKernel if it must run on the NumPy backend. A blocked node whose
-    op has no blocked planner is elementwise and runs lane by lane through the ordinary one."""
-    planner = BLOCKED_PLANNERS.get(node.op) if LAYOUT_ATTR in node.attrs else None
-    planner = planner or PLANNERS.get(node.op)
-    if planner is None:
-        raise NoKernel(f"no OpenCL kernel for {node.op}")
-    for name in node.outputs:
-        if name and ctx.graph.tensors[name].dynamic:
-            raise NoKernel("dynamic output shape")
-    return planner(node, ctx)
-
-
-# Helper sources a template needs, placed between common.cl and the template.
-TEMPLATE_INCLUDES = {"conv2d": ["window"], "depthwise": ["window"], "pool": ["window"]}
-
-
-@cache
-def template_source(template: str) -> str:
-    """``common.cl``, the template's helper sources, then ``<template>.cl``."""
-    directory = data_dir("kernels") / "opencl"
-    parts = ["common", *TEMPLATE_INCLUDES.get(template, []), template]
-    return "\n".join((directory / f"{part}.cl").read_text() for part in parts)
-
-
-def build_options(defines: dict[str, Any]) -> str:
-    return " ".join(f"-D{key}={value}" for key, value in sorted(defines.items()))
-
-
 def activation_of(node: Node) -> tuple[int, float, float]:
     """(code, p0, p1) of a fused Conv's ``activation``/``activation_params`` attributes."""
     name = node.attrs.get("activation", "none") or "none"
     if name not in ACTIVATIONS:
-        raise NoKernel(f"fused activation {name!r} has no OpenCL epilogue")
+        raise NoKernel(f"fused activation {name!r} has no kernel epilogue")
     params = [float(p) for p in node.attrs.get("activation_params", [])] + [0.0, 0.0]
     return ACTIVATIONS[name], params[0], params[1]
 
@@ -238,7 +153,3 @@ def i32(value: int) -> np.int32:
 
 def f32(value: float) -> np.float32:
     return np.float32(value)
-
-
-# Import the op families so that their @kernel_for decorators run.
-from edgeinfer.backends.opencl import kernels_blocked, kernels_conv, kernels_tensor  # noqa: E402,F401
