@@ -84,3 +84,29 @@ def test_a_load_that_compiles_says_so_in_one_line(capfd, monkeypatch, tmp_path):
     monkeypatch.setattr(program_cache, "_memo", {})  # a new process: from the disk cache
     edgeinfer.Session(pack, device=DEVICE.spec)
     assert capfd.readouterr().err == ""
+
+
+def test_a_load_that_compiles_on_pocl_enqueues_every_kernel_under_the_status_line(monkeypatch, tmp_path):
+    """PoCL compiles each kernel for its work-group size at its first enqueue: a load that built programs runs the
+    graph once on zeros, kernel by kernel under the status line, so that the user's first run compiles nothing
+    unannounced; a load served from the cache does not."""
+    import edgeinfer
+    from edgeinfer.backends.opencl import program_cache, select_device
+    from edgeinfer.pack import write_pack
+
+    if not program_cache.driver_keeps_builds(select_device(DEVICE.spec).device):
+        pytest.skip("only PoCL compiles kernels at their first enqueue")
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(program_cache, "_memo", {})
+    updates: list[tuple[int, int]] = []
+    monkeypatch.setattr(program_cache.PROGRESS, "first_enqueue", lambda done, total: updates.append((done, total)))
+    pack = tmp_path / "tiny.pack"
+    write_pack(tiny_graph(), pack)
+    executable = edgeinfer.Session(pack, device=DEVICE.spec)._executable
+    kernels = sum(step.kind == "kernel" for step in executable.steps)
+    assert kernels > 0 and updates == [(i, kernels) for i in range(1, kernels + 1)]
+    assert executable.warm_up_error is None
+    updates.clear()
+    monkeypatch.setattr(program_cache, "_memo", {})  # a new process: from the cache, nothing to announce
+    edgeinfer.Session(pack, device=DEVICE.spec)
+    assert updates == []

@@ -96,6 +96,9 @@ class OpenCLExecutable:
         self.constant_buffers: list[cl.Buffer] = []
         self._allocate()
         self.steps = self._build_steps()
+        self.warm_up_error: Exception | None = None
+        if program_cache.PROGRESS.count and program_cache.driver_keeps_builds(cl_device):
+            self._enqueue_every_kernel_once()
         program_cache.finish_progress()
 
     # ------------------------------------------------------------------ preparation
@@ -262,6 +265,33 @@ class OpenCLExecutable:
             return cl.enqueue_copy(queue, buffer, host, is_blocking=False)
 
         return Step(index, "to_device", write, f"write {name}")
+
+    def _enqueue_every_kernel_once(self) -> None:
+        """Run the graph once on zeros, under the status line. PoCL compiles each kernel for its work-group size at
+        the kernel's first enqueue, so after a load that built programs the user's first run would spend most of a
+        cold start compiling with nothing on the screen (SqueezeNet on the 2-core VM: a 5 s load, then a silent
+        18 s first run). Zeros are an input like any other; should this run fail, the user's runs report their own
+        errors, so its failure is kept (``warm_up_error``) and the load goes on."""
+        env: dict[str, np.ndarray] = dict(self.graph.constants)
+        for name in self.graph.inputs:
+            env[name] = np.zeros(self.graph.tensors[name].shape, self.graph.tensors[name].dtype)
+        kernels = sum(step.kind == "kernel" for step in self.steps)
+        done = 0
+        try:
+            for step in self.steps:
+                if step.kind == "host":
+                    self.wait_for_device(self.queue)
+                step.fn(env, self.queue)
+                if step.kind == "kernel":
+                    done += 1
+                    self.queue.finish()  # the compile happens on the way: one status update per kernel
+                    program_cache.PROGRESS.first_enqueue(done, kernels)
+            self.wait_for_device(self.queue)
+        except Exception as e:  # noqa: BLE001 - a warm-up only: the runs that matter raise their own errors
+            self.warm_up_error = e
+            self.queue.finish()
+        finally:
+            self._pending_reads.clear()
 
     # ------------------------------------------------------------------ teardown
 

@@ -101,10 +101,17 @@ class _Progress:
             print(f"\redgeinfer: first run of these kernels on this device: compiling OpenCL program {self.count}"
                   f" ({label})...", end="", file=sys.stderr, flush=True)  # fmt: skip
 
+    def first_enqueue(self, done: int, total: int) -> None:
+        """Kernel ``done`` of ``total`` enqueued once after the load (the executor's warm-up run on PoCL)."""
+        if self.count and self.mode() == "live":
+            print(f"\redgeinfer: first run of these kernels on this device: compiling kernel {done} of {total} for"
+                  " its work-group size...", end="", file=sys.stderr, flush=True)  # fmt: skip
+
     def finish(self) -> None:
         if self.count and self.mode() != "off":
             seconds = time.perf_counter() - self.started
-            print(f"\redgeinfer: compiled {self.count} OpenCL programs in {seconds:.1f} s (first run on this device);"
+            programs = f"{self.count} OpenCL program" + ("s" if self.count > 1 else "")
+            print(f"\redgeinfer: compiled {programs} in {seconds:.1f} s (first run on this device);"
                   f" cached in {cache_dir()}, later loads skip this", file=sys.stderr, flush=True)  # fmt: skip
         self.count = 0
 
