@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends.numpy import run_node
+from edgeinfer.errors import PipelineError
 
 
 def _median_ms(times: list[float]) -> float:
@@ -43,7 +44,7 @@ def frame_breakdown(sess: Any, image: str | Path, runs: int = 50, warmup: int = 
     from edgeinfer.pipelines.preprocess import prepare_input
 
     if sess.pipeline is None:
-        raise ValueError(f"{sess.path} has no image pipeline; compile it with --preset or --pipeline")
+        raise PipelineError(f"{sess.path} has no image pipeline; compile it with --preset or --pipeline")
     frame = np.asarray(Image.open(image).convert("RGB"))
     input_name = sess.pipeline["input"]
     stages: dict[str, list[float]] = {"preprocess": [], "inference": [], "postprocess": [], "total": []}

@@ -17,6 +17,11 @@ class ImageError(InputError):
     """An image cannot be read or is not one the pipeline takes (missing file, not an image, empty, wrong kind)."""
 
 
+class PipelineError(EdgeInferError, ValueError):
+    """A pipeline dict, file or override is malformed, or does not fit the model; the message names the key and what
+    was expected (also a ValueError)."""
+
+
 class CompileError(EdgeInferError):
     """A model cannot be compiled."""
 

@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-# Placement of a node (see passes/placement.py).
+# Placement of a node (see passes/placement.py): on the backend's device, or on the host through the NumPy ops.
+# "cpu" is the value packs store for the host (docs/pack-format.md); it is not the NumPy backend's device "cpu".
 DEVICE = "device"
-CPU = "cpu"
+HOST = "cpu"
 
 
 @dataclass

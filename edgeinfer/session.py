@@ -50,18 +50,11 @@ class Session:
         self.outputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.outputs]
         self.pipeline: dict[str, Any] | None = self.graph.metadata.get("pipeline")
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
-        self._device_preprocessor = self._make_device_preprocessor()
+        # On a device with pre-processing kernels (OpenCL), images are pre-processed there (bit-equal to PIL's path)
+        self._device_preprocessor = self._executable.device_preprocessor(self.pipeline) if self.pipeline else None
         # A backend's prepared state (OpenCL buffers bound to kernels, the input/output arena) serves one run
         # at a time: calls from several threads on one Session take turns (README, "Threads").
         self._lock = threading.RLock()
-
-    def _make_device_preprocessor(self) -> Any:
-        """On OpenCL, resize + colour + normalise + layout run as device kernels (bit-equal to the PIL path)."""
-        if self.backend != "opencl" or self.pipeline is None:
-            return None
-        from edgeinfer.backends.opencl.preprocess import DevicePreprocessor
-
-        return DevicePreprocessor.for_executable(self._executable, self.pipeline)
 
     def __repr__(self) -> str:
         return f"Session({str(self.path)!r}, device={self.device!r})"
@@ -162,11 +155,8 @@ class Session:
     def profile(self, feeds: dict[str, np.ndarray], repeat: int = 10) -> list[dict[str, Any]]:
         """Per-node times: OpenCL profiling events on OpenCL, wall time per node on NumPy."""
         self.check_feeds(feeds)
-        profile = getattr(self._executable, "profile", None)
-        if profile is None:
-            raise NotImplementedError(f"the {self.backend} backend has no per-node profiler")
         with self._lock:
-            return profile(feeds, repeat=repeat)
+            return self._executable.profile(feeds, repeat=repeat)
 
 
 def _describe(data: Any) -> str:

@@ -19,7 +19,7 @@ from edgeinfer.backends import numpy as numpy_backend  # noqa: E402
 from edgeinfer.compiler import compile_model  # noqa: E402
 from edgeinfer.errors import CompileError, UnsupportedOpError  # noqa: E402
 from edgeinfer.frontend import onnx_import  # noqa: E402
-from edgeinfer.ir import CPU, DEVICE, Graph, Node, TensorInfo  # noqa: E402
+from edgeinfer.ir import DEVICE, HOST, Graph, Node, TensorInfo  # noqa: E402
 from edgeinfer.ops import OPS  # noqa: E402
 from edgeinfer.passes.memory_plan import lifetimes, planned_names, view_roots  # noqa: E402
 from edgeinfer.passes.shape_inference import infer_shapes  # noqa: E402
@@ -465,7 +465,7 @@ def test_nms_output_is_dynamic_and_runs_on_cpu():
     ]
     consts = {"maxo": np.array([5], np.int64), "iou": np.array([0.5], np.float32)}
     graph = compile_model(model(nodes, [("boxes", [1, 6, 4]), ("scores", [1, 1, 6])], ["y"], consts))
-    assert [n.placement for n in graph.nodes] == [DEVICE, CPU, CPU]
+    assert [n.placement for n in graph.nodes] == [DEVICE, HOST, HOST]
     assert graph.tensors["sel"].dynamic and graph.tensors["y"].dynamic
     assert not graph.tensors["s"].dynamic
     assert "sel" not in graph.memory_plan.offsets
@@ -560,7 +560,7 @@ def test_cpu_tail_stays_on_cpu_and_device_consumers_stay_on_device():
     consts = {"k": np.array([3], np.int64), "two": np.array(2.0, np.float32)}
     graph = compile_model(model(nodes, [("x", [1, 8])], ["y", "z"], consts))
     placement = {n.op: n.placement for n in graph.nodes}
-    assert placement == {"Relu": DEVICE, "TopK": CPU, "Mul": CPU, "ReduceMax": DEVICE, "Add": DEVICE, "Neg": CPU}
+    assert placement == {"Relu": DEVICE, "TopK": HOST, "Mul": HOST, "ReduceMax": DEVICE, "Add": DEVICE, "Neg": HOST}
 
 
 def test_views_share_their_input_bytes_which_live_until_the_last_reader_of_either(tmp_path):

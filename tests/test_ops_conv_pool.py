@@ -16,8 +16,9 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper  # noqa: E402
 from onnx.reference import ReferenceEvaluator  # noqa: E402
 
+from edgeinfer.activations import FUSED as ACTIVATIONS  # noqa: E402
 from edgeinfer.ops import OPS  # noqa: E402
-from edgeinfer.ops.activations import ACTIVATIONS, apply_activation  # noqa: E402
+from edgeinfer.ops.activations import apply_activation  # noqa: E402
 
 ONNX_TYPES = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 

@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 
 import edgeinfer
+import edgeinfer.pipelines
+from edgeinfer import errors
+from edgeinfer.backends.base import Executable
+from edgeinfer.errors import InputError, PipelineError
 from edgeinfer.pack import write_pack
 
 
@@ -79,3 +83,34 @@ def test_explain_lists_every_node(session):
     rows = session.explain()
     assert [r["name"] for r in rows] == ["relu0", "add0"]
     assert all({"placement", "kernel", "config", "config_source"} <= set(r) for r in rows)
+
+
+def test_session_uses_only_the_backend_interface(session):
+    """The NumPy executable implements the interface; its defaults say: no device-side inputs or pre-processing."""
+    executable = session._executable
+    assert isinstance(executable, Executable)
+    assert executable.device_input("x") is None
+    assert executable.device_preprocessor({"input": "x"}) is None
+    executable.close()  # nothing to free on the host: it still runs
+    rows = session.profile({"x": x_input()}, repeat=1)
+    assert {row["name"] for row in rows} >= {node.name for node in session.graph.nodes}
+    with pytest.raises(InputError, match="no device-side inputs"):
+        executable.run({}, filled_on_device=frozenset({"x"}))
+
+
+def test_an_executable_must_implement_run_explain_and_profile():
+    class RunsOnly(Executable):
+        def run(self, feeds, filled_on_device=frozenset()):
+            return {}
+
+    with pytest.raises(TypeError, match="explain"):
+        RunsOnly()
+
+
+def test_every_error_class_is_an_edgeinfer_error():
+    classes = [obj for obj in vars(errors).values() if isinstance(obj, type) and issubclass(obj, Exception)]
+    assert PipelineError in classes
+    assert all(issubclass(cls, errors.EdgeInferError) for cls in classes)
+    assert issubclass(PipelineError, ValueError)  # as before: callers catching ValueError still do
+    with pytest.raises(PipelineError, match="unknown pipeline preset"):
+        edgeinfer.pipelines.resolve_pipeline(preset="no-such-preset")

@@ -12,6 +12,9 @@ from types import ModuleType
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.errors import DeviceError
 
+# The NumPy backend's name, which is also its device name: not a node placed on the host (ir.HOST) nor an OpenCL
+# device of kind "cpu" (PoCL).
+NUMPY_BACKEND = "cpu"
 # Device-name prefix -> module implementing the backend interface (see base.py).
 BACKEND_MODULES = {
     "cpu": "edgeinfer.backends.numpy",
@@ -56,10 +59,10 @@ def resolve_device(spec: str) -> tuple[ModuleType, str]:
     ``"auto"`` prefers a usable GPU, then any other usable accelerator device, then the NumPy backend.
     """
     if spec == "auto":
-        usable = [d for d in list_all_devices() if d.usable and d.backend != "cpu"]
+        usable = [d for d in list_all_devices() if d.usable and d.backend != NUMPY_BACKEND]
         usable.sort(key=lambda d: d.kind != "gpu")
         if usable:
             return get_backend(usable[0].backend), usable[0].spec
-        return get_backend("cpu"), "cpu"
+        return get_backend(NUMPY_BACKEND), NUMPY_BACKEND
     backend = spec.split(":", 1)[0]
     return get_backend(backend), spec

@@ -8,15 +8,20 @@ is what the fused Conv does to avoid a temporary the size of its output.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
-ACTIVATIONS = ("relu", "leaky_relu", "clip", "sigmoid", "hard_sigmoid", "hard_swish", "silu", "tanh")
+from edgeinfer.activations import FUSED, param_defaults
 
 
 def _param(params: Sequence[float] | None, i: int, default: float) -> float:
     return float(params[i]) if params is not None and len(params) > i else default
+
+
+def _params(name: str, params: Sequence[float] | None) -> list[float]:
+    """``name``'s parameters: those given, the table's defaults for the rest."""
+    return [_param(params, i, default) for i, default in enumerate(param_defaults(name))]
 
 
 def _sigmoid(x: np.ndarray, out: np.ndarray) -> np.ndarray:
@@ -35,6 +40,40 @@ def _hard_sigmoid(x: np.ndarray, alpha: float, beta: float, out: np.ndarray) -> 
     return np.clip(out, 0, 1, out=out)
 
 
+def _leaky_relu(x: np.ndarray, alpha: float, out: np.ndarray) -> np.ndarray:
+    if out is not x:
+        np.copyto(out, x)
+    return np.multiply(out, alpha, out=out, where=out < 0)
+
+
+def _hard_swish(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    gate = _hard_sigmoid(x, 1 / 6, 0.5, np.empty_like(x))
+    return np.multiply(x, gate, out=out)
+
+
+def _silu(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``x / (1 + exp(-x))``: one pass fewer than ``x * sigmoid(x)``."""
+    denominator = np.empty_like(x)
+    with np.errstate(over="ignore"):
+        np.negative(x, out=denominator)
+        np.exp(denominator, out=denominator)
+    denominator += 1
+    return np.divide(x, denominator, out=out)
+
+
+# The NumPy form of each fused activation (edgeinfer/activations.py FUSED): fn(x, parameters, out) -> out.
+IMPLEMENTATIONS: dict[str, Callable[[np.ndarray, list[float], np.ndarray], np.ndarray]] = {
+    "relu": lambda x, p, out: np.maximum(x, 0, out=out),
+    "leaky_relu": lambda x, p, out: _leaky_relu(x, p[0], out),
+    "clip": lambda x, p, out: np.clip(x, p[0], p[1], out=out),
+    "sigmoid": lambda x, p, out: _sigmoid(x, out),
+    "hard_sigmoid": lambda x, p, out: _hard_sigmoid(x, p[0], p[1], out),
+    "hard_swish": lambda x, p, out: _hard_swish(x, out),
+    "silu": lambda x, p, out: _silu(x, out),
+    "tanh": lambda x, p, out: np.tanh(x, out=out),
+}
+
+
 def apply_activation(
     x: np.ndarray, name: str, params: Sequence[float] | None = None, out: np.ndarray | None = None
 ) -> np.ndarray:
@@ -44,30 +83,7 @@ def apply_activation(
     (default -inf, inf), ``hard_sigmoid`` [alpha=0.2, beta=0.5]; the others take none. The dtype of ``x``
     is kept (Python-float parameters do not promote float32).
     """
-    if out is None:
-        out = np.empty_like(x)
-    if name == "relu":
-        return np.maximum(x, 0, out=out)
-    if name == "clip":
-        return np.clip(x, _param(params, 0, -np.inf), _param(params, 1, np.inf), out=out)
-    if name == "leaky_relu":
-        if out is not x:
-            np.copyto(out, x)
-        return np.multiply(out, _param(params, 0, 0.01), out=out, where=out < 0)
-    if name == "sigmoid":
-        return _sigmoid(x, out)
-    if name == "tanh":
-        return np.tanh(x, out=out)
-    if name == "hard_sigmoid":
-        return _hard_sigmoid(x, _param(params, 0, 0.2), _param(params, 1, 0.5), out)
-    if name == "hard_swish":
-        gate = _hard_sigmoid(x, 1 / 6, 0.5, np.empty_like(x))
-        return np.multiply(x, gate, out=out)
-    if name == "silu":  # x / (1 + exp(-x)): one pass fewer than x * sigmoid(x)
-        denominator = np.empty_like(x)
-        with np.errstate(over="ignore"):
-            np.negative(x, out=denominator)
-            np.exp(denominator, out=denominator)
-        denominator += 1
-        return np.divide(x, denominator, out=out)
-    raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(ACTIVATIONS)}")
+    implementation = IMPLEMENTATIONS.get(name)
+    if implementation is None:
+        raise ValueError(f"unknown activation {name!r}; expected one of {', '.join(FUSED)}")
+    return implementation(x, _params(name, params), np.empty_like(x) if out is None else out)

@@ -5,8 +5,9 @@ activation map per absorbed node. Absorbed, in this order of preference:
 
 - a residual ``Add(conv_out, Z)`` where Z has exactly the conv output's shape and dtype (only while
   the Conv has no activation yet, since the activation applies after the sum);
-- an activation: Relu, LeakyRelu, Clip with constant bounds, Sigmoid, HardSigmoid, HardSwish, Tanh,
-  and the SiLU pattern ``Mul(x, Sigmoid(x))`` that YOLO-family exporters emit.
+- an activation: the op of a fused activation in edgeinfer/activations.py (Relu, LeakyRelu, Clip with constant
+  bounds, Sigmoid, HardSigmoid, HardSwish, Tanh), and the SiLU pattern ``Mul(x, Sigmoid(x))`` that YOLO-family
+  exporters emit.
 
 An intermediate is absorbed only if exactly the fused nodes read it and it is not a graph output.
 The fused node takes the position of the last node it absorbs, so every input (Z included) is
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgeinfer.activations import BY_ONNX_OP
 from edgeinfer.ir import Graph, Node
 
 FLOAT_TYPES = ("float16", "float32", "float64")
-SIMPLE_ACTIVATIONS = {"Relu": "relu", "Sigmoid": "sigmoid", "HardSwish": "hard_swish", "Tanh": "tanh"}
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -116,19 +117,16 @@ def _silu_pattern(y: str, readers: list[Node], graph: Graph, consumers: dict[str
 
 def _activation(node: Node, graph: Graph) -> tuple[str, list[float]] | None:
     """The fused-activation name and parameters equivalent to ``node``, if it is one."""
-    if node.op in SIMPLE_ACTIVATIONS:
-        return SIMPLE_ACTIVATIONS[node.op], []
-    if node.op == "LeakyRelu":
-        return "leaky_relu", [float(node.attrs.get("alpha", 0.01))]
-    if node.op == "HardSigmoid":
-        return "hard_sigmoid", [float(node.attrs.get("alpha", 0.2)), float(node.attrs.get("beta", 0.5))]
-    if node.op == "Clip":
-        bounds = []
-        for index, default in ((1, -FLOAT32_MAX), (2, FLOAT32_MAX)):
-            name = node.inputs[index] if len(node.inputs) > index else ""
-            if name and (name not in graph.constants or graph.constants[name].size != 1):
-                return None
-            value = float(graph.constants[name].reshape(())) if name else default
-            bounds.append(max(min(value, FLOAT32_MAX), -FLOAT32_MAX))
-        return "clip", bounds
-    return None
+    activation = BY_ONNX_OP.get(node.op)
+    if activation is None or not activation.fused:
+        return None
+    if node.op != "Clip":
+        return activation.name, [float(node.attrs.get(key, default)) for key, default in activation.params]
+    bounds = []  # Clip's bounds are its inputs 1 and 2; only constant ones fuse
+    for index, default in ((1, -FLOAT32_MAX), (2, FLOAT32_MAX)):
+        name = node.inputs[index] if len(node.inputs) > index else ""
+        if name and (name not in graph.constants or graph.constants[name].size != 1):
+            return None
+        value = float(graph.constants[name].reshape(())) if name else default
+        bounds.append(max(min(value, FLOAT32_MAX), -FLOAT32_MAX))
+    return "clip", bounds

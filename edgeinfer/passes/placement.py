@@ -9,7 +9,7 @@ instead of a ping-pong. A node that also reads a device result goes back to the 
 
 from __future__ import annotations
 
-from edgeinfer.ir import CPU, DEVICE, Graph
+from edgeinfer.ir import DEVICE, HOST, Graph
 from edgeinfer.ops import OPS
 
 
@@ -20,6 +20,6 @@ def place_nodes(graph: Graph) -> int:
         spec = OPS[node.op]
         dynamic = any(graph.tensors[t].dynamic for t in (*node.inputs, *node.outputs) if t)
         computed = [t for t in node.inputs if t and t in producers]
-        fed_by_cpu = bool(computed) and all(producers[t].placement == CPU for t in computed)
-        node.placement = CPU if spec.cpu_only or dynamic or fed_by_cpu else DEVICE
-    return sum(node.placement == CPU for node in graph.nodes)
+        fed_by_cpu = bool(computed) and all(producers[t].placement == HOST for t in computed)
+        node.placement = HOST if spec.cpu_only or dynamic or fed_by_cpu else DEVICE
+    return sum(node.placement == HOST for node in graph.nodes)

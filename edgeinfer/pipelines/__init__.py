@@ -5,7 +5,8 @@ and pillow. ``decode_graph`` appends the decoder and NMS to an ONNX model at com
 only module here that imports onnx; it is not imported by this package.
 """
 
-from edgeinfer.pipelines.config import PipelineError, bind_to_model, load_labels, resolve_pipeline
+from edgeinfer.errors import PipelineError
+from edgeinfer.pipelines.config import bind_to_model, load_labels, resolve_pipeline
 from edgeinfer.pipelines.postprocess import finish
 from edgeinfer.pipelines.preprocess import load_image, prepare_input
 from edgeinfer.pipelines.results import Detection, Detections, draw_detections

@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.errors import PipelineError
 from edgeinfer.pipelines.presets import get_preset
 
 TASKS = ("classification", "detection")
@@ -63,10 +64,6 @@ _DECODER_DEFAULTS: dict[str, dict[str, Any]] = {
     "yolo-anchors": {"strides": None, "anchors": None, "outputs": None, "formula": "v5", "sigmoid": True},
 }
 _LABEL_KEYS = {"labels_file": None, "labels": None}
-
-
-class PipelineError(ValueError):
-    """A pipeline dict, file or override is malformed; the message names the key and what was expected."""
 
 
 def resolve_pipeline(

@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from edgeinfer.errors import PipelineError
 from edgeinfer.pipelines.config import validate_pipeline
 from edgeinfer.pipelines.results import DET_BOXES, DET_CLASSES, DET_SCORES
 
@@ -105,12 +106,12 @@ def _input_size(model: onnx.ModelProto, p: dict[str, Any]) -> tuple[int, int]:
     name = p.get("input") or inputs[0].name
     dims = next(([d.dim_value for d in i.type.tensor_type.shape.dim] for i in inputs if i.name == name), None)
     if dims is None:
-        raise ValueError(f"pipeline input {name!r} is not a model input; inputs are {[i.name for i in inputs]}")
+        raise PipelineError(f"pipeline input {name!r} is not a model input; inputs are {[i.name for i in inputs]}")
     h, w = (dims[2], dims[3]) if p["layout"] == "NCHW" else (dims[1], dims[2])
     if h > 0 and w > 0:
         return h, w
     if not p.get("size"):
-        raise ValueError(f"input {name!r} has a dynamic size {dims}: set the pipeline key 'size' [h, w]")
+        raise PipelineError(f"input {name!r} has a dynamic size {dims}: set the pipeline key 'size' [h, w]")
     return tuple(p["size"])  # type: ignore[return-value]
 
 
@@ -119,7 +120,7 @@ def _output_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
     for o in model.graph.output:
         dims = [d.dim_value for d in o.type.tensor_type.shape.dim]
         if not dims or any(d <= 0 for d in dims):
-            raise ValueError(f"model output {o.name!r} needs a static shape to append a decoder, got {dims}")
+            raise PipelineError(f"model output {o.name!r} needs a static shape to append a decoder, got {dims}")
         shapes[o.name] = dims
     return shapes
 
@@ -127,7 +128,7 @@ def _output_shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
 def _pick(shapes: dict[str, list[int]], name: str | None, what: str) -> tuple[str, list[int]]:
     name = name or next(iter(shapes))
     if name not in shapes:
-        raise ValueError(f"decoder {what} {name!r} is not a model output; outputs are {list(shapes)}")
+        raise PipelineError(f"decoder {what} {name!r} is not a model output; outputs are {list(shapes)}")
     return name, shapes[name]
 
 
@@ -143,7 +144,9 @@ def _decode_yolox(b: _Builder, d: dict, shapes: dict, size: tuple[int, int]) -> 
     grids = [_grid(math.ceil(size[0] / s), math.ceil(size[1] / s)) for s in d["strides"]]
     n = sum(len(g) for g in grids)
     if len(shape) != 3 or shape[1] != n:
-        raise ValueError(f"yolox output {out!r} has shape {shape}; strides {d['strides']} at {size} need [1, {n}, 5+C]")
+        raise PipelineError(
+            f"yolox output {out!r} has shape {shape}; strides {d['strides']} at {size} need [1, {n}, 5+C]"
+        )
     grid = b.const(np.concatenate(grids)[None])
     stride = b.const(np.concatenate([np.full((len(g), 1), s, np.float32) for g, s in zip(grids, d["strides"])])[None])
     cxy = b.op("Mul", b.op("Add", b.slice(out, 0, 2, 2), grid), stride)
@@ -158,7 +161,7 @@ def _decode_fastestdet(b: _Builder, d: dict, shapes: dict, size: tuple[int, int]
     # One [obj, tx, ty, w, h, classes...] x H x W head; boxes are fractions of the input image.
     out, shape = _pick(shapes, d["output"], "output")
     if len(shape) != 4:
-        raise ValueError(f"fastestdet output {out!r} must be [1, 5+C, H, W], got {shape}")
+        raise PipelineError(f"fastestdet output {out!r} must be [1, 5+C, H, W], got {shape}")
     _, ch, gh, gw = shape
     rows = b.op("Reshape", b.op("Transpose", out, perm=[0, 2, 3, 1]), b.const([1, gh * gw, ch], np.int64))
     cell = b.const([[[size[1] / gw, size[0] / gh]]])
@@ -190,11 +193,11 @@ def _decode_ssd(b: _Builder, d: dict, shapes: dict, size: tuple[int, int]) -> tu
     boxes, x_shape = _pick(shapes, d["boxes_output"] or names[-1], "boxes_output")
     n, num_classes = s_shape[1], s_shape[2]
     if len(s_shape) != 3 or x_shape != [1, n, 4]:
-        raise ValueError(f"ssd outputs must be scores [1, N, C] and boxes [1, N, 4], got {s_shape} and {x_shape}")
+        raise PipelineError(f"ssd outputs must be scores [1, N, C] and boxes [1, N, 4], got {s_shape} and {x_shape}")
     if d["priors"] is not None:
         priors = ssd_priors(d["priors"], size)
         if len(priors) != n:
-            raise ValueError(f"decoder.priors gives {len(priors)} priors, the model has {n} boxes")
+            raise PipelineError(f"decoder.priors gives {len(priors)} priors, the model has {n} boxes")
         centre, extent = b.const(priors[None, :, :2]), b.const(priors[None, :, 2:])
         var_c, var_s = d["variances"]
         cxy = b.op("Add", b.op("Mul", b.op("Mul", b.slice(boxes, 0, 2, 2), b.const(var_c)), extent), centre)
@@ -220,7 +223,7 @@ def _decode_yolo_anchors(b: _Builder, d: dict, shapes: dict, size: tuple[int, in
         a = len(anc) // 2
         _, ch, gh, gw = shape
         if ch % a:
-            raise ValueError(f"yolo-anchors output {out!r} has {ch} channels, not a multiple of {a} anchors")
+            raise PipelineError(f"yolo-anchors output {out!r} has {ch} channels, not a multiple of {a} anchors")
         per = ch // a
         x = b.op("Reshape", out, b.const([1, a, per, gh, gw], np.int64))
         x = b.op("Transpose", x, perm=[0, 1, 3, 4, 2])

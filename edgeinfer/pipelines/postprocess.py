@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.errors import PipelineError
 from edgeinfer.pipelines.results import DET_BOXES, DET_CLASSES, DET_SCORES, Detections
 
 
@@ -27,7 +28,7 @@ def top_k(outputs: dict[str, np.ndarray], pipeline: dict[str, Any], labels: Sequ
     """The ``top_k`` best classes of the classifier's score output, highest first."""
     name = pipeline.get("output") or next(iter(outputs))
     if name not in outputs:
-        raise ValueError(f"pipeline output {name!r} is not among the model outputs {list(outputs)}")
+        raise PipelineError(f"pipeline output {name!r} is not among the model outputs {list(outputs)}")
     raw = outputs[name].reshape(-1)
     scores = raw.astype(np.float64)
     if pipeline.get("output_scale") is not None:
@@ -46,7 +47,7 @@ def detections_in_image(
     """Map the graph's decoded boxes from network-input pixels back to original-image pixels."""
     missing = [n for n in (DET_BOXES, DET_SCORES, DET_CLASSES) if n not in outputs]
     if missing:
-        raise ValueError(
+        raise PipelineError(
             f"detection pack lacks the decoded outputs {missing} (it has {list(outputs)}); compile it with a "
             "detection preset or pipeline so that the decoder and NMS are appended to the graph"
         )

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from edgeinfer.errors import ImageError
+from edgeinfer.errors import ImageError, PipelineError
 
 ImageLike = np.ndarray | str | Path | Image.Image
 
@@ -122,7 +122,7 @@ def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
         # The reference divides boxes by r, not by nw / w.
         sx, sy, ox, oy = r, r, float(left), float(top)
     else:
-        raise ValueError(f"unknown resize mode {mode!r}")
+        raise PipelineError(f"unknown resize mode {mode!r}")
     if min(resized) < 1:
         raise ImageError(f"a {w}x{h} frame resizes to {resized[0]}x{resized[1]} for {mode!r}: nothing to place")
     context = {"orig_hw": [h, w], "input_hw": [out_h, out_w], "scale_xy": [sx, sy], "offset_xy": [ox, oy]}
@@ -168,6 +168,6 @@ def to_tensor(img: Image.Image, pipeline: dict[str, Any]) -> np.ndarray:
 def prepare_input(image: ImageLike, pipeline: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     """The network input tensor for ``image`` and the context that ``postprocess.finish`` needs."""
     if not pipeline.get("size"):
-        raise ValueError("pipeline has no 'size'; bind it to the model first (config.bind_to_model)")
+        raise PipelineError("pipeline has no 'size'; bind it to the model first (config.bind_to_model)")
     net, context = resize_image(load_image(image), pipeline)
     return to_tensor(net, pipeline), context

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from edgeinfer.errors import PipelineError
+
 _IMAGENET_MOBILENET = {
     "task": "classification",
     "resize": "centre-crop",
@@ -118,5 +120,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 def get_preset(name: str) -> dict[str, Any]:
     """A deep copy of preset ``name`` (so callers may edit it)."""
     if name not in PRESETS:
-        raise ValueError(f"unknown pipeline preset {name!r}; expected one of {sorted(PRESETS)}")
+        raise PipelineError(f"unknown pipeline preset {name!r}; expected one of {sorted(PRESETS)}")
     return copy.deepcopy(PRESETS[name])

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.activations import CODES
 from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Graph, Node
 from edgeinfer.planning.plan import Launch, NoKernel
@@ -34,12 +35,6 @@ def guard_bytes(align: int) -> int:
     return -(-GUARD_BYTES // align) * align
 
 
-# Activation codes shared with the kernels (kernels/opencl/common.cl).
-ACTIVATIONS = {
-    "none": 0, "relu": 1, "leaky_relu": 2, "clip": 3, "sigmoid": 4, "hard_sigmoid": 5, "hard_swish": 6,
-    "silu": 7, "tanh": 8, "exp": 9, "neg": 10, "sqrt": 11, "abs": 12, "reciprocal": 13, "floor": 14,
-    "ceil": 15, "elu": 16, "softplus": 17, "log": 18,
-}  # fmt: skip
 
 
 @dataclass
@@ -128,10 +123,10 @@ def knob_space(template: str, knobs: dict[str, str]):
 def activation_of(node: Node) -> tuple[int, float, float]:
     """(code, p0, p1) of a fused Conv's ``activation``/``activation_params`` attributes."""
     name = node.attrs.get("activation", "none") or "none"
-    if name not in ACTIVATIONS:
+    if name not in CODES:
         raise NoKernel(f"fused activation {name!r} has no kernel epilogue")
     params = [float(p) for p in node.attrs.get("activation_params", [])] + [0.0, 0.0]
-    return ACTIVATIONS[name], params[0], params[1]
+    return CODES[name], params[0], params[1]
 
 
 def _canonical(config: dict[str, Any]) -> str:

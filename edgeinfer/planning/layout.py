@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.activations import BY_NAME
 from edgeinfer.backends.numpy import run_node
 from edgeinfer.cpu_isa import IsaClass
 from edgeinfer.ir import Graph, Node, TensorInfo
@@ -43,9 +44,6 @@ SEPARABLE = "SeparableConvBlocked"
 # Fuse a pair only if the 1x1 conv has at most this many output channels: each group of NB output blocks
 # recomputes the depthwise part, which stops paying for wide outputs (measured at block 16: 4 blocks).
 SEPARABLE_MAX_CHANNELS = 64
-# The fused kernel feeds all lanes of a depthwise block to the 1x1 conv; padded lanes hold act(0) and meet
-# zero weights, which is 0 unless act(0) is infinite.
-INFINITE_AT_ZERO = ("log", "reciprocal")
 # Overrides the per-device choice: "nchw" (plain), "blocked" (the device's block), "nchw4c", "nchw8c", "nchw16c".
 LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"
 
@@ -309,6 +307,12 @@ def apply(graph: Graph, block: int = 16) -> Graph:
     return result
 
 
+def _finite_at_zero(activation: str | None) -> bool:
+    """The fused separable kernel feeds all lanes of a depthwise block to the 1x1 conv; padded lanes hold act(0)
+    and meet zero weights, which gives 0 unless act(0) is infinite."""
+    return not activation or BY_NAME[activation].finite_at_zero
+
+
 def fuse_separable(nodes: list[Node], graph: Graph, block: int) -> list[Node]:
     """``nodes`` (the blocked graph's) with each blocked depthwise Conv whose output only a blocked 1x1 Conv of at
     most SEPARABLE_MAX_CHANNELS output channels (counted in whole blocks) reads merged into that conv: one SEPARABLE
@@ -331,7 +335,7 @@ def fuse_separable(nodes: list[Node], graph: Graph, block: int) -> list[Node]:
                 or dw is None or dw.op != "Conv" or LAYOUT_ATTR not in dw.attrs or readers[dw.outputs[0]] != 1
                 or (len(dw.inputs) > 3 and dw.inputs[3])
                 or kernel_kind(graph.constants[dw.inputs[1]], dw.attrs) != "depthwise"
-                or dw.attrs.get("activation") in INFINITE_AT_ZERO):  # fmt: skip
+                or not _finite_at_zero(dw.attrs.get("activation"))):  # fmt: skip
             continue
         pad = [""] * (4 - len(node.inputs))
         _, w_pw, b_pw, z = [*node.inputs, *pad]

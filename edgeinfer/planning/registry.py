@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from edgeinfer.ir import CPU, Graph, Node
+from edgeinfer.ir import HOST, Graph, Node
 from edgeinfer.planning.context import PlanContext
 from edgeinfer.planning.layout import LAYOUT_ATTR
 from edgeinfer.planning.plan import KernelPlan, NodeRecord, NoKernel
@@ -48,7 +48,7 @@ def plan_graph(graph: Graph, ctx: PlanContext) -> list[NodeRecord]:
 
 
 def _plan_record(node: Node, graph: Graph, ctx: PlanContext) -> NodeRecord:
-    if node.placement == CPU:
+    if node.placement == HOST:
         return NodeRecord(node, None, "placed on the CPU by the compiler")
     if any(name and graph.tensors.get(name) is not None and graph.tensors[name].dynamic
            for name in node.inputs):  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgeinfer.ir import Graph
+from edgeinfer.ir import DEVICE, HOST, Graph
 from edgeinfer.planning.plan import NodeRecord
 
 # Profile rows of the steps that belong to no node: reading the outputs, writing the inputs.
@@ -18,10 +18,10 @@ def explain_rows(records: list[NodeRecord]) -> list[dict[str, Any]]:
     for record in records:
         node, plan = record.node, record.plan
         if plan is None:
-            rows.append({"name": node.name, "op": node.op, "placement": "cpu", "kernel": "numpy", "config": {},
+            rows.append({"name": node.name, "op": node.op, "placement": HOST, "kernel": "numpy", "config": {},
                          "config_source": f"numpy fallback: {record.fallback_reason}"})  # fmt: skip
         else:
-            rows.append({"name": node.name, "op": node.op, "placement": "device", "kernel": plan.template,
+            rows.append({"name": node.name, "op": node.op, "placement": DEVICE, "kernel": plan.template,
                          "config": plan.config, "config_source": plan.config_source,
                          "launches": len(plan.launches)})  # fmt: skip
     return rows

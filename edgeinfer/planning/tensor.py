@@ -9,8 +9,9 @@ import math
 
 import numpy as np
 
+from edgeinfer.activations import BY_ONNX_OP, CODES
 from edgeinfer.ir import Node
-from edgeinfer.planning.context import ACTIVATIONS, GUARD_BYTES, PlanContext, f32, i32, local_size
+from edgeinfer.planning.context import GUARD_BYTES, PlanContext, f32, i32, local_size
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
 from edgeinfer.planning.registry import kernel_for
 
@@ -136,13 +137,8 @@ def plan_pool(node: Node, ctx: PlanContext) -> KernelPlan:
 
 # ---------------------------------------------------------------- element-wise
 
-UNARY = {
-    "Relu": "relu", "LeakyRelu": "leaky_relu", "Sigmoid": "sigmoid", "HardSigmoid": "hard_sigmoid",
-    "HardSwish": "hard_swish", "Tanh": "tanh", "Exp": "exp", "Neg": "neg", "Sqrt": "sqrt", "Abs": "abs",
-    "Reciprocal": "reciprocal", "Floor": "floor", "Ceil": "ceil", "Elu": "elu", "Softplus": "softplus",
-    "Log": "log", "Clip": "clip",
-}  # fmt: skip
-UNARY_DEFAULT_PARAMS = {"LeakyRelu": {"alpha": 0.01}, "HardSigmoid": {"alpha": 0.2, "beta": 0.5}, "Elu": {"alpha": 1.0}}
+# ONNX op -> activation, for the ops that run as one activation of unary_chain (elementwise.cl)
+UNARY = {op: activation.name for op, activation in BY_ONNX_OP.items()}
 BINARY = {"Add": 0, "Sub": 1, "Mul": 2, "Div": 3, "Max": 4, "Min": 5, "Pow": 6}
 UNARY_VECTOR_WIDTH = 8
 
@@ -157,8 +153,8 @@ def unary_params(node: Node, ctx: PlanContext) -> tuple[float, float]:
                 raise NoKernel("Clip bounds are not constants")
             bounds.append(float(value) if value is not None else fallback)
         return bounds[0], bounds[1]
-    defaults = UNARY_DEFAULT_PARAMS.get(node.op, {})
-    return tuple(float(node.attrs.get(k, v)) for k, v in defaults.items()) + (0.0, 0.0)[len(defaults) :]
+    params = BY_ONNX_OP[node.op].params
+    return tuple(float(node.attrs.get(k, v)) for k, v in params) + (0.0, 0.0)[len(params) :]
 
 
 @kernel_for(*UNARY)
@@ -167,7 +163,7 @@ def plan_unary(node: Node, ctx: PlanContext) -> KernelPlan:
     ctx.require_float(node, [x])
     p0, p1 = unary_params(node, ctx)
     count = int(np.prod(ctx.shape(y), dtype=np.int64))
-    acts = np.array([ACTIVATIONS[UNARY[node.op]]], np.int32)
+    acts = np.array([CODES[UNARY[node.op]]], np.int32)
     args = [TensorArg(x), TensorArg(y), i32(count), acts, np.array([p0, p1], np.float32), i32(1)]
     launch = linear_launch("elementwise", "unary_chain", args, -(-count // UNARY_VECTOR_WIDTH))
     launch.defines = {"VW": UNARY_VECTOR_WIDTH}

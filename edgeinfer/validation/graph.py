@@ -14,7 +14,7 @@ import math
 from typing import Any
 
 from edgeinfer.errors import PackError
-from edgeinfer.ir import CPU, Graph, Node
+from edgeinfer.ir import HOST, Graph, Node
 from edgeinfer.ops import OPS
 from edgeinfer.passes.memory_plan import planned_names, view_roots
 from edgeinfer.validation import elementwise_ops, tensor_ops, window_ops  # noqa: F401  (register the checks)
@@ -55,7 +55,7 @@ def check_node(node: Node, graph: Graph, where: str) -> None:
     spec = OPS[node.op]
     dynamic_in = any(graph.tensors[i].dynamic for i in node.inputs if i)
     dynamic = spec.dynamic_shape or dynamic_in
-    if (dynamic or spec.cpu_only) and node.placement != CPU:
+    if (dynamic or spec.cpu_only) and node.placement != HOST:
         c.fail("placement", "'cpu' (data-dependent ops and their readers run on the CPU)", node.placement)
     for k, out in enumerate(node.outputs):
         if not out:
@@ -126,7 +126,8 @@ def check_pipeline(graph: Graph, where: str) -> None:
     pipeline = graph.metadata.get("pipeline")
     if pipeline is None:
         return
-    from edgeinfer.pipelines.config import PipelineError, bind_to_model, validate_pipeline
+    from edgeinfer.errors import PipelineError
+    from edgeinfer.pipelines.config import bind_to_model, validate_pipeline
 
     try:
         checked = validate_pipeline(pipeline)

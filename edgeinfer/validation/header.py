@@ -15,6 +15,7 @@ import math
 from typing import Any
 
 from edgeinfer.errors import PackError
+from edgeinfer.ir import DEVICE, HOST
 
 MAX_HEADER_BYTES = 64 << 20
 MAX_DEPTH = 32  # the compiler writes at most 5 levels
@@ -32,7 +33,7 @@ DTYPES = frozenset(
 )
 ITEMSIZE = {"bool": 1, "int8": 1, "uint8": 1, "float16": 2, "int16": 2, "uint16": 2}
 ITEMSIZE.update({"float32": 4, "int32": 4, "uint32": 4, "float64": 8, "int64": 8, "uint64": 8})
-PLACEMENTS = frozenset({"device", "cpu"})
+PLACEMENTS = frozenset({DEVICE, HOST})
 
 
 def parse_header(header_bytes: bytes, where: str) -> dict[str, Any]:

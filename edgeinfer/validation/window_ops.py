@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import math
 
-from edgeinfer.ops.activations import ACTIVATIONS
+from edgeinfer.activations import BY_NAME, FUSED
 from edgeinfer.ops.conv import out_size
 from edgeinfer.validation.context import FLOATS, NodeCheck, Shape, bounded, rule
 from edgeinfer.validation.header import MAX_DIM
 
 _WINDOW = "auto_pad kernel_shape strides dilations pads"
-# The fused-Conv activation: how many parameters it takes (docs/architecture.md).
-_ACTIVATION_PARAMS = {"leaky_relu": 1, "clip": 2, "hard_sigmoid": 2}
 
 
 def _geometry(c: NodeCheck, spatial: Shape, kernel: list[int] | None) -> tuple[list[int], ...]:
@@ -67,10 +65,10 @@ def _activation(c: NodeCheck) -> None:
         if params is not None:
             c.fail("attribute 'activation_params'", "absent when there is no 'activation'", params)
         return
-    c.str("activation", "", ACTIVATIONS)
+    c.str("activation", "", FUSED)
     if params is None:
         return
-    most = _ACTIVATION_PARAMS.get(name, 0)
+    most = len(BY_NAME[name].params)
     ok = isinstance(params, list) and len(params) <= most and all(type(p) in (int, float) for p in params)
     # clip bounds may be infinite (an omitted min or max); other parameters are finite
     ok = ok and all(not math.isnan(p) and (name == "clip" or math.isfinite(p)) for p in params)

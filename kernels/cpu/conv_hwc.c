@@ -44,8 +44,8 @@ enum {
     G_COUNT
 };
 
-/* Activation kinds (ACTIVATION_KINDS in native_kernels.py); a and b are their parameters. ACT_CLAMP with
- * a, b = -inf, inf is no activation. */
+/* Activation kinds (NATIVE_KINDS in edgeinfer/activations.py, checked by tests/test_activations_table.py); a and b
+ * are their parameters. ACT_CLAMP with a, b = -inf, inf is no activation. */
 enum { ACT_CLAMP, ACT_LEAKY_RELU, ACT_HARD_SIGMOID, ACT_HARD_SWISH, ACT_SIGMOID, ACT_SILU, ACT_COUNT };
 /* internal: ACT_CLAMP to [-inf, inf], no activation (two operations fewer per vector) */
 enum { ACT_IDENTITY = ACT_COUNT };

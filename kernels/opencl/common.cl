@@ -4,7 +4,8 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-// Activation codes (edgeinfer/backends/opencl/kernels.py ACTIVATIONS); p0, p1 are activation_params.
+// Activation codes (edgeinfer/activations.py TABLE, checked by tests/test_activations_table.py); p0, p1 are
+// activation_params.
 #define ACT_NONE 0
 #define ACT_RELU 1
 #define ACT_LEAKY_RELU 2

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.backends.base import Executable
 from edgeinfer.backends.numpy import native_kernels
 from edgeinfer.backends.numpy.concat import plan_concat_groups
 from edgeinfer.backends.numpy.kernels import KERNELS, NodeState
 from edgeinfer.backends.numpy.pool_epilogue import plan_pool_epilogues
 from edgeinfer.backends.numpy.row_padded import plan_row_padded
-from edgeinfer.ir import Graph, Node
+from edgeinfer.errors import InputError
+from edgeinfer.ir import HOST, Graph, Node
 from edgeinfer.ops import get_op
 
 
@@ -87,7 +89,7 @@ def _run_into(run: NodeRun, env: dict[str, np.ndarray], out: np.ndarray) -> None
         env[name] = out.transpose(0, 3, 1, 2)
 
 
-class NumpyExecutable:
+class NumpyExecutable(Executable):
     """A graph prepared for the NumPy backend; ``native`` (default: where they are built) uses the C kernels."""
 
     def __init__(self, graph: Graph, native: bool | None = None):
@@ -161,7 +163,11 @@ class NumpyExecutable:
         else:
             run.compute(env)
 
-    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def run(
+        self, feeds: dict[str, np.ndarray], filled_on_device: frozenset[str] = frozenset()
+    ) -> dict[str, np.ndarray]:
+        if filled_on_device:  # device_input() is None for every input here
+            raise InputError(f"the NumPy backend has no device-side inputs; got {sorted(filled_on_device)}")
         env: dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(feeds)
         for i, release in enumerate(self._release):
@@ -253,6 +259,6 @@ class NumpyExecutable:
         rows = []
         for i, n in enumerate(self.graph.nodes):
             plan = self._plan_of(i)
-            rows.append({"name": n.name, "op": n.op, "placement": "cpu", "kernel": self._kernel(i), "config": plan,
+            rows.append({"name": n.name, "op": n.op, "placement": HOST, "kernel": self._kernel(i), "config": plan,
                          "config_source": "plan" if plan else "-"})  # fmt: skip
         return rows

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.activations import BY_NAME, NATIVE_KINDS
 from edgeinfer.cpu_isa import ISA_ENV, host_isa
 from edgeinfer.ops.conv import window_attrs
 
@@ -150,24 +151,20 @@ def clamp_bounds(activation: str | None, params: Sequence[float] | None) -> tupl
     return None
 
 
-# the activation kinds of the kernels (enum ACT_* in conv_hwc.c), with their parameter defaults
-# (kind 0, the clamp, covers no activation, ReLU and Clip: clamp_bounds gives its limits)
-ACTIVATION_KINDS = {"leaky_relu": (1, 0.01, 0.0), "hard_sigmoid": (2, 0.2, 0.5), "hard_swish": (3, 1 / 6, 0.5),
-                    "sigmoid": (4, 0.0, 0.0), "silu": (5, 0.0, 0.0)}  # fmt: skip
-
-
 def activation_kind(activation: str | None, params: Sequence[float] | None) -> tuple[int, float, float] | None:
-    """``(kind, a, b)`` of the kernels for a fused activation, or ``None`` where they have none (tanh)."""
+    """``(kind, a, b)`` of the kernels for a fused activation, or ``None`` where they have none (tanh): the kind is
+    its index in ``NATIVE_KINDS`` (enum ACT_* in conv_hwc.c); a clamp (no activation, ReLU, Clip) takes its bounds."""
     bounds = clamp_bounds(activation, params)
     if bounds is not None:
-        return (0, *bounds)
-    if activation not in ACTIVATION_KINDS:
+        return (NATIVE_KINDS.index("CLAMP"), *bounds)
+    entry = BY_NAME.get(activation or "")
+    if entry is None or entry.native_kind is None:
         return None
-    kind, a, b = ACTIVATION_KINDS[activation]
-    if activation in ("leaky_relu", "hard_sigmoid") and params:
+    a, b = entry.native_args
+    if entry.params and params:
         a = float(params[0])
         b = float(params[1]) if len(params) > 1 else b
-    return kind, a, b
+    return NATIVE_KINDS.index(entry.native_kind), a, b
 
 
 def fits(*arrays: np.ndarray | None) -> bool:
@@ -216,9 +213,6 @@ def window_overlaps_image(in_hw: Sequence[int], out_hw: Sequence[int], window: W
     return True
 
 
-# passes over the output that NumPy's fused_epilogue makes for each activation (edgeinfer.ops.activations)
-NUMPY_ACTIVATION_PASSES = {None: 0, "": 0, "relu": 1, "clip": 1, "tanh": 1, "leaky_relu": 2, "hard_sigmoid": 3,
-                           "sigmoid": 4, "hard_swish": 4, "silu": 4}  # fmt: skip
 # floats that the passes the native epilogue saves must cover to pay for its call (~10 us through ctypes against
 # ~3 us a NumPy pass): measured on the 2-core Xeon for every ISA build (benchmarks/native_kernels.py)
 EPILOGUE_MIN_SAVED = 32768
@@ -228,7 +222,9 @@ def epilogue_declines(size: int, bias: bool, residual: bool, activation: str | N
     """Why NumPy runs a Conv's tail (bias, residual, activation over ``size`` floats) rather than the native
     epilogue kernel, or ``None`` where the kernel runs it: it must save NumPy passes over enough floats. One pass
     (a bias alone, a ReLU alone) it cannot beat: NumPy's tiled bias add is that pass already."""
-    passes = bias + residual + NUMPY_ACTIVATION_PASSES.get(activation, 1)
+    # passes over the output that NumPy's fused_epilogue makes for the activation (edgeinfer.ops.activations)
+    activation_passes = BY_NAME[activation].numpy_passes if activation in BY_NAME else int(bool(activation))
+    passes = bias + residual + activation_passes
     if passes == 0:
         return "nothing to do"
     if passes == 1:

@@ -1,7 +1,8 @@
 """Biases and activations moved past the MaxPool that reads their result (NumPy backend).
 
 ``max`` over a window commutes with adding a per-channel constant and with every non-decreasing
-activation (ReLU, Clip, Sigmoid, Tanh, LeakyReLU and HardSigmoid with a slope >= 0), and MaxPool's
+activation (ReLU, Clip, Sigmoid, Tanh, LeakyReLU and HardSigmoid with a slope >= 0: ``non_decreasing`` in
+edgeinfer/activations.py), and MaxPool's
 padding never wins a maximum. So a Conv's activation, or an in-place Concat's deferred biases and
 activation, can run on the pool's output, which a 3x3 stride-2 pool makes 4x smaller: SqueezeNet's stem
 and its first two fire blocks end in such pools. Moving an activation changes no bit; a moved bias is
@@ -14,21 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeinfer.activations import is_non_decreasing
 from edgeinfer.backends.numpy.concat import ConcatGroup
 from edgeinfer.backends.numpy.conv_channels_last import fused_epilogue
 from edgeinfer.backends.numpy.layout import is_channels_last
 from edgeinfer.ir import Graph, Node
 from edgeinfer.ops.activations import apply_activation
-
-
-def non_decreasing(activation: str | None, params: list[float] | None) -> bool:
-    """Whether ``activation`` (a fused-Conv activation name) never decreases: then it commutes with max."""
-    if activation in ("relu", "clip", "sigmoid", "tanh"):
-        return True
-    slope = {"leaky_relu": 0.01, "hard_sigmoid": 0.2}.get(activation or "")
-    if slope is None:
-        return False  # hard_swish and silu dip below zero
-    return (float(params[0]) if params else slope) >= 0
 
 
 @dataclass(eq=False)
@@ -79,7 +71,7 @@ def plan_pool_epilogues(
     epilogues: dict[int, PoolEpilogue] = {}
     for group in groups:
         pool = _single_max_pool_reader(graph, readers, group.output)
-        if group.deferred and pool is not None and non_decreasing(group.activation, group.activation_params):
+        if group.deferred and pool is not None and is_non_decreasing(group.activation, group.activation_params):
             epilogues[pool] = PoolEpilogue(group.bias, group.activation, group.activation_params)
             group.deferred = False
     for i, node in enumerate(graph.nodes):
@@ -87,7 +79,7 @@ def plan_pool_epilogues(
             continue
         act, params = node.attrs.get("activation"), node.attrs.get("activation_params")
         pool = _single_max_pool_reader(graph, readers, node.outputs[0])
-        if not act or pool is None or pool in epilogues or not non_decreasing(act, params):
+        if not act or pool is None or pool in epilogues or not is_non_decreasing(act, params):
             continue
         attrs = {k: v for k, v in node.attrs.items() if k not in ("activation", "activation_params")}
         nodes[i] = Node(node.name, node.op, node.inputs, node.outputs, attrs, node.placement)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pyopencl as cl
 
+from edgeinfer.backends.base import Executable
 from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
@@ -59,7 +60,7 @@ class Step:
     label: str = ""
 
 
-class OpenCLExecutable:
+class OpenCLExecutable(Executable):
     def __init__(self, graph: Graph, device: OpenCLDevice, overrides: dict[str, dict[str, Any]] | None = None):
         self._closed = False
         self._filled_on_device: frozenset[str] = frozenset()  # graph inputs that run() must not upload
@@ -334,6 +335,12 @@ class OpenCLExecutable:
         if name not in self.graph.inputs or name in self.host_read_inputs:
             return None
         return self.buffers.get(name)
+
+    def device_preprocessor(self, pipeline: dict[str, Any]) -> Any:
+        """Resize + colour + normalise + layout as device kernels on this queue (bit-equal to the host path)."""
+        from edgeinfer.backends.opencl.preprocess import DevicePreprocessor
+
+        return DevicePreprocessor.for_executable(self, pipeline)
 
     def run(
         self, feeds: dict[str, np.ndarray], filled_on_device: frozenset[str] = frozenset()
