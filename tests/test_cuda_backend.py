@@ -322,10 +322,12 @@ def test_detections_on_cuda_equal_the_reference(preset, tmp_path):
     from test_detection import DETECTORS, match
 
     from edgeinfer.compiler import compile_model
-    from edgeinfer.pipelines.config import resolve_pipeline
+    from edgeinfer.pipelines.config import default_labels, resolve_pipeline
 
     path = shared_model(DETECTORS[preset])
-    write_pack(compile_model(str(path), pipeline=resolve_pipeline(preset)), tmp_path / f"{preset}.pack")
+    graph = compile_model(str(path), pipeline=resolve_pipeline(preset))
+    graph.metadata["labels"] = default_labels(resolve_pipeline(preset), path)  # as `edgeinfer compile` does
+    write_pack(graph, tmp_path / f"{preset}.pack")
     session = Session(tmp_path / f"{preset}.pack", device="cuda")
     assert session.backend == "cuda"
     reference = next(e for e in manifest() if e["file"] == path.name)["reference_detections_onnxruntime"]
