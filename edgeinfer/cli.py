@@ -378,7 +378,12 @@ def tuned_table_note(device: DeviceInfo) -> str:
     """Which tuned-config table the device's kernels take their knobs from."""
     from edgeinfer.tuned_configs import load_table
 
-    table = load_table(device.backend, device.device_key, device.family, device.isa)
+    if device.backend == "cuda":  # borrows the device's OpenCL table until CUDA tables exist
+        from edgeinfer.backends.cuda.runtime import config_table
+
+        table = config_table(device)
+    else:
+        table = load_table(device.backend, device.device_key, device.family, device.isa)
     sibling = table.fallback
     if not table.entries:
         if sibling is None:

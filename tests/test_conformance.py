@@ -32,7 +32,7 @@ from edgeinfer.compiler import compile_model
 from edgeinfer.errors import DeviceError
 
 # Backends under test; adding one is one entry here (unavailable ones are skipped with their reason).
-BACKENDS = ["cpu", "opencl"]
+BACKENDS = ["cpu", "opencl", "cuda"]
 
 # The project's op list (docs/architecture.md); Upsample is accepted by the frontend, which rewrites it.
 SUPPORTED_OPS = frozenset(

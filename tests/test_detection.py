@@ -23,7 +23,7 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 from edgeinfer.pipelines.decode_graph import append_postprocessing  # noqa: E402
 
-BACKENDS = ["cpu", "opencl"]
+BACKENDS = ["cpu", "opencl", "cuda"]
 DETECTORS = {"yolox": "yolox_nano_416.onnx", "fastestdet": "fastestdet_352.onnx", "ultraface": "ultraface_rfb_320.onnx"}
 
 

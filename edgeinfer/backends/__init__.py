@@ -19,6 +19,7 @@ NUMPY_BACKEND = "cpu"
 BACKEND_MODULES = {
     "cpu": "edgeinfer.backends.numpy",
     "opencl": "edgeinfer.backends.opencl",
+    "cuda": "edgeinfer.backends.cuda",
 }
 
 
@@ -54,13 +55,14 @@ def list_all_devices() -> list[DeviceInfo]:
 
 
 def resolve_device(spec: str) -> tuple[ModuleType, str]:
-    """Turn a device spec ("auto", "cpu", "opencl", "opencl:0:1") into (backend module, device spec).
+    """Turn a device spec ("auto", "cpu", "opencl", "opencl:0:1", "cuda", "cuda:0") into (backend module, spec).
 
-    ``"auto"`` prefers a usable GPU, then any other usable accelerator device, then the NumPy backend.
+    ``"auto"`` prefers a usable CUDA device, then a usable GPU, then any other usable accelerator device, then the
+    NumPy backend.
     """
     if spec == "auto":
         usable = [d for d in list_all_devices() if d.usable and d.backend != NUMPY_BACKEND]
-        usable.sort(key=lambda d: d.kind != "gpu")
+        usable.sort(key=lambda d: (d.backend != "cuda", d.kind != "gpu"))
         if usable:
             return get_backend(usable[0].backend), usable[0].spec
         return get_backend(NUMPY_BACKEND), NUMPY_BACKEND

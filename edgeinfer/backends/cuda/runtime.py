@@ -14,9 +14,12 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends.base import DeviceInfo
-from edgeinfer.tuned_configs import sanitize_key
+from edgeinfer.errors import DeviceError
+from edgeinfer.tuned_configs import ConfigTable, load_table, sanitize_key
 
 NAME = "cuda"
+# Also the family of NVIDIA's OpenCL GPUs (platform "NVIDIA CUDA"), whose tuned tables CUDA borrows.
+FAMILY = "nvidia-cuda-gpu"
 
 _TEST_SOURCE = 'extern "C" __global__ void add_one(float *x) { x[threadIdx.x] += 1.0f; }'
 _NO_DEVICE = 100  # cudaErrorNoDevice; other errors of the first runtime call mean the driver is missing or too old
@@ -65,7 +68,7 @@ def _device_info(cupy: Any, ordinal: int) -> DeviceInfo:
         name=name,
         kind="gpu",
         device_key=device_key(name, compute_capability),
-        family="nvidia-cuda-gpu",
+        family=FAMILY,
         isa="simt",
         details={
             "ordinal": ordinal,
@@ -108,3 +111,42 @@ def _probe() -> tuple[DeviceInfo, ...]:
 def list_devices() -> list[DeviceInfo]:
     """Every CUDA device, usable or not (with the reason); one unusable row where CUDA itself is not."""
     return list(_probe())
+
+
+def select_device(spec: str | None) -> DeviceInfo:
+    """``"cuda"``/None: the first usable device; ``"cuda:N"``: device N. DeviceError saying why where it is not
+    usable (no cupy, no driver, no device, a failed test build)."""
+    devices = list_devices()
+    if spec in (None, NAME):
+        usable = [d for d in devices if d.usable]
+        if not usable:
+            reasons = "; ".join(f"{d.spec} {d.name}: {d.reason}" for d in devices)
+            raise DeviceError(f"no usable CUDA device ({reasons})")
+        return usable[0]
+    for info in devices:
+        if info.spec == spec:
+            if not info.usable:
+                raise DeviceError(f"CUDA device {spec} ({info.name}) is not usable: {info.reason}")
+            return info
+    if len(devices) == 1 and not devices[0].usable:
+        raise DeviceError(f"no CUDA device {spec!r}: {devices[0].reason}")
+    raise DeviceError(f"no CUDA device {spec!r}; expected 'cuda' or one of: {', '.join(d.spec for d in devices)}")
+
+
+def opencl_table_key(name: str) -> str:
+    """The key NVIDIA's OpenCL driver gives the same GPU (platform "NVIDIA CUDA", vendor "NVIDIA Corporation"):
+    opencl/runtime.py device_key."""
+    return sanitize_key(f"NVIDIA CUDA NVIDIA Corporation {name}")
+
+
+def config_table(info: DeviceInfo) -> ConfigTable:
+    """The tuned table the CUDA kernels take their knobs from: ``tuned_configs/cuda/<key>.json`` (and the user's);
+    where none exists (no CUDA tables are tuned yet) the device's OpenCL table, borrowed: the CUDA kernels are the
+    OpenCL templates with the same knobs, on the same GPU. Configs from it say ``via <OpenCL key>`` in explain()."""
+    table = load_table(NAME, info.device_key, info.family, "simt")
+    if table.entries or table.fallback is not None:
+        return table
+    opencl = load_table("opencl", opencl_table_key(info.name), FAMILY, "simt")
+    if not opencl.entries and opencl.fallback is None:
+        return table
+    return ConfigTable(NAME, info.device_key, family=info.family, isa="simt", fallback=opencl)
