@@ -8,6 +8,8 @@
 # step to $OUT/summary.txt. gpu_compare.py prints each model's row as soon as it is measured.
 set -uo pipefail
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+RESULT=$OUT; OUT=/tmp/gpu_cuda_logs; mkdir -p "$OUT"  # logs here, packed into $RESULT/logs.tgz at the end
+trap 'tar czf "$RESULT/logs.tgz" -C "$OUT" . 2>/dev/null' EXIT
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
   >"$OUT/pip.log" 2>&1 || echo "wheel install failed (see pip.log)"
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 EDGEINFER_SHARED=$PWD/.shared EDGEINFER_CACHE_DIR=/tmp/eicache
@@ -31,9 +33,9 @@ step compile_packs 60 bash -c 'python3 -m edgeinfer.cli compile .shared/models/m
   python3 -m edgeinfer.cli compile .shared/models/yolox_nano_416.onnx --preset yolox -o /tmp/packs/yolox.pack'
 step kernel_check_mobilenet_v2 40 python3 benchmarks/cuda_kernel_check.py /tmp/packs/mobilenet_v2.pack
 step kernel_check_yolox 40 python3 benchmarks/cuda_kernel_check.py /tmp/packs/yolox.pack
-step pytest_cuda 120 python3 -m pytest -q -p no:cacheprovider -rs tests/test_cuda_backend.py tests/test_cuda_runtime.py \
+step pytest_cuda 120 python3 -m pytest -q -p no:cacheprovider -rfs --tb=short tests/test_cuda_backend.py tests/test_cuda_runtime.py \
   tests/test_cuda_sources.py
 step pytest_detection_cuda 45 python3 -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_detection.py
-step pytest_conformance_cuda 50 python3 -m pytest -q -p no:cacheprovider -x -k cuda tests/test_conformance.py
-TAIL=40 step gpu_compare 110 python3 benchmarks/gpu_compare.py --runs 200 --warmup 20 --json "$OUT/gpu_compare.json"
+step pytest_conformance_cuda 50 python3 -m pytest -q -p no:cacheprovider -rf --tb=line -k cuda tests/test_conformance.py
+TAIL=40 step gpu_compare 110 python3 benchmarks/gpu_compare.py --runs 200 --warmup 20 --json "$RESULT/gpu_compare.json"
 echo "total $SECONDS s" | tee -a "$OUT/summary.txt"

@@ -16,8 +16,8 @@
 #define __kernel extern "C" __global__
 #define __global
 #define __constant
-// In a kernel body `__local float t[N]` is shared memory. On a pointer parameter (softmax.cl group_reduce) nvcc
-// ignores __shared__ with warning 1835, which the build options suppress: CUDA pointers are generic anyway.
+// In a kernel body `__local float t[N]` is shared memory. On a pointer parameter (softmax.cl group_reduce) NVRTC
+// rejects __shared__, so sources.cuda_dialect drops `__local` there: CUDA pointers are generic anyway.
 #define __local __shared__
 #define restrict __restrict__
 // OpenCL helper functions carry no address-space qualifier; in CUDA they must be device functions. (`inline` is
@@ -45,8 +45,9 @@ __device__ __forceinline__ size_t get_global_id(int d)
 }
 #endif
 
+// NVRTC has no math.h and no __builtin_huge_valf (nvcc, which the tests here use, has both): the bit pattern.
 #ifndef INFINITY
-#define INFINITY __builtin_huge_valf()
+#define INFINITY __int_as_float(0x7f800000)
 #endif
 
 // ---------------------------------------------------------------- scalar built-ins CUDA lacks

@@ -21,6 +21,9 @@ from edgeinfer.tuned_configs import data_dir
 
 # A cast to an OpenCL vector type written out (`(float16)(`, `(int4)(`) or pasted (`(CAT(T, 16))(`).
 _VECTOR_LITERAL = re.compile(r"\(((?:u?char|u?short|u?int|u?long|float)(?:2|3|4|8|16)|CAT\(\w+, *\d+\))\)\(")
+# `__local` on a pointer parameter (softmax.cl group_reduce): NVRTC rejects __shared__ there (nvcc only warns), and
+# CUDA pointers are generic, so it is dropped; `__local` declarations in kernel bodies stay (shared memory).
+_LOCAL_PARAMETER = re.compile(r"([(,]\s*)__local\s+")
 
 # Floating point as the OpenCL build has it (opencl/runtime.py build_flags): correctly rounded division and
 # square root, denormals kept (OpenCL does not flush them unless -cl-denorms-are-zero), a * b + c contracted to
@@ -31,8 +34,9 @@ NVRTC_OPTIONS = ("--std=c++17", "--prec-div=true", "--prec-sqrt=true", "--ftz=fa
 
 
 def cuda_dialect(opencl_source: str) -> str:
-    """``opencl_source`` with its vector literal casts written as constructor calls (module docstring)."""
-    return _VECTOR_LITERAL.sub(r"\1(", opencl_source)
+    """``opencl_source`` with its vector literal casts written as constructor calls (module docstring) and no
+    ``__local`` on pointer parameters."""
+    return _LOCAL_PARAMETER.sub(r"\1", _VECTOR_LITERAL.sub(r"\1(", opencl_source))
 
 
 @cache
