@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyopencl as cl
+
 from edgeinfer.backends.opencl import program_cache
-from edgeinfer.backends.opencl.runtime import build_flags, select_device
+from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, select_device
 from edgeinfer.backends.opencl.sources import build_options
 from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import DEVICE, Graph
@@ -33,6 +35,18 @@ class ProgramStatus:
 
 def program_status(graph: Graph, device: str) -> ProgramStatus:
     """How many of the programs ``graph`` needs on ``device`` are in the disk cache (nothing is built)."""
+    keys, opencl_device = needed_programs(graph, device)
+    cached = count_cached(keys, opencl_device.device)
+    return ProgramStatus(opencl_device.info.device_key, len(keys), cached, str(program_cache.cache_dir()))
+
+
+def count_cached(keys: set[str], cl_device: cl.Device) -> int:
+    """How many of the programs of cache keys ``keys`` the disk cache holds for ``cl_device`` (a file test each)."""
+    return sum(program_cache.is_cached(key, cl_device) for key in keys)
+
+
+def needed_programs(graph: Graph, device: str) -> tuple[set[str], OpenCLDevice]:
+    """The cache keys of the programs ``graph``'s planned kernels use on ``device``, and that device."""
     opencl_device = select_device(device)
     info, cl_device = opencl_device.info, opencl_device.device
     isa = isa_class(info.isa or "simt")
@@ -52,5 +66,4 @@ def program_status(graph: Graph, device: str) -> ProgramStatus:
                 options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
                 source = template_source(launch.template)
                 keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
-    cached = sum(program_cache.is_cached(key, cl_device) for key in keys)
-    return ProgramStatus(info.device_key, len(keys), cached, str(program_cache.cache_dir()))
+    return keys, opencl_device
