@@ -115,6 +115,7 @@ class BackgroundBuild:
         return f"cpu (NumPy) while OpenCL builds for {self.device} ({self.cached()} of {self.needed} programs cached)"
 
     def _finish(self, pack: Path, backend: ModuleType) -> None:
+        from edgeinfer.backends.opencl import program_cache
         from edgeinfer.pack import read_pack
 
         try:
@@ -124,9 +125,12 @@ class BackgroundBuild:
             if returncode != 0:
                 raise RuntimeError(f"`edgeinfer prepare` exited with {returncode}: {self._last_log_line()}")
             graph = read_pack(pack)
-            executable = backend.prepare(graph, self.device)  # from the warm cache: no compiling
             pipeline = graph.metadata.get("pipeline")
-            preprocessor = executable.device_preprocessor(pipeline) if pipeline else None
+            # From the warm cache; should a program compile after all (a binary the driver refused), no status line
+            # is drawn from this thread over the program's output.
+            with program_cache.progress_silenced():
+                executable = backend.prepare(graph, self.device)
+                preprocessor = executable.device_preprocessor(pipeline) if pipeline else None
             if self._cancelled:
                 executable.close()
                 return
