@@ -8,6 +8,9 @@ Each model is compiled once with its preset (not timed here, only printed). A co
 process a fresh temporary directory for every cache a first load fills (``CACHE_ENV``); the warm one is the next
 fresh process on the same, now filled, directories. The child times ``import edgeinfer``, ``Session(pack, device)``,
 the first ``run`` on an image and the second; "cold total" is import + Session + first run (the first answer).
+"ready" is the time from the child's start until its final backend serves: on device "auto" a first load answers
+from NumPy while OpenCL builds in the background (``Session.wait_until_ready``), elsewhere it equals the total;
+"backend" shows the first run's backend, then the second's where they differ (``cpu->opencl``).
 Bytecode (``__pycache__``) stays: an installed package has it from pip. The child's stderr is a pipe (not a
 terminal): the cold child runs with ``EDGEINFER_PROGRESS=1`` (edgeinfer's summary line is printed off a terminal),
 the warm one with the default; any line that is not edgeinfer's own (``edgeinfer: ...``) counts as compiler output.
@@ -56,16 +59,20 @@ session = edgeinfer.Session(sys.argv[1], device=sys.argv[2])
 t2 = time.perf_counter()
 answer = session.run(sys.argv[3])
 t3 = time.perf_counter()
+first_backend = session.backend
+session.wait_until_ready()  # "auto" on a first run: until the background OpenCL build serves
+ready = time.perf_counter()
 session.run(sys.argv[3])
 t4 = time.perf_counter()
 try:
     stats = dict(importlib.import_module(f"edgeinfer.backends.{session.backend}.program_cache").STATS)
 except ImportError:
     stats = {}
-print(json.dumps({"backend": session.backend, "import_s": t1 - t0, "session_s": t2 - t1, "first_run_s": t3 - t2,
-                  "second_run_s": t4 - t3, "program_cache": stats, "answer": repr(answer)[:100]}))
+print(json.dumps({"backend": session.backend, "first_backend": first_backend, "import_s": t1 - t0,
+                  "session_s": t2 - t1, "first_run_s": t3 - t2, "ready_s": ready - t0, "second_run_s": t4 - ready,
+                  "program_cache": stats, "answer": repr(answer)[:100]}))
 """
-TIMES = ("import_s", "session_s", "first_run_s", "second_run_s", "total_s", "process_s")
+TIMES = ("import_s", "session_s", "first_run_s", "second_run_s", "total_s", "ready_s", "process_s")
 
 
 def cache_env(root: Path, **extra: str) -> dict[str, str]:
@@ -140,6 +147,7 @@ def measure(pack: Path, device: str, image: Path, repeat: int, timeout: float) -
     cold = {k: statistics.median(c[k] for c in ok) for k in TIMES} if ok else {"error": colds[0]["error"]}
     if ok:
         cold["programs_compiled"] = ok[0]["program_cache"].get("compiled")
+        cold["backends"] = _backends(ok[0])
     compiler_output = any(r["foreign_lines"] for r in [*colds, warm])
     return {"device": device, "cold": cold, "warm": warm, "cold_runs": colds, "compiler_output": compiler_output}
 
@@ -185,6 +193,11 @@ def machine_header() -> list[str]:
     return head
 
 
+def _backends(result: dict) -> str:
+    first, last = result["first_backend"], result["backend"]
+    return first if first == last else f"{first}->{last}"
+
+
 def _seconds(result: dict, *keys: str) -> list[str]:
     if "error" in result:
         return [result["error"][:40], *[""] * (len(keys) - 1)]
@@ -192,14 +205,15 @@ def _seconds(result: dict, *keys: str) -> list[str]:
 
 
 def print_table(rows: list[dict], markdown: bool) -> None:
-    cols = ["model", "device", "cold session s", "cold first run s", "cold total s", "programs compiled",
-            "warm session s", "warm first run s", "compiler output"]  # fmt: skip
+    cols = ["model", "device", "cold session s", "cold first run s", "cold total s", "cold ready s", "cold backend",
+            "programs compiled", "warm session s", "warm first run s", "warm backend", "compiler output"]  # fmt: skip
     table = []
     for r in rows:
         cold, warm = r["cold"], r["warm"]
         compiled = cold.get("programs_compiled")
-        table.append([r["model"], r["device"], *_seconds(cold, "session_s", "first_run_s", "total_s"),
-                      "-" if compiled is None else str(compiled), *_seconds(warm, "session_s", "first_run_s"),
+        table.append([r["model"], r["device"], *_seconds(cold, "session_s", "first_run_s", "total_s", "ready_s"),
+                      cold.get("backends", "-"), "-" if compiled is None else str(compiled),
+                      *_seconds(warm, "session_s", "first_run_s"), _backends(warm) if "error" not in warm else "-",
                       "yes" if r["compiler_output"] else "no"])  # fmt: skip
     if markdown:
         print("| " + " | ".join(cols) + " |\n|---|---|" + "---:|" * (len(cols) - 3) + "---|")

@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files, or .npy files for packs without a pipeline")
     r.add_argument("--device", default="auto")
     r.add_argument("--json", action="store_true", help="print JSON")
+    r.add_argument("--no-wait", action="store_true",
+                   help="exit after the answer even if OpenCL programs are still building for later runs")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="show a pack's inputs, ops, placement, memory plan and FLOPs")
@@ -205,6 +207,13 @@ def cmd_run(args: argparse.Namespace) -> None:
             _print_result(path, result)
     if args.json:
         print(json.dumps({p: _result_to_json(r) for p, r in results.items()}, indent=1))
+    # A first run answered from NumPy while OpenCL builds (Session): finish the build so that the next run loads
+    # warm; a one-shot command that left now would never fill the cache (the build stops with the process).
+    if not args.no_wait and not sess.wait_until_ready(timeout=0):
+        sys.stdout.flush()
+        print(f"edgeinfer: finishing the OpenCL build for later runs ({sess.backend_status}; --no-wait skips this)",
+              file=sys.stderr, flush=True)  # fmt: skip
+        sess.wait_until_ready()
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -247,7 +256,7 @@ def cmd_info(args: argparse.Namespace) -> None:
         from edgeinfer.session import Session
 
         sess = Session(args.pack, device=args.device)
-        print(f"prepared on {sess.device} ({sess.backend}):")
+        print(f"prepared on {sess.device} ({sess.backend_status}):")
         for row in sess.explain():
             print(
                 f"  {row['name']:<40} {row['op']:<18} {row['placement']:<6} {row['kernel']:<24} "

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends import resolve_device
+from edgeinfer.backends import NUMPY_BACKEND, get_backend, resolve_device
+from edgeinfer.background_build import BackgroundBuild, start_if_uncached
 from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph
 from edgeinfer.pack import read_pack
@@ -34,7 +35,10 @@ class Session:
     ``device`` is ``"auto"`` (a GPU if one is usable, then other OpenCL devices, then NumPy), ``"cpu"``
     (the NumPy backend, with its native kernels where they are built), ``"cpu:numpy"`` (pure NumPy),
     ``"opencl"`` or ``"opencl:<platform>:<device>"``. With ``"auto"`` the environment variable
-    ``EDGEINFER_DEVICE`` overrides the choice.
+    ``EDGEINFER_DEVICE`` overrides the choice. When ``"auto"`` picks an OpenCL device whose programs for this pack
+    are not all cached (a first run there), the Session answers from NumPy at once while they build in the
+    background, then switches to OpenCL at a run boundary (``backend_status``, ``wait_until_ready``;
+    docs/program-cache.md). An explicit device always loads there, blocking until it has built.
     """
 
     def __init__(self, path: str | os.PathLike, device: str = "auto"):
@@ -43,6 +47,9 @@ class Session:
         if device == "auto":
             device = os.environ.get("EDGEINFER_DEVICE", "auto") or "auto"
         backend, self.device = resolve_device(device)
+        self._background = start_if_uncached(self.path, self.graph, backend, self.device) if device == "auto" else None
+        if self._background is not None:  # serve from NumPy until the OpenCL build is done
+            backend, self.device = get_backend(NUMPY_BACKEND), NUMPY_BACKEND
         self.backend: str = backend.NAME
         self._executable = backend.prepare(self.graph, self.device)
         tensors = self.graph.tensors
@@ -69,7 +76,47 @@ class Session:
           classifier or ``Detections`` in original-image pixels for a detector.
         """
         with self._lock:
+            self._switch_if_built()
             return self._run(data)
+
+    @property
+    def backend_status(self) -> str:
+        """What serves the runs: the backend name ("opencl", "cpu"), or while a background build is on or after it
+        failed, e.g. "cpu (NumPy) while OpenCL builds for opencl:0:0 (3 of 19 programs cached)"."""
+        build = self._background
+        return build.describe() if build is not None else self.backend
+
+    def wait_until_ready(self, timeout: float | None = None) -> bool:
+        """Wait for a background OpenCL build and switch to it (on success). True when none is pending any more
+        (there was none, it finished, or it failed: ``backend_status`` says why); False if ``timeout`` passed."""
+        build = self._background
+        if build is not None and not build.wait(timeout):
+            return False
+        with self._lock:
+            self._switch_if_built()
+        return True
+
+    def close(self) -> None:
+        """Stop a background build (the cache keeps the programs that finished) and free the device objects now;
+        the Session cannot run afterwards."""
+        with self._lock:
+            if self._background is not None:
+                self._background.cancel()
+            self._executable.close()
+
+    def __del__(self) -> None:
+        build: BackgroundBuild | None = getattr(self, "_background", None)
+        if build is not None:
+            build.cancel()
+
+    def _switch_if_built(self) -> None:
+        """At a run boundary, under the lock: serve from the OpenCL executable a background build prepared."""
+        build = self._background
+        if build is None or build.prepared is None:
+            return  # none, building, or failed (then the build keeps the reason for backend_status)
+        self._executable.close()
+        self._executable, self._device_preprocessor = build.prepared.executable, build.prepared.preprocessor
+        self.backend, self.device, self._background = build.backend, build.device, None
 
     def _run(self, data: Any) -> Any:
         if isinstance(data, dict):
@@ -156,6 +203,7 @@ class Session:
         """Per-node times: OpenCL profiling events on OpenCL, wall time per node on NumPy."""
         self.check_feeds(feeds)
         with self._lock:
+            self._switch_if_built()
             return self._executable.profile(feeds, repeat=repeat)
 
 

@@ -27,3 +27,27 @@ def test_prepare_fills_the_cache_and_check_counts_it(tmp_path, monkeypatch, caps
     after = capsys.readouterr().out
     assert built > 0 and f"0 of {built} programs cached" in before, before
     assert f"built {built} programs" in after and f"{built} of {built} programs cached" in after, after
+
+
+def test_every_program_check_counts_is_one_a_load_builds(monkeypatch):
+    """A key that no load builds would make a warm "auto" load look cold for ever (background_build). SqueezeNet's
+    zero-copy Concats drop launches that planning alone would count (it did: 17 keys, one never built)."""
+    pytest.importorskip("onnx")
+    from conftest import shared_model
+    from edgeinfer.backends import opencl
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.backends.opencl.ahead import needed_programs
+    from edgeinfer.compiler import compile_model
+
+    graph = compile_model(shared_model("squeezenet1.1.onnx"))
+    built = set()
+    build_program = program_cache.build_program
+
+    def recording(context, device, device_key, source, options, label=""):
+        built.add(program_cache.cache_key(source, options, device, device_key))
+        return build_program(context, device, device_key, source, options, label)
+
+    monkeypatch.setattr(program_cache, "build_program", recording)
+    keys, _ = needed_programs(graph, DEVICE.spec)
+    opencl.prepare(graph, DEVICE.spec)
+    assert keys and not keys - built, f"{len(keys - built)} of {len(keys)} counted programs are never built"

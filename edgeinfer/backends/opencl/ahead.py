@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pyopencl as cl
+
 from edgeinfer.backends.opencl import program_cache
-from edgeinfer.backends.opencl.runtime import build_flags, select_device
+from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, select_device
 from edgeinfer.backends.opencl.sources import build_options
 from edgeinfer.cpu_isa import isa_class
-from edgeinfer.ir import DEVICE, Graph
+from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
-from edgeinfer.planning.context import PlanContext
-from edgeinfer.planning.plan import Launch, NoKernel
-from edgeinfer.planning.registry import plan_node
+from edgeinfer.planning.context import PlanContext, guard_bytes
+from edgeinfer.planning.plan import Launch
+from edgeinfer.planning.registry import plan_graph
+from edgeinfer.planning.rewrites import rewrite_plans
 from edgeinfer.planning.templates import template_source
 from edgeinfer.tuned_configs import load_table
 
@@ -33,24 +36,36 @@ class ProgramStatus:
 
 def program_status(graph: Graph, device: str) -> ProgramStatus:
     """How many of the programs ``graph`` needs on ``device`` are in the disk cache (nothing is built)."""
+    keys, opencl_device = needed_programs(graph, device)
+    cached = count_cached(keys, opencl_device.device)
+    return ProgramStatus(opencl_device.info.device_key, len(keys), cached, str(program_cache.cache_dir()))
+
+
+def count_cached(keys: set[str], cl_device: cl.Device) -> int:
+    """How many of the programs of cache keys ``keys`` the disk cache holds for ``cl_device`` (a file test each)."""
+    return sum(program_cache.is_cached(key, cl_device) for key in keys)
+
+
+def needed_programs(graph: Graph, device: str) -> tuple[set[str], OpenCLDevice]:
+    """The cache keys of the programs ``graph``'s planned kernels use on ``device``, and that device. Planned and
+    rewritten as the executor does (a rewrite such as a zero-copy Concat drops launches), so that every key is one a
+    load builds: a key no load builds would make a warm load look cold for ever (background_build). The copy kernels
+    of BufferCopy launches are left out (whether one is a view depends on the buffers); missing one costs a load one
+    small build, never a wrong "cached"."""
     opencl_device = select_device(device)
     info, cl_device = opencl_device.info, opencl_device.device
     isa = isa_class(info.isa or "simt")
     planned = layout.for_device(graph, info.kind, isa)
     table = load_table("opencl", info.device_key, info.family, info.isa)
     ctx = PlanContext(planned, table, info.kind, cl_device.max_work_group_size, isa=isa)
+    records = plan_graph(planned, ctx)
+    align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes, as the executor
+    rewrite_plans(records, planned, align, guard_bytes(align))
     keys = set()
-    for node in planned.nodes:
-        if node.placement != DEVICE:
-            continue
-        try:
-            plan = plan_node(node, ctx)
-        except NoKernel:
-            continue
-        for launch in plan.launches:
-            if isinstance(launch, Launch):
+    for record in records:
+        for launch in record.plan.launches if record.plan is not None else []:
+            if isinstance(launch, Launch) and 0 not in launch.work:  # an empty launch builds nothing
                 options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
                 source = template_source(launch.template)
                 keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
-    cached = sum(program_cache.is_cached(key, cl_device) for key in keys)
-    return ProgramStatus(info.device_key, len(keys), cached, str(program_cache.cache_dir()))
+    return keys, opencl_device

@@ -1,0 +1,159 @@
+"""A first load that would compile serves from NumPy while the OpenCL programs build in the background (issue 17).
+
+``Session(pack)`` with ``device="auto"`` that resolves to an OpenCL device whose programs for the pack are not all
+in the disk cache starts on the NumPy backend at once (a cold OpenCL load compiles for 17-51 s on PoCL on a 2-core
+VM; NumPy answers within a second and runs these models only 1.3-2x slower). A child process,
+``python -m edgeinfer.cli prepare PACK --device D``, fills the program cache; a daemon thread waits for it, then
+loads the OpenCL executable (and its image pre-processor) from the now warm cache, and the Session switches to it at
+its next run boundary. ``EDGEINFER_BACKGROUND_BUILD=0`` keeps the blocking load.
+
+Why a child process and not a build in a thread: the compiler's output is captured by pointing file descriptor 2
+at a file while a program builds (program_cache), which in a thread would swallow whatever the user's program
+writes to stderr for the whole 17-51 s; the child's stderr is its own. A thread would not have cost NumPy frames
+through the GIL (pyopencl releases it in clBuildProgram; measured in docs/program-cache.md), only through the shared
+cores, as the child does.
+
+If the process exits (or the Session is closed or collected) mid-build, the child is stopped: the cache keeps the
+programs that finished (each is written whole, then renamed), and the next load builds only the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from edgeinfer.backends.base import Executable
+from edgeinfer.ir import Graph
+
+ENV = "EDGEINFER_BACKGROUND_BUILD"  # "0": a first "auto" load that has to compile blocks until it has
+
+
+@dataclass
+class Prepared:
+    """What the Session switches to: the OpenCL executable and, for an image pack, its device pre-processor."""
+
+    executable: Executable
+    preprocessor: Any | None
+
+
+def prepare_command(pack: Path, device: str) -> list[str]:
+    """The child that fills the program cache for ``pack`` on ``device`` (tests replace it)."""
+    return [sys.executable, "-m", "edgeinfer.cli", "prepare", str(pack), "--device", device]
+
+
+def start_if_uncached(pack: Path, graph: Graph, backend: ModuleType, device: str) -> BackgroundBuild | None:
+    """A background build of ``graph`` on the OpenCL ``device`` when some of its programs are not cached and
+    ``EDGEINFER_BACKGROUND_BUILD`` is not ``0``; None where the load should go ahead as it is (blocking)."""
+    if backend.NAME != "opencl" or os.environ.get(ENV, "1").strip() == "0":
+        return None
+    from edgeinfer.backends.opencl.ahead import count_cached, needed_programs
+
+    keys, opencl_device = needed_programs(graph, device)
+    if count_cached(keys, opencl_device.device) == len(keys):
+        return None
+    return BackgroundBuild(pack, graph, backend, device, keys, opencl_device.device)
+
+
+class BackgroundBuild:
+    """The child that fills the cache, and the daemon thread that then loads the OpenCL executable from it."""
+
+    def __init__(self, pack: Path, graph: Graph, backend: ModuleType, device: str, keys: set[str], cl_device: Any):
+        from edgeinfer.backends.opencl import program_cache
+
+        self.backend, self.device = backend.NAME, device
+        self.needed = len(keys)
+        self.error = ""  # why the build failed, once it has
+        self.prepared: Prepared | None = None
+        self._keys, self._cl_device = keys, cl_device
+        self._cancelled = False
+        self._done = threading.Event()
+        self._log = tempfile.TemporaryFile()  # the child's stderr: its last line explains a failure
+        argv = prepare_command(pack, device)
+        self._child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
+                                       env=_child_env())  # fmt: skip
+        # At interpreter exit (or when this object goes), stop the child rather than leave it compiling unowned.
+        weakref.finalize(self, _stop, self._child)
+        if program_cache.PROGRESS.mode() != "off":  # one whole line, before the user's output, never updated
+            missing = self.needed - self.cached()
+            print(f"edgeinfer: first run of this model on {device}: answering from NumPy while {missing} OpenCL"
+                  f" programs build in the background; cached in {program_cache.cache_dir()}",
+                  file=sys.stderr, flush=True)  # fmt: skip
+        # The thread reads the pack anew: planning must not share a Graph with the NumPy executable serving runs.
+        threading.Thread(target=self._finish, args=(pack, backend), name="edgeinfer-opencl-build", daemon=True).start()
+
+    def cached(self) -> int:
+        """How many of the programs the disk cache holds now."""
+        from edgeinfer.backends.opencl.ahead import count_cached
+
+        return count_cached(self._keys, self._cl_device)
+
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until the build has finished (or failed); False if ``timeout`` seconds passed first."""
+        return self._done.wait(timeout)
+
+    def cancel(self) -> None:
+        """Stop the child; the thread drops what it was loading. The cache keeps what finished."""
+        self._cancelled = True
+        _stop(self._child)
+
+    def describe(self) -> str:
+        if self.error:
+            return f"cpu (NumPy): the OpenCL build for {self.device} failed: {self.error}"
+        if self.prepared is not None:
+            return f"cpu (NumPy) until the next run, then {self.device} (built)"
+        return f"cpu (NumPy) while OpenCL builds for {self.device} ({self.cached()} of {self.needed} programs cached)"
+
+    def _finish(self, pack: Path, backend: ModuleType) -> None:
+        from edgeinfer.backends.opencl import program_cache
+        from edgeinfer.pack import read_pack
+
+        try:
+            returncode = self._child.wait()
+            if self._cancelled:
+                return
+            if returncode != 0:
+                raise RuntimeError(f"`edgeinfer prepare` exited with {returncode}: {self._last_log_line()}")
+            graph = read_pack(pack)
+            pipeline = graph.metadata.get("pipeline")
+            # From the warm cache; should a program compile after all (a binary the driver refused), no status line
+            # is drawn from this thread over the program's output.
+            with program_cache.progress_silenced():
+                executable = backend.prepare(graph, self.device)
+                preprocessor = executable.device_preprocessor(pipeline) if pipeline else None
+            if self._cancelled:
+                executable.close()
+                return
+            self.prepared = Prepared(executable, preprocessor)
+        except Exception as e:  # noqa: BLE001 - the Session keeps serving from NumPy and shows the reason
+            self.error = f"{type(e).__name__}: {e}"
+        finally:
+            self._log.close()
+            self._done.set()
+
+    def _last_log_line(self) -> str:
+        self._log.seek(0)
+        lines = [line for line in self._log.read().decode(errors="replace").splitlines() if line.strip()]
+        return lines[-1].strip()[:300] if lines else "no output"
+
+
+def _child_env() -> dict[str, str]:
+    """The parent's environment, with this edgeinfer importable first and the child's status line off."""
+    package_root = str(Path(__file__).resolve().parent.parent)
+    path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH", "")]))
+    return {**os.environ, "PYTHONPATH": path, "EDGEINFER_PROGRESS": "0"}
+
+
+def _stop(child: subprocess.Popen) -> None:
+    if child.poll() is None:
+        child.terminate()

@@ -1,0 +1,133 @@
+"""A first "auto" load that would compile answers from NumPy while the OpenCL programs build in a child process, then
+switches to OpenCL at a run boundary (edgeinfer/background_build.py, issue 17)."""
+
+from __future__ import annotations
+
+import gc
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import tiny_graph, usable_opencl_device
+
+DEVICE = usable_opencl_device()
+pytestmark = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (install pocl-opencl-icd)")
+FEEDS = {"x": np.linspace(-2, 2, 48, dtype=np.float32).reshape(1, 3, 4, 4)}
+
+
+@pytest.fixture
+def pack(monkeypatch, tmp_path):
+    """A tiny pack, an empty program cache, and "auto" choosing an OpenCL device."""
+    from edgeinfer.backends import resolve_device
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.pack import write_pack
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    for name in ("EDGEINFER_DEVICE", "EDGEINFER_BACKGROUND_BUILD", "EDGEINFER_PROGRESS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(program_cache, "_memo", {})
+    if resolve_device("auto")[0].NAME != "opencl":
+        pytest.skip("device 'auto' does not resolve to OpenCL here")
+    path = tmp_path / "tiny.pack"
+    write_pack(tiny_graph(), path)
+    return path
+
+
+def rel_l2(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
+
+
+def test_auto_answers_from_numpy_then_switches_to_opencl_and_a_second_load_starts_there(pack):
+    import edgeinfer
+    from edgeinfer.backends.opencl import OpenCLExecutable
+
+    session = edgeinfer.Session(pack)
+    assert session.backend == "cpu" and "while OpenCL builds" in session.backend_status
+    first = session.run(FEEDS)["y"]
+    assert session.wait_until_ready(timeout=300), session.backend_status
+    assert session.backend == "opencl" and session.backend_status == "opencl"
+    assert isinstance(session._executable, OpenCLExecutable)
+    second = session.run(FEEDS)["y"]
+    assert rel_l2(second, first) < 1e-4
+    again = edgeinfer.Session(pack)  # the cache is full now: straight to OpenCL, no background build
+    assert again.backend == "opencl" and again._background is None
+    assert rel_l2(again.run(FEEDS)["y"], first) < 1e-4
+
+
+def test_an_explicit_device_loads_there_blocking(pack, monkeypatch):
+    import edgeinfer
+    from edgeinfer import background_build
+
+    def no_background(*args, **kwargs):
+        raise AssertionError("an explicit device must not build in the background")
+
+    monkeypatch.setattr(background_build, "BackgroundBuild", no_background)
+    session = edgeinfer.Session(pack, device=DEVICE.spec)
+    assert session.backend == "opencl" and session.backend_status == "opencl" and session.wait_until_ready(0)
+
+
+def test_the_environment_switch_turns_it_off_for_auto(pack, monkeypatch):
+    import edgeinfer
+
+    monkeypatch.setenv("EDGEINFER_BACKGROUND_BUILD", "0")
+    session = edgeinfer.Session(pack)
+    assert session.backend == "opencl" and session._background is None
+
+
+def test_closing_or_dropping_a_session_mid_build_stops_the_child(pack):
+    import edgeinfer
+
+    session = edgeinfer.Session(pack)
+    build = session._background
+    session.close()
+    assert build.wait(timeout=30) and build.prepared is None
+    assert build._child.poll() is not None
+    session = edgeinfer.Session(pack)
+    build = session._background
+    assert build is not None
+    del session
+    gc.collect()
+    assert build.wait(timeout=30) and build._child.poll() is not None
+
+
+@pytest.mark.parametrize("where", ["child", "load"])
+def test_a_failed_build_keeps_serving_from_numpy_and_says_why(pack, monkeypatch, where):
+    import edgeinfer
+    from edgeinfer import background_build
+    from edgeinfer.backends import opencl
+
+    if where == "child":
+        failing = [sys.executable, "-c", "import sys; print('compiler exploded', file=sys.stderr); sys.exit(3)"]
+        monkeypatch.setattr(background_build, "prepare_command", lambda pack, device: failing)
+    else:
+
+        def failing_prepare(*args, **kwargs):
+            raise RuntimeError("compiler exploded")
+
+        monkeypatch.setattr(opencl, "prepare", failing_prepare)
+    session = edgeinfer.Session(pack)
+    first = session.run(FEEDS)["y"]
+    assert session.wait_until_ready(timeout=300)
+    status = session.backend_status
+    assert session.backend == "cpu" and "failed" in status and "compiler exploded" in status, status
+    assert rel_l2(session.run(FEEDS)["y"], first) == 0.0
+
+
+def test_cli_run_answers_then_finishes_the_build_unless_no_wait(pack, tmp_path, capsys):
+    from edgeinfer.backends import resolve_device
+    from edgeinfer.backends.opencl.ahead import program_status
+    from edgeinfer.cli import main
+    from edgeinfer.pack import read_pack
+
+    npy = tmp_path / "x.npy"
+    np.save(npy, FEEDS["x"])
+    assert main(["run", str(pack), str(npy), "--no-wait"]) == 0
+    out, err = capsys.readouterr()
+    assert "first values" in out and "finishing the OpenCL build" not in err
+    gc.collect()  # the Session is gone, its build stopped
+    assert main(["run", str(pack), str(npy)]) == 0
+    out, err = capsys.readouterr()
+    assert "first values" in out and err.count("finishing the OpenCL build") == 1
+    status = program_status(read_pack(pack), resolve_device("auto")[1])
+    assert status.cached == status.needed > 0
