@@ -5,9 +5,9 @@ for edgeinfer-cuda with CUDA graphs (the default) and without (``EDGEINFER_CUDA_
 NVIDIA device, onnxruntime's CPU provider, and where onnx2torch imports, PyTorch eager and PyTorch replaying a CUDA
 graph (the same ONNX model converted; TF32 off). Device time: the sum of edgeinfer-cuda's per-node CUDA-event times
 (``profile()``, kernels launched one by one) and PyTorch's CUDA-event time around the model call / graph replay.
-Batch 1, fp32 (the QDQ model as compiled). ResNet-50 is not in the table yet.
+Batch 1, fp32 (the QDQ model as compiled); ``--resnet50`` adds torchvision's ResNet-50 (seeded random weights).
 
-    python benchmarks/gpu_compare.py [--runs 200] [--warmup 20] [--json out.json] [MODEL.onnx ...]
+    python benchmarks/gpu_compare.py [--runs 200] [--warmup 20] [--resnet50] [--json out.json] [MODEL.onnx ...]
 """
 
 from __future__ import annotations
@@ -67,25 +67,63 @@ def onnxruntime_ms(model: Path, feeds, runs: int, warmup: int) -> dict:
     return {"wall_ms": median_ms(lambda: sess.run(None, feeds), runs, warmup)}
 
 
-def torch_times(model: Path, feeds, runs: int, warmup: int) -> dict:
-    """PyTorch eager and CUDA-graph replay of the onnx2torch conversion, numpy in and out; device time by events."""
+def torch_module(model: Path):
+    """onnx2torch's conversion of ``model`` on the GPU; models below opset 13 (SqueezeNet's 7, ...) are upgraded first
+    with ONNX's version converter, as onnx2torch converts few old op versions."""
+    import onnx
     import onnx2torch
+    from onnx import version_converter
+
+    if model.stem == RESNET50:  # the torchvision module itself (same seed, same weights as its export)
+        return resnet50_module().cuda().eval()
+    proto = onnx.load(str(model))
+    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=13)
+    if opset < 13:
+        proto = version_converter.convert_version(proto, 13)
+    return onnx2torch.convert(proto).cuda().eval()
+
+
+def device_ms(fn) -> float:
+    import torch
+
+    samples = []
+    with torch.inference_mode():
+        for _ in range(50):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            samples.append(start.elapsed_time(end))
+    return statistics.median(samples)
+
+
+def torch_eager(model: Path, feeds, runs: int, warmup: int) -> dict:
+    """PyTorch eager on the onnx2torch conversion, numpy in and out; device time by events (TF32 off)."""
     import torch
 
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    module = onnx2torch.convert(str(model)).cuda().eval()
+    module = torch_module(model)
     arrays = list(feeds.values())
-
-    def outputs(result):
-        return result if isinstance(result, (list, tuple)) else [result]
 
     def eager():
         with torch.inference_mode():
             inputs = [torch.from_numpy(a).cuda() for a in arrays]
-            return [o.cpu().numpy() for o in outputs(module(*inputs))]
+            return [o.cpu().numpy() for o in _outputs(module(*inputs))]
 
-    result = {"eager_ms": median_ms(eager, runs, warmup)}
+    static = [torch.from_numpy(a).cuda() for a in arrays]
+    return {"eager_ms": median_ms(eager, runs, warmup), "eager_device_ms": device_ms(lambda: module(*static))}
+
+
+def torch_graph(model: Path, feeds, runs: int, warmup: int) -> dict:
+    """The same module replayed from a CUDA graph (captured after warm-up on a side stream, inputs copied into static
+    tensors). onnx2torch modules that copy host tensors or synchronise while running cannot be captured: the error
+    is the cell. Run after every eager measurement: a failed capture can leave the CUDA context unusable."""
+    import torch
+
+    module = torch_module(model)
+    arrays = list(feeds.values())
     static = [torch.from_numpy(a).cuda() for a in arrays]
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
@@ -95,7 +133,7 @@ def torch_times(model: Path, feeds, runs: int, warmup: int) -> dict:
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.inference_mode(), torch.cuda.graph(graph):
-        static_out = outputs(module(*static))
+        static_out = _outputs(module(*static))
 
     def replay():
         for tensor, array in zip(static, arrays):
@@ -103,19 +141,38 @@ def torch_times(model: Path, feeds, runs: int, warmup: int) -> dict:
         graph.replay()
         return [o.cpu().numpy() for o in static_out]
 
-    result["graph_ms"] = median_ms(replay, runs, warmup)
-    for key, fn in (("eager_device_ms", lambda: module(*static)), ("graph_device_ms", graph.replay)):
-        samples = []
-        with torch.inference_mode():
-            for _ in range(50):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                samples.append(start.elapsed_time(end))
-        result[key] = statistics.median(samples)
-    return result
+    return {"graph_ms": median_ms(replay, runs, warmup), "graph_device_ms": device_ms(graph.replay)}
+
+
+def _short(e: Exception) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
+
+
+def _outputs(result):
+    return result if isinstance(result, (list, tuple)) else [result]
+
+
+RESNET50 = "resnet50_random"
+
+
+def resnet50_module():
+    """torchvision's ResNet-50 with seeded random weights (no download)."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    return torchvision.models.resnet50(weights=None).eval()
+
+
+def resnet50_onnx(directory: Path) -> Path:
+    """``resnet50_module`` exported to ONNX (opset 17)."""
+    import torch
+
+    model = resnet50_module()
+    path = directory / f"{RESNET50}.onnx"
+    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), opset_version=17, dynamo=False,
+                      input_names=["input"], output_names=["logits"])  # fmt: skip
+    return path
 
 
 def main() -> int:
@@ -124,6 +181,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--resnet50", action="store_true", help="add torchvision's ResNet-50 (random weights) as ONNX")
     args = parser.parse_args()
     models = args.models or [SHARED / "models" / name for name in SHARED_MODELS]
     try:
@@ -132,8 +190,14 @@ def main() -> int:
         torch_note = ""
     except ImportError as e:
         torch_note = f"PyTorch columns skipped: onnx2torch does not import ({e})"
-    table = {}
+    table: dict[str, dict] = {}
+    feeds_of: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        if args.resnet50:
+            try:
+                models.append(resnet50_onnx(Path(tmp)))
+            except Exception as e:  # noqa: BLE001
+                print(f"ResNet-50 not exported: {_short(e)}")
         for model in models:
             if not model.exists():
                 print(f"{model}: not found, skipped")
@@ -149,11 +213,18 @@ def main() -> int:
             }
             if not torch_note:
                 try:
-                    row["torch"] = torch_times(model, feeds, args.runs, args.warmup)
+                    row["torch"] = torch_eager(model, feeds, args.runs, args.warmup)
                 except Exception as e:  # noqa: BLE001 - a model onnx2torch cannot convert: say so, go on
-                    row["torch"] = {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"}
+                    row["torch"] = {"error": _short(e)}
             table[model.stem] = row
+            feeds_of[model.stem] = (model, feeds)
             print(model.stem, json.dumps(row, default=str), flush=True)
+        for stem, (model, feeds) in feeds_of.items():  # CUDA-graph captures last (a failed one can spoil the context)
+            if not torch_note and "error" not in table[stem].get("torch", {"error": ""}):
+                try:
+                    table[stem]["torch"].update(torch_graph(model, feeds, args.runs, args.warmup))
+                except Exception as e:  # noqa: BLE001
+                    table[stem]["torch"]["graph_error"] = _short(e)
     print_table(table, torch_note)
     if args.json:
         args.json.write_text(json.dumps({"runs": args.runs, "note": torch_note, "table": table}, indent=1) + "\n")
@@ -165,8 +236,8 @@ def print_table(table: dict, torch_note: str) -> None:
         value = row.get(key)
         return "-" if value is None else f"{value:.3f}"
 
-    header = ["model", "cuda", "cuda dev", "cuda no-graphs", "opencl", "ort cpu", "torch eager", "torch graph",
-              "torch graph dev"]  # fmt: skip
+    header = ["model", "cuda", "cuda dev", "cuda no-graphs", "opencl", "ort cpu", "torch eager", "torch eager dev",
+              "torch graph", "torch graph dev"]  # fmt: skip
     print("\nend-to-end medians in ms (dev: device time)")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -174,15 +245,17 @@ def print_table(table: dict, torch_note: str) -> None:
         torch = row.get("torch", {})
         cells = [name, cell(row["cuda"], "wall_ms"), cell(row["cuda"], "device_ms"),
                  cell(row["cuda_nographs"], "wall_ms"), cell(row["opencl"], "wall_ms"),
-                 cell(row["onnxruntime_cpu"], "wall_ms"), cell(torch, "eager_ms"), cell(torch, "graph_ms"),
-                 cell(torch, "graph_device_ms")]  # fmt: skip
+                 cell(row["onnxruntime_cpu"], "wall_ms"), cell(torch, "eager_ms"), cell(torch, "eager_device_ms"),
+                 cell(torch, "graph_ms"), cell(torch, "graph_device_ms")]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
         for column in ("cuda", "cuda_nographs", "opencl", "torch"):
-            if "error" in row.get(column, {}):
-                print(f"  {name} {column}: {row[column]['error']}")
+            for key in ("error", "graph_error"):
+                if key in row.get(column, {}):
+                    print(f"  {name} {column} {key}: {row[column][key]}")
     if torch_note:
         print(torch_note)
 
 
 if __name__ == "__main__":
     sys.exit(main())
+

@@ -37,5 +37,5 @@ step pytest_cuda 120 python3 -m pytest -q -p no:cacheprovider -rfs --tb=short te
   tests/test_cuda_sources.py
 step pytest_detection_cuda 45 python3 -m pytest -q -p no:cacheprovider -rs -k cuda tests/test_detection.py
 step pytest_conformance_cuda 50 python3 -m pytest -q -p no:cacheprovider -rf --tb=line -k cuda tests/test_conformance.py
-TAIL=40 step gpu_compare 110 python3 benchmarks/gpu_compare.py --runs 200 --warmup 20 --json "$RESULT/gpu_compare.json"
+TAIL=40 step gpu_compare 200 python3 benchmarks/gpu_compare.py --runs 200 --warmup 20 --resnet50 --json "$RESULT/gpu_compare.json"
 echo "total $SECONDS s" | tee -a "$OUT/summary.txt"

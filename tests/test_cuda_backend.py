@@ -162,8 +162,11 @@ class _FakeDevice(nullcontext):
 @pytest.fixture
 def fake_cuda(monkeypatch):
     fake = FakeCuda()
-    monkeypatch.setitem(sys.modules, "cupy", fake.module)
-    monkeypatch.setitem(sys.modules, "cupyx", fake.pinned)
+    try:  # a real CuPy (the GPU machine): the executor binds it when imported, the stand-in is patched in below
+        import cupy  # noqa: F401
+    except Exception:  # noqa: BLE001 - no CuPy (or no CUDA for it): the executor imports under the stand-in
+        monkeypatch.setitem(sys.modules, "cupy", fake.module)
+        monkeypatch.setitem(sys.modules, "cupyx", fake.pinned)
     from edgeinfer.backends.cuda import executor
 
     monkeypatch.setattr(executor, "cupy", fake.module)

@@ -95,6 +95,7 @@ def test_zero_devices_is_no_device(monkeypatch):
 
 def test_a_device_whose_test_build_fails_is_listed_unusable_with_the_compiler_log(monkeypatch, tmp_path):
     monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(program_cache, "_memo", {})  # a real device's probe program may be in memory (GPU machine)
     install_fake_cupy(monkeypatch, count=2, compile_log="error: no nvrtc here")
     devices = runtime.list_devices()
     assert [(d.spec, d.name, d.device_key) for d in devices] == [

@@ -52,7 +52,9 @@ def grid_of(work: tuple[int, ...], local: tuple[int, ...]) -> tuple[tuple[int, i
 
 
 def grid_shortfall(work: tuple[int, ...], local: tuple[int, ...]) -> str | None:
-    """Why a launch cannot run as one CUDA grid (too many blocks in y or z), or None."""
+    """Why a launch cannot run as one CUDA grid (too many blocks in y or z), or None (an empty launch runs nothing)."""
+    if 0 in work:
+        return None
     grid, _ = grid_of(work, local)
     for axis, blocks in zip("yz", grid[1:]):
         if blocks > GRID_YZ_LIMIT:
