@@ -92,3 +92,44 @@ def test_ops_are_the_plain_reference_without_backend_imports_or_keys():
                 assert not any(n.startswith("edgeinfer.backends") for n in names), f"{path.name} imports {names}"
             if isinstance(node, ast.Constant) and isinstance(node.value, str):
                 assert node.value not in BACKEND_KEYS, f"{path.name}:{node.lineno} reads {node.value!r}"
+
+
+def module_imports() -> dict[str, set[str]]:
+    """edgeinfer module -> the edgeinfer modules it imports at module level (``from pkg import sub`` names the
+    submodule when ``sub`` is one, else the package)."""
+    package = REPO / "edgeinfer"
+    paths = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    imports: dict[str, set[str]] = {name: set() for name in paths}
+    for name, path in paths.items():
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                imports[name] |= {alias.name for alias in node.names if alias.name in paths}
+            elif isinstance(node, ast.ImportFrom) and node.module in paths and node.level == 0:
+                for alias in node.names:
+                    imports[name].add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in paths
+                                      else node.module)  # fmt: skip
+        imports[name].discard(name)
+    return imports
+
+
+def test_no_import_circle_among_modules():
+    """Issue 14: a registry lives in its own module that the members import (ops/registry.py, planning/registry.py),
+    never in the package that imports its members."""
+    imports = module_imports()
+    assert len(imports) > 50
+    done: set[str] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(name) :] + [name]))
+        if name in done:
+            return
+        for other in sorted(imports[name]):
+            visit(other, [*path, name])
+        done.add(name)
+
+    for name in sorted(imports):
+        visit(name, [])

@@ -30,9 +30,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import register
 from edgeinfer.ops.activations import apply_activation
 from edgeinfer.ops.buffers import filled_buffer, scratch
+from edgeinfer.ops.registry import register
 
 # Depthwise im2col block size in elements (about 1 MiB of float32: one core's L2 cache on the dev machine).
 DW_BLOCK_FLOATS = 1 << 18

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import register
+from edgeinfer.ops.registry import register
 
 
 def _corners(boxes: np.ndarray, center_point_box: int) -> np.ndarray:

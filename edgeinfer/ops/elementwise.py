@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import register
 from edgeinfer.ops.activations import apply_activation
+from edgeinfer.ops.registry import register
 
 # ONNX TensorProto.DataType enum -> numpy dtype, for Cast (the runtime must not import onnx).
 ONNX_DTYPES: dict[int, np.dtype] = {

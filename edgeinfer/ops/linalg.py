@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import register
+from edgeinfer.ops.registry import register
 
 
 @register("Gemm")

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from edgeinfer.ops import register
 from edgeinfer.ops.buffers import scratch
 from edgeinfer.ops.conv import out_size, shifted_planes, window_attrs
+from edgeinfer.ops.registry import register
 
 
 def lowest_value(dtype: np.dtype) -> float | int:

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import register
+from edgeinfer.ops.registry import register
 
 
 def _axes(inputs: list[np.ndarray | None], attrs: dict[str, Any]) -> list[int] | None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.ops import register
+from edgeinfer.ops.registry import register
 
 
 def _ints(x: np.ndarray | None) -> list[int]:
