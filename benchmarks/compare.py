@@ -114,11 +114,19 @@ def main() -> None:
     p.add_argument("--backends", default="cpu,cpu:numpy,opencl", help="comma-separated edgeinfer devices")
     p.add_argument("--runs", type=int, default=30)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--block-warmup", type=int, default=0,
-                   help="untimed runs after each pause, before the block's timed runs (default 0: the first runs "
-                        "after 0.3 s idle count; on the 2-core VM PoCL stays slow for tens of ms after idle)")
-    p.add_argument("--gap-ms", type=float, default=0.0,
-                   help="idle time before every timed run, as in a camera loop (default 0: back to back)")
+    p.add_argument(
+        "--block-warmup",
+        type=int,
+        default=0,
+        help="untimed runs after each pause, before the block's timed runs (default 0: the first runs "
+        "after 0.3 s idle count; on the 2-core VM PoCL stays slow for tens of ms after idle)",
+    )
+    p.add_argument(
+        "--gap-ms",
+        type=float,
+        default=0.0,
+        help="idle time before every timed run, as in a camera loop (default 0: back to back)",
+    )
     p.add_argument("--markdown", action="store_true")
     args = p.parse_args()
     rows = []
@@ -127,8 +135,9 @@ def main() -> None:
         if not model.exists():
             print(f"skip {name}: not found under {SHARED / 'models'}", file=sys.stderr)
             continue
-        rows.extend(bench_model(model, args.backends.split(","), args.runs, args.warmup, args.block_warmup,
-                                args.gap_ms))
+        rows.extend(
+            bench_model(model, args.backends.split(","), args.runs, args.warmup, args.block_warmup, args.gap_ms)
+        )
     print(
         f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"{time.strftime('%Y-%m-%d')}, commit {git_commit()}, {args.runs} runs each"

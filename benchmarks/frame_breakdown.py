@@ -115,11 +115,15 @@ def main() -> None:
             r = frame_breakdown(sess, image, runs=args.runs)
             boxes = len(sess.run(str(image)))
             extra = f"  (PIL+NumPy pre {r['preprocess_pil_numpy_ms']:.2f})" if "preprocess_pil_numpy_ms" in r else ""
-            print(f"{name:<12} {'edgeinfer-' + backend:<22} {r['preprocess_ms']:7.2f} {r['inference_ms']:8.2f} "
-                  f"{r['postprocess_ms']:7.2f} {r.get('nms_ms', 0):7.2f} {r['total_ms']:8.2f} {boxes:5d}{extra}")
+            print(
+                f"{name:<12} {'edgeinfer-' + backend:<22} {r['preprocess_ms']:7.2f} {r['inference_ms']:8.2f} "
+                f"{r['postprocess_ms']:7.2f} {r.get('nms_ms', 0):7.2f} {r['total_ms']:8.2f} {boxes:5d}{extra}"
+            )
         r = ort_pipeline(model, image, sessions[next(iter(sessions))].pipeline, args.runs)
-        print(f"{name:<12} {'ort-2t + numpy post':<22} {r['preprocess_ms']:7.2f} {r['inference_ms']:8.2f} "
-              f"{r['postprocess_ms']:7.2f} {'-':>7} {r['total_ms']:8.2f} {r['boxes']:5d}")
+        print(
+            f"{name:<12} {'ort-2t + numpy post':<22} {r['preprocess_ms']:7.2f} {r['inference_ms']:8.2f} "
+            f"{r['postprocess_ms']:7.2f} {'-':>7} {r['total_ms']:8.2f} {r['boxes']:5d}"
+        )
 
 
 if __name__ == "__main__":

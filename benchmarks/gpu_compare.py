@@ -258,4 +258,3 @@ def print_table(table: dict, torch_note: str) -> None:
 
 if __name__ == "__main__":
     sys.exit(main())
-

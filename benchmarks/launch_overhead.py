@@ -45,8 +45,10 @@ def trivial_launches(spec: str, count: int = 500) -> None:
             cl.enqueue_nd_range_kernel(queue, kernel, (size,), None)
             queue.finish()
             single.append(time.perf_counter() - t0)
-        print(f"{device.info.name}: {size} work-items: enqueue {1e6 * (enqueued - start) / count:.1f} us/launch, "
-              f"pipelined {1e6 * (done - start) / count:.1f} us/launch, one at a time {1e6 * np.median(single):.1f} us")
+        print(
+            f"{device.info.name}: {size} work-items: enqueue {1e6 * (enqueued - start) / count:.1f} us/launch, "
+            f"pipelined {1e6 * (done - start) / count:.1f} us/launch, one at a time {1e6 * np.median(single):.1f} us"
+        )
 
 
 def argument_kinds(spec: str, kernels: int = 50, count: int = 500) -> None:
@@ -55,8 +57,10 @@ def argument_kinds(spec: str, kernels: int = 50, count: int = 500) -> None:
     device = select_device(spec)
     context = cl.Context([device.device])
     queue = cl.CommandQueue(context)
-    source = "__kernel void k(__global const float *a, __global const float *b, __global float *c) " \
+    source = (
+        "__kernel void k(__global const float *a, __global const float *b, __global float *c) "
         "{ size_t i = get_global_id(0); c[i] = a[i] + b[i]; }"
+    )
     program = cl.Program(context, source).build()
     align = max(device.device.mem_base_addr_align // 8, 256)
     arena = cl.Buffer(context, cl.mem_flags.READ_WRITE, 3 * kernels * align * 16)
@@ -82,8 +86,10 @@ def argument_kinds(spec: str, kernels: int = 50, count: int = 500) -> None:
                     cl.enqueue_nd_range_kernel(queue, chosen[i % len(chosen)][0], (1024,), None)
                 enqueued = time.perf_counter()
                 queue.finish()
-            print(f"{device.info.name}: {name}, {label}: enqueue {1e6 * (enqueued - start) / count:.1f} us/launch, "
-                  f"all done {1e6 * (time.perf_counter() - start) / count:.1f} us/launch")
+            print(
+                f"{device.info.name}: {name}, {label}: enqueue {1e6 * (enqueued - start) / count:.1f} us/launch, "
+                f"all done {1e6 * (time.perf_counter() - start) / count:.1f} us/launch"
+            )
 
 
 def pack_split(pack: str, spec: str, runs: int = 50) -> None:

@@ -42,8 +42,10 @@ def main() -> int:
             row = executable.explain()[0]
             got = executable.run(feeds)
         except Exception as e:  # noqa: BLE001 - report whatever the driver raised, then stop
-            print(f"FAIL {Path(args.model).name} {node.name} {node.op} shapes "
-                  f"{[single.tensors[i].shape for i in single.inputs]} -> {e!r}")
+            print(
+                f"FAIL {Path(args.model).name} {node.name} {node.op} shapes "
+                f"{[single.tensors[i].shape for i in single.inputs]} -> {e!r}"
+            )
             print(f"     attrs {node.attrs}\n     plan {row}")
             return 1
         for name, value in expected.items():

@@ -103,8 +103,15 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
 
     kind = "random" if strategy == "random" else "model"
     budget = len(configs) if kind == "random" else min(len(configs), max_trials)
-    search(SearchState(space["workload"]), configs, measure, budget, strategy=kind, samples=samples,
-           rng=random.Random(seed))
+    search(
+        SearchState(space["workload"]),
+        configs,
+        measure,
+        budget,
+        strategy=kind,
+        samples=samples,
+        rng=random.Random(seed),
+    )
     return curve
 
 

@@ -59,8 +59,13 @@ def frame_breakdown(sess: Any, image: str | Path, runs: int = 50, warmup: int = 
         if i >= warmup:
             for key, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0)):
                 stages[key].append(dt)
-    report: dict[str, Any] = {"pack": str(sess.path), "device": sess.device, "image": str(image),
-                              "frame": f"{frame.shape[1]}x{frame.shape[0]}", "runs": runs}
+    report: dict[str, Any] = {
+        "pack": str(sess.path),
+        "device": sess.device,
+        "image": str(image),
+        "frame": f"{frame.shape[1]}x{frame.shape[0]}",
+        "runs": runs,
+    }
     report.update({f"{key}_ms": _median_ms(times) for key, times in stages.items()})
     if sess._device_preprocessor is not None:  # the PIL/NumPy path, for comparison with the device kernels
         times = []

@@ -397,8 +397,11 @@ def tuned_table_note(device: DeviceInfo) -> str:
     if not table.entries:
         if sibling is None:
             return "tuned table: none (heuristic defaults)"
-        other_isa = f"; an {sibling.isa} table: configs only where they fit {device.isa}" if (
-            device.isa and sibling.isa != device.isa) else ""
+        other_isa = (
+            f"; an {sibling.isa} table: configs only where they fit {device.isa}"
+            if (device.isa and sibling.isa != device.isa)
+            else ""
+        )
         return f"tuned table: borrowed from {sibling.device_key} (same family {device.family}{other_isa})"
     if sibling is not None:
         return f"tuned table: its own, other templates from {sibling.device_key}"

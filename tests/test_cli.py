@@ -17,8 +17,18 @@ def demo_pack(tmp_path_factory):
     if not SQUEEZENET.exists():
         pytest.skip(f"demo model {SQUEEZENET} missing")
     path = tmp_path_factory.mktemp("cli") / "squeezenet.pack"
-    rc = main(["compile", str(SQUEEZENET), "-o", str(path), "--preset", "squeezenet", "--labels",
-               str(DEMO / "imagenet1000_winml.txt")])
+    rc = main(
+        [
+            "compile",
+            str(SQUEEZENET),
+            "-o",
+            str(path),
+            "--preset",
+            "squeezenet",
+            "--labels",
+            str(DEMO / "imagenet1000_winml.txt"),
+        ]
+    )
     assert rc == 0
     return path
 

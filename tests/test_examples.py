@@ -42,8 +42,17 @@ def test_detect_writes_annotated_image(env, tmp_path):
 
 def test_camera_loop_on_the_image_folder(env, tmp_path):
     out = run_example(
-        env, "examples/camera.py", "--source", str(DEMO), "--headless", "--max-frames", "3", "--device", "cpu",
-        "--save-dir", str(tmp_path),
+        env,
+        "examples/camera.py",
+        "--source",
+        str(DEMO),
+        "--headless",
+        "--max-frames",
+        "3",
+        "--device",
+        "cpu",
+        "--save-dir",
+        str(tmp_path),
     )
     frames = [line for line in out.splitlines() if line.startswith("frame ")]
     assert len(frames) == 2 and all("infer" in f and "FPS" in f for f in frames)  # two demo images
@@ -53,6 +62,10 @@ def test_camera_loop_on_the_image_folder(env, tmp_path):
 def test_camera_says_when_there_is_no_camera(env):
     out = subprocess.run(
         [sys.executable, "examples/camera.py", "--source", "7", "--headless", "--device", "cpu"],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=300,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
     )
     assert out.returncode != 0 and "no camera" in out.stderr

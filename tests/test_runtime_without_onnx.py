@@ -21,17 +21,23 @@ import numpy as np
 import edgeinfer
 """
 
-RAW = BLOCK_ONNX + r"""
+RAW = (
+    BLOCK_ONNX
+    + r"""
 sess = edgeinfer.Session(sys.argv[1], device="cpu")
 y = sess.run({"x": np.ones((1, 3, 4, 4), np.float32)})["y"]
 assert y.shape == (1, 3, 4, 4), y.shape
 """
+)
 
-IMAGE = BLOCK_ONNX + r"""
+IMAGE = (
+    BLOCK_ONNX
+    + r"""
 for device in ("cpu", "auto"):
     top = edgeinfer.Session(sys.argv[1], device=device).run(sys.argv[2])
     assert top[0][0] == "Egyptian cat", (device, top)
 """
+)
 
 CHECK = r"""
 assert not any(m == "onnx" or m.startswith("onnx.") for m in sys.modules)

@@ -41,9 +41,7 @@ def top_k(outputs: dict[str, np.ndarray], pipeline: dict[str, Any], labels: Sequ
     return [(labels[i] if i < len(labels) else str(i), float(scores[i])) for i in best]
 
 
-def detections_in_image(
-    outputs: dict[str, np.ndarray], labels: Sequence[str], context: dict[str, Any]
-) -> Detections:
+def detections_in_image(outputs: dict[str, np.ndarray], labels: Sequence[str], context: dict[str, Any]) -> Detections:
     """Map the graph's decoded boxes from network-input pixels back to original-image pixels."""
     missing = [n for n in (DET_BOXES, DET_SCORES, DET_CLASSES) if n not in outputs]
     if missing:

@@ -35,8 +35,6 @@ def guard_bytes(align: int) -> int:
     return -(-GUARD_BYTES // align) * align
 
 
-
-
 @dataclass
 class PlanContext:
     """What a planner may read: the graph, the device's config table and a few device limits."""

@@ -139,7 +139,11 @@ class DevicePreprocessor:
         self.nbytes = int(np.prod(self.shape)) * self.dtype.itemsize
         key = device_key or make_device_key(device.platform, device)
         program = program_cache.build_program(
-            self.context, device, key, template_source("preprocess"), f"-DOUT_FLOAT={int(self.float_out)}",
+            self.context,
+            device,
+            key,
+            template_source("preprocess"),
+            f"-DOUT_FLOAT={int(self.float_out)}",
             "image pre-processing",
         )
         program_cache.finish_progress()  # a load ends here when it built this program: end its status line

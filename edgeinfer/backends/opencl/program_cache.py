@@ -85,7 +85,7 @@ class _Progress:
         self.silenced = 0  # > 0 while a caller with its own display (the tuner's bar) builds
 
     def mode(self) -> str:
-        """"live" (a line updated in place), "summary" (only the final line) or "off"."""
+        """ "live" (a line updated in place), "summary" (only the final line) or "off"."""
         value = os.environ.get("EDGEINFER_PROGRESS", "")
         if value == "0" or self.silenced:
             return "off"

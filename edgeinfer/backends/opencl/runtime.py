@@ -80,7 +80,7 @@ def device_target_name(platform: cl.Platform, device: cl.Device) -> str:
     match = re.match(r"(pthread|basic|cpu)-(.+?)-(?=[A-Z(])", name)
     if match is None:
         return f"{name} {forced}"
-    return f"{match.group(1)}-{forced}-{name[match.end():]}"
+    return f"{match.group(1)}-{forced}-{name[match.end() :]}"
 
 
 def device_isa(platform: cl.Platform, device: cl.Device) -> str:
