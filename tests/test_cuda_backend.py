@@ -173,6 +173,7 @@ def fake_cuda(monkeypatch):
     monkeypatch.setattr(executor, "cupyx", fake.pinned)
     module = types.SimpleNamespace(get_function=fake.kernel)
     monkeypatch.setattr(program_cache, "load_module", lambda source, options, info: module)
+    monkeypatch.setattr(program_cache, "compile_ahead", lambda sources, options, info: 0)
     return fake
 
 

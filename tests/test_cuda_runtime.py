@@ -11,6 +11,7 @@ import pytest
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.cuda import program_cache, runtime
+from edgeinfer.errors import DeviceError
 
 
 @pytest.fixture(autouse=True)
@@ -128,3 +129,37 @@ def test_program_cache_key_changes_with_every_input(monkeypatch, tmp_path):
     assert len({base, *variants}) == 1 + len(variants)
     monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path))
     assert program_cache.cache_dir() == tmp_path / "cuda"
+
+
+def test_compile_ahead_builds_the_missing_cubins_in_parallel_into_the_cache(monkeypatch, tmp_path):
+    """What neither memory nor disk holds is compiled (on several threads at once) and cached; a second call compiles
+    nothing; a failed build raises."""
+    import threading
+
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(program_cache, "_memo", {})
+    info = DeviceInfo("cuda", "cuda:0", "NVIDIA H200", "gpu", "nvidia-h200-sm90", "nvidia-cuda-gpu", "simt",
+                      details={"ordinal": 0, "compute_capability": "90", "nvrtc_version": "13.0",
+                               "driver_version": "13000"})  # fmt: skip
+    threads: set[int] = set()
+    both_started = threading.Barrier(2, timeout=5)
+
+    def compile_cubin(source, options, compute_capability):
+        threads.add(threading.get_ident())
+        both_started.wait()  # only returns when two compiles run at the same time
+        return f"cubin of {source} for sm_{compute_capability}".encode()
+
+    monkeypatch.setattr(program_cache, "compile_cubin", compile_cubin)
+    monkeypatch.setattr(program_cache.os, "cpu_count", lambda: 4)  # threads as on a machine of 4 cores
+    assert program_cache.compile_ahead(["a", "b", "a"], ("-x",), info) == 2
+    assert len(threads) == 2
+    cached = sorted(path.read_bytes() for path in (tmp_path / "cuda").glob("*.cubin"))
+    assert cached == [b"cubin of a for sm_90", b"cubin of b for sm_90"]
+    assert program_cache.compile_ahead(["a", "b"], ("-x",), info) == 0
+
+    def failing(source, options, compute_capability):
+        raise DeviceError("NVRTC failed: boom")
+
+    monkeypatch.setattr(program_cache, "compile_cubin", failing)
+    with pytest.raises(DeviceError, match="boom"):
+        program_cache.compile_ahead(["c"], ("-x",), info)

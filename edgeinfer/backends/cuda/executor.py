@@ -92,6 +92,10 @@ class CudaExecutable(Executable):
                                    lambda launch: int(self._function(launch).max_threads_per_block),
                                    ISA_CLASSES["simt"])  # fmt: skip
             self.records = plan_graph(graph, plan_ctx)
+            # Every program the plans name, compiled in parallel before the steps load them one by one.
+            sources = {program_source(launch.template, launch.defines) for record in self.records if record.plan
+                       for launch in record.plan.launches if isinstance(launch, Launch)}  # fmt: skip
+            program_cache.compile_ahead(sorted(sources), NVRTC_OPTIONS, self.info)
             self._decline_oversized_grids()
             self.guard = guard_bytes(ALIGN)
             rewritten = rewrite_plans(self.records, graph, ALIGN, self.guard)

