@@ -75,9 +75,14 @@ print(json.dumps({"backend": session.backend, "first_backend": first_backend, "i
 TIMES = ("import_s", "session_s", "first_run_s", "second_run_s", "total_s", "ready_s", "process_s")
 
 
+def python_path() -> str:
+    """The repo first, then whatever PYTHONPATH the caller had (the GPU machine's wheels live there)."""
+    return os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH", "")]))
+
+
 def cache_env(root: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "EDGEINFER_PROGRESS"}
-    env.update({name: str(root / sub) for name, sub in CACHE_ENV.items()}, PYTHONPATH=str(REPO), **extra)
+    env.update({name: str(root / sub) for name, sub in CACHE_ENV.items()}, PYTHONPATH=python_path(), **extra)
     return env
 
 
@@ -157,7 +162,7 @@ def compile_pack(model: Path, preset: str | None, out_dir: Path, *extra: str) ->
     argv = [sys.executable, "-m", "edgeinfer.cli", "compile", str(model), "-o", str(pack)]
     argv += ["--preset", preset] if preset else []
     started = time.perf_counter()
-    subprocess.run([*argv, *extra], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    subprocess.run([*argv, *extra], check=True, cwd=REPO, env={**os.environ, "PYTHONPATH": python_path()},
                    stdout=subprocess.DEVNULL)  # fmt: skip
     return pack, time.perf_counter() - started
 
@@ -184,7 +189,7 @@ def machine_header() -> list[str]:
     head = [f"# {platform.node()}: {cpu}, {os.cpu_count()} cores, avx512f {'yes' if avx512f else 'no'}; "
             f"{time.strftime('%Y-%m-%d %H:%M')}, commit {commit.stdout.strip() or '?'}"]  # fmt: skip
     devices = subprocess.run([sys.executable, "-m", "edgeinfer.cli", "devices", "--json"], capture_output=True,
-                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})  # fmt: skip
+                             text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": python_path()})  # fmt: skip
     for dev in json.loads(devices.stdout or "{}").get("devices", []):
         if dev["backend"] != "cpu":
             d = dev["details"]
