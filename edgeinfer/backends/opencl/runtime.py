@@ -15,6 +15,7 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends.base import DeviceInfo
+from edgeinfer.backends.opencl.program_cache import captured_compiler_output
 from edgeinfer.cpu_isa import host_isa, pocl_isa
 from edgeinfer.errors import DeviceError
 from edgeinfer.tuned_configs import sanitize_key
@@ -111,7 +112,8 @@ def _test_build(device: cl.Device) -> tuple[cl.Context | None, str]:
     """Build and run a one-line kernel; return (context, "") or (None, why it failed)."""
     try:
         context = cl.Context([device])
-        program = cl.Program(context, _TEST_SOURCE).build()
+        with captured_compiler_output():  # NVIDIA's build log of even this kernel made pyopencl warn on stderr
+            program = cl.Program(context, _TEST_SOURCE).build()
         queue = cl.CommandQueue(context)
         host = np.zeros(4, np.float32)
         buffer = cl.Buffer(context, cl.mem_flags.READ_WRITE | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
