@@ -151,7 +151,8 @@ def _child_env() -> dict[str, str]:
     """The parent's environment, with this edgeinfer importable first and the child's status line off."""
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH", "")]))
-    return {**os.environ, "PYTHONPATH": path, "EDGEINFER_PROGRESS": "0"}
+    # No binaries on PoCL (program_cache.binaries_wanted): they would double the time until OpenCL takes over.
+    return {**os.environ, "PYTHONPATH": path, "EDGEINFER_PROGRESS": "0", "EDGEINFER_POCL_BINARIES": "0"}
 
 
 def _stop(child: subprocess.Popen) -> None:

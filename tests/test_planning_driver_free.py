@@ -171,3 +171,26 @@ def test_residual_add_rewrite_leaves_a_conv_with_a_residual_input_alone():
     before = list(launch.args)
     assert fuse_residual_adds(records, graph, guard=256) == ({}, set())
     assert all(a is b for a, b in zip(launch.args, before)) and records[1].plan.launches
+
+
+def test_kernel_source_keeps_one_kernel_and_everything_else():
+    """kernel_source(template, k): the template's text with every other kernel's definition cut out, helpers and
+    macros kept (a PoCL program of one kernel, docs/program-cache.md)."""
+    import re
+
+    from edgeinfer.planning.templates import kernel_source, template_source
+    from edgeinfer.tuned_configs import data_dir
+
+    pattern = re.compile(r"__kernel\s+void\s+(\w+)\s*\(")
+    templates = [path.stem for path in (data_dir("kernels") / "opencl").glob("*.cl")]
+    checked = 0
+    for template in templates:
+        whole = template_source(template)
+        kernels = pattern.findall(whole)
+        for kernel in kernels:
+            text = kernel_source(template, kernel)
+            assert pattern.findall(text) == [kernel], (template, kernel)
+            assert text.count("{") == text.count("}")
+            assert "#define" in text and len(text) < len(whole) or len(kernels) == 1
+            checked += 1
+    assert checked >= 30

@@ -51,3 +51,32 @@ def test_every_program_check_counts_is_one_a_load_builds(monkeypatch):
     keys, _ = needed_programs(graph, DEVICE.spec)
     opencl.prepare(graph, DEVICE.spec)
     assert keys and not keys - built, f"{len(keys - built)} of {len(keys)} counted programs are never built"
+
+
+def test_prepare_stores_binaries_on_pocl_where_a_load_stores_markers(tmp_path, monkeypatch, capsys):
+    """On PoCL a load leaves markers (PoCL's own cache holds the build); building ahead stores binaries, which a later
+    load reads without building from source."""
+    from edgeinfer.backends.opencl import program_cache, select_device
+    from edgeinfer.cli import main
+    from edgeinfer.session import Session
+
+    if not program_cache.driver_keeps_builds(select_device(DEVICE.spec).device):
+        pytest.skip("only PoCL keeps its builds itself")
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv(program_cache.POCL_BINARIES_ENV, raising=False)
+    monkeypatch.setattr(program_cache, "_memo", {})
+    pack = tmp_path / "conv.pack"
+    conv_pack(pack)
+    Session(pack, device=DEVICE.spec)
+    directory = tmp_path / "cache" / "opencl"
+    markers = sorted(p.stem for p in directory.glob("*.built"))
+    assert markers and not list(directory.glob("*.bin"))
+    monkeypatch.setattr(program_cache, "_memo", {})
+    assert main(["prepare", str(pack), "--device", DEVICE.spec]) == 0
+    assert sorted(p.stem for p in directory.glob("*.bin")) == markers
+    monkeypatch.setattr(program_cache, "_memo", {})  # a new process
+    compiled, from_disk = program_cache.STATS["compiled"], program_cache.STATS["from_disk"]
+    Session(pack, device=DEVICE.spec)
+    assert program_cache.STATS["compiled"] == compiled
+    assert program_cache.STATS["from_disk"] - from_disk == len(markers)
+    capsys.readouterr()

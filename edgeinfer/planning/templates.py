@@ -5,6 +5,7 @@ backends/opencl/sources.py); CUDA compiles the same text behind ``kernels/cuda/o
 
 from __future__ import annotations
 
+import re
 from functools import cache
 
 from edgeinfer.tuned_configs import data_dir
@@ -19,3 +20,34 @@ def template_source(template: str) -> str:
     directory = data_dir("kernels") / "opencl"
     parts = ["common", *TEMPLATE_INCLUDES.get(template, []), template]
     return "\n".join((directory / f"{part}.cl").read_text() for part in parts)
+
+
+_KERNEL = re.compile(r"__kernel\s+void\s+(\w+)\s*\(")
+
+
+@cache
+def kernel_source(template: str, kernel: str) -> str:
+    """``template_source`` with every other kernel's definition cut out (helpers and macros stay): a program of one
+    kernel. A driver that compiles each kernel of a program when asked for its binary (PoCL) then compiles one."""
+    source = template_source(template)
+    parts, start = [], 0
+    for match in _KERNEL.finditer(source):
+        if match.start() < start:
+            continue
+        end = _body_end(source, source.index("{", match.end()))
+        parts.append(source[start : match.start()])
+        if match.group(1) == kernel:
+            parts.append(source[match.start() : end])
+        start = end
+    parts.append(source[start:])
+    return "".join(parts)
+
+
+def _body_end(source: str, opening: int) -> int:
+    """The index just past the brace that closes the one at ``opening`` (the templates have no braces in comments)."""
+    depth = 0
+    for index in range(opening, len(source)):
+        depth += {"{": 1, "}": -1}.get(source[index], 0)
+        if depth == 0:
+            return index + 1
+    raise ValueError(f"unbalanced braces after offset {opening}")

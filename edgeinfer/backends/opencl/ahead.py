@@ -14,7 +14,7 @@ import pyopencl as cl
 
 from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, select_device
-from edgeinfer.backends.opencl.sources import build_options
+from edgeinfer.backends.opencl.sources import build_options, program_text
 from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
@@ -22,7 +22,6 @@ from edgeinfer.planning.context import PlanContext, guard_bytes
 from edgeinfer.planning.plan import Launch
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.rewrites import rewrite_plans
-from edgeinfer.planning.templates import template_source
 from edgeinfer.tuned_configs import load_table
 
 
@@ -66,6 +65,6 @@ def needed_programs(graph: Graph, device: str) -> tuple[set[str], OpenCLDevice]:
         for launch in record.plan.launches if record.plan is not None else []:
             if isinstance(launch, Launch) and 0 not in launch.work:  # an empty launch builds nothing
                 options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
-                source = template_source(launch.template)
+                source = program_text(launch, cl_device)
                 keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
     return keys, opencl_device

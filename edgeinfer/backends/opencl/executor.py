@@ -23,7 +23,7 @@ from edgeinfer.backends.base import Executable
 from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
-from edgeinfer.backends.opencl.sources import build_options
+from edgeinfer.backends.opencl.sources import build_options, program_text
 from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
@@ -32,7 +32,6 @@ from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, Tensor
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
 from edgeinfer.planning.rewrites import device_tensors, rewrite_plans
-from edgeinfer.planning.templates import template_source
 from edgeinfer.planning.tensor import strided_copy
 from edgeinfer.tuned_configs import load_table
 
@@ -145,7 +144,7 @@ class OpenCLExecutable(Executable):
             self.context,
             cl_device,
             self.device.info.device_key,
-            template_source(launch.template),
+            program_text(launch, cl_device),
             options,
             launch.template,
         )

@@ -145,6 +145,33 @@ def driver_keeps_builds(device: cl.Device) -> bool:
     return device.platform.name == "Portable Computing Language"
 
 
+POCL_BINARIES_ENV = "EDGEINFER_POCL_BINARIES"  # "1": store binaries on PoCL too (`edgeinfer prepare` sets it)
+
+
+def binaries_wanted() -> bool:
+    """Whether to store binaries of ours on a driver that keeps its builds itself (PoCL). A binary there costs a
+    compile of its program's one kernel (about 1 s on the 2-core VM) and makes a later load read it in milliseconds
+    instead of rebuilding from source through PoCL's cache (27-51 ms a program): worth it when building ahead
+    (``edgeinfer prepare``: :func:`storing_binaries`), not while a user waits. ``EDGEINFER_POCL_BINARIES`` decides
+    where set (the background build's child sets 0)."""
+    value = os.environ.get(POCL_BINARIES_ENV, "").strip()
+    return value == "1" if value in ("0", "1") else _storing_binaries > 0
+
+
+_storing_binaries = 0
+
+
+@contextlib.contextmanager
+def storing_binaries() -> Iterator[None]:
+    """Builds in the block store binaries on PoCL too (unless ``EDGEINFER_POCL_BINARIES=0``)."""
+    global _storing_binaries
+    _storing_binaries += 1
+    try:
+        yield
+    finally:
+        _storing_binaries -= 1
+
+
 def build_program(
     context: cl.Context, device: cl.Device, device_key: str, source: str, options: str, label: str = ""
 ) -> cl.Program:
@@ -157,7 +184,10 @@ def build_program(
         STATS["from_memory"] += 1
         return _memo[memo_key]
     path = cache_dir() / f"{key}.bin"
-    if driver_keeps_builds(device):
+    program = _load_binary(context, device, path, options)
+    if program is not None:
+        STATS["from_disk"] += 1
+    elif driver_keeps_builds(device) and not binaries_wanted():
         marker = path.with_suffix(MARKER_SUFFIX)
         built_before = marker.is_file()
         program = _compile(context, device, source, options, label, announce=not built_before)
@@ -165,15 +195,11 @@ def build_program(
         if not built_before:
             _store(marker, b"built; the driver's own kernel cache holds the binary\n")
     else:
-        program = _load_binary(context, device, path, options)
-        if program is None:
-            program = _compile(context, device, source, options, label)
-            STATS["compiled"] += 1
-            binary = program.get_info(cl.program_info.BINARIES)[0]
-            if binary:
-                _store(path, binary)
-        else:
-            STATS["from_disk"] += 1
+        program = _compile(context, device, source, options, label)
+        STATS["compiled"] += 1
+        binary = program.get_info(cl.program_info.BINARIES)[0]
+        if binary:
+            _store(path, binary)
     _memo[memo_key] = program
     return program
 
@@ -181,7 +207,7 @@ def build_program(
 def is_cached(key: str, device: cl.Device) -> bool:
     """Whether the program of cache key ``key`` was built on ``device`` before (``edgeinfer prepare --check``)."""
     path = cache_dir() / f"{key}.bin"
-    return (path.with_suffix(MARKER_SUFFIX) if driver_keeps_builds(device) else path).is_file()
+    return path.is_file() or (driver_keeps_builds(device) and path.with_suffix(MARKER_SUFFIX).is_file())
 
 
 def _compile(
