@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeinfer.backends.base import DeviceInfo
+from edgeinfer.cache_dirs import program_cache_dir
 from edgeinfer.errors import DeviceError
 
 # Counts since process start; a test of a second load checks that it compiles nothing.
@@ -32,15 +33,7 @@ _memo: dict[str, Any] = {}
 
 
 def cache_dir() -> Path:
-    override = os.environ.get("EDGEINFER_CACHE_DIR")
-    if override:
-        return Path(override) / "cuda"
-    try:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("edgeinfer")) / "cuda"
-    except ImportError:
-        return Path.home() / ".cache" / "edgeinfer" / "cuda"
+    return program_cache_dir("cuda")
 
 
 def cache_key(source: str, options: tuple[str, ...], info: DeviceInfo) -> str:

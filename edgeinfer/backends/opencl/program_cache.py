@@ -27,6 +27,8 @@ from pathlib import Path
 
 import pyopencl as cl
 
+from edgeinfer.cache_dirs import program_cache_dir
+
 # Counts since process start; tests use them to check that a second load compiles nothing.
 STATS = {"compiled": 0, "from_disk": 0, "from_memory": 0}
 MARKER_SUFFIX = ".built"  # <key>.built: built on a driver that keeps its builds itself (driver_keeps_builds)
@@ -58,15 +60,7 @@ def captured_compiler_output() -> Iterator[list[str]]:
 
 
 def cache_dir() -> Path:
-    override = os.environ.get("EDGEINFER_CACHE_DIR")
-    if override:
-        return Path(override) / "opencl"
-    try:
-        import platformdirs
-
-        return Path(platformdirs.user_cache_dir("edgeinfer")) / "opencl"
-    except ImportError:
-        return Path.home() / ".cache" / "edgeinfer" / "opencl"
+    return program_cache_dir("opencl")
 
 
 def cache_key(source: str, options: str, device: cl.Device, device_key: str) -> str:
