@@ -41,12 +41,13 @@ STRATEGIES = ("random", "model", "model+transfer")
 
 
 def measure_spaces(args: argparse.Namespace) -> None:
+    from edgeinfer.backends.opencl.plans import plan_context
     from edgeinfer.backends.opencl.runtime import select_device
     from edgeinfer.pack import read_pack
     from edgeinfer.tuned_configs import ConfigTable
     from edgeinfer.tuning.measure import Measurer
     from edgeinfer.tuning.tuner import default_config, knob_candidates
-    from edgeinfer.tuning.workloads import collect_tasks, plan_context
+    from edgeinfer.tuning.workloads import collect_tasks
 
     device = select_device(args.device)
     tasks = collect_tasks({Path(p).stem: read_pack(p) for p in args.packs}, device, set(args.templates.split(",")))

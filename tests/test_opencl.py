@@ -393,7 +393,7 @@ def test_second_load_compiles_nothing(tmp_path, monkeypatch):
 def test_config_table_lookup_and_explain(tmp_path, monkeypatch):
     from edgeinfer import tuned_configs
     from edgeinfer.backends import opencl
-    from edgeinfer.backends.opencl import executor
+    from edgeinfer.backends.opencl import plans
 
     table = tuned_configs.ConfigTable("opencl", DEVICE.device_key)
     table.add("conv2d", {"C": 8, "Co": 16, "H": 12, "W": 12, "KH": 3, "KW": 3, "S": 1, "G": 1},
@@ -408,7 +408,7 @@ def test_config_table_lookup_and_explain(tmp_path, monkeypatch):
     assert table.lookup("conv2d", near, default)[1].startswith("nearest (C=8,")
     assert table.lookup("gemm", {"M": 1, "N": 1, "K": 1}, lambda: {"TM": 1}) == ({"TM": 1}, "default")
 
-    monkeypatch.setattr(executor, "load_table", lambda *args: table)
+    monkeypatch.setattr(plans, "load_table", lambda *args: table)
     graph, feeds = conv_graph()
     executable = opencl.prepare(graph, DEVICE.spec)
     row = executable.explain()[0]

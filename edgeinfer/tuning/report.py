@@ -6,10 +6,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeinfer.backends.opencl.plans import plan_context
 from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
 from edgeinfer.tuned_configs import load_table
-from edgeinfer.tuning.workloads import collect_tasks, plan_context
+from edgeinfer.tuning.workloads import collect_tasks
 
 COVERAGE = ("exact", "nearest", "borrowed", "default")
 

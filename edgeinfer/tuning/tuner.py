@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.backends.opencl.plans import plan_context
 from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
 from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
@@ -19,7 +20,7 @@ from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
-from edgeinfer.tuning.workloads import TuningTask, collect_tasks, plan_context
+from edgeinfer.tuning.workloads import TuningTask, collect_tasks
 
 # The best few configs and the default are timed again, interleaved, before one enters the table: one lucky
 # measurement on a shared machine must not make a config the winner.

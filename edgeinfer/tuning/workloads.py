@@ -7,10 +7,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeinfer.backends.opencl.plans import device_graph, plan_context
 from edgeinfer.backends.opencl.runtime import OpenCLDevice
-from edgeinfer.cpu_isa import isa_class
 from edgeinfer.ir import DEVICE, Graph, Node
-from edgeinfer.planning import KNOB_SPACES, NoKernel, PlanContext, layout, plan_node
+from edgeinfer.planning import KNOB_SPACES, NoKernel, layout, plan_node
 from edgeinfer.tuned_configs import ConfigTable, workload_signature
 
 TUNABLE_OPS = ("Conv", "Gemm", "MatMul", layout.SEPARABLE)
@@ -41,16 +41,6 @@ class _RecordingTable(ConfigTable):
     def lookup(self, template, workload, default, accept=None):
         self.asked = (template, dict(workload))
         return default(), "default"
-
-
-def plan_context(graph: Graph, device: OpenCLDevice, table: ConfigTable) -> PlanContext:
-    info = device.info
-    return PlanContext(graph, table, info.kind, device.device.max_work_group_size, isa=isa_class(info.isa or "simt"))
-
-
-def device_graph(graph: Graph, device: OpenCLDevice) -> Graph:
-    """The graph as the executor plans it on ``device`` (channel-blocked on CPUs, with the block of its ISA)."""
-    return layout.for_device(graph, device.info.kind, isa_class(device.info.isa or "simt"))
 
 
 def collect_tasks(

@@ -13,16 +13,13 @@ from dataclasses import dataclass
 import pyopencl as cl
 
 from edgeinfer.backends.opencl import program_cache
-from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, select_device
-from edgeinfer.backends.opencl.sources import build_options, program_text
-from edgeinfer.cpu_isa import isa_class
+from edgeinfer.backends.opencl.plans import device_graph, launch_program, plan_context
+from edgeinfer.backends.opencl.runtime import OpenCLDevice, select_device
 from edgeinfer.ir import Graph
-from edgeinfer.planning import layout
-from edgeinfer.planning.context import PlanContext, guard_bytes
+from edgeinfer.planning.context import guard_bytes
 from edgeinfer.planning.plan import Launch
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.rewrites import rewrite_plans
-from edgeinfer.tuned_configs import load_table
 
 
 @dataclass
@@ -53,18 +50,14 @@ def needed_programs(graph: Graph, device: str) -> tuple[set[str], OpenCLDevice]:
     small build, never a wrong "cached"."""
     opencl_device = select_device(device)
     info, cl_device = opencl_device.info, opencl_device.device
-    isa = isa_class(info.isa or "simt")
-    planned = layout.for_device(graph, info.kind, isa)
-    table = load_table("opencl", info.device_key, info.family, info.isa)
-    ctx = PlanContext(planned, table, info.kind, cl_device.max_work_group_size, isa=isa)
-    records = plan_graph(planned, ctx)
+    planned = device_graph(graph, opencl_device)
+    records = plan_graph(planned, plan_context(planned, opencl_device))
     align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes, as the executor
     rewrite_plans(records, planned, align, guard_bytes(align))
     keys = set()
     for record in records:
         for launch in record.plan.launches if record.plan is not None else []:
             if isinstance(launch, Launch) and 0 not in launch.work:  # an empty launch builds nothing
-                options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
-                source = program_text(launch, cl_device)
+                source, options = launch_program(launch, cl_device)
                 keys.add(program_cache.cache_key(source, options, cl_device, info.device_key))
     return keys, opencl_device

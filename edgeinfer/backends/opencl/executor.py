@@ -22,18 +22,16 @@ import pyopencl as cl
 from edgeinfer.backends.base import Executable
 from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
-from edgeinfer.backends.opencl.runtime import OpenCLDevice, build_flags, shared_queue
-from edgeinfer.backends.opencl.sources import build_options, program_text
-from edgeinfer.cpu_isa import isa_class
+from edgeinfer.backends.opencl.plans import device_graph, launch_program, plan_context
+from edgeinfer.backends.opencl.runtime import OpenCLDevice, shared_queue
 from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
-from edgeinfer.planning.context import PlanContext, guard_bytes, local_size
+from edgeinfer.planning.context import guard_bytes, local_size
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, TensorArg
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
 from edgeinfer.planning.rewrites import device_tensors, rewrite_plans
 from edgeinfer.planning.tensor import strided_copy
-from edgeinfer.tuned_configs import load_table
 
 MF = cl.mem_flags
 
@@ -69,22 +67,19 @@ class OpenCLExecutable(Executable):
         self.spin = spin_wanted()
         self.device = device
         # CPUs run convolutions on channel-blocked tensors (layout.py); the pack's graph stays as it is.
-        self.graph = graph = layout.for_device(graph, device.info.kind, isa_class(device.info.isa or "simt"))
+        self.graph = graph = device_graph(graph, device)
         self.context = device.context
         self.queue = shared_queue(self.context)  # one per context (runtime.py says why)
         self._profiling_queue: cl.CommandQueue | None = None
         self.local_fits: list[tuple[str, tuple[int, ...], tuple[int, ...], int]] = []  # (kernel, wanted, used, limit)
         cl_device = device.device
-        plan_ctx = PlanContext(
+        plan_ctx = plan_context(
             graph,
-            load_table("opencl", device.info.device_key, device.info.family, device.info.isa),
-            device.info.kind,
-            cl_device.max_work_group_size,
-            overrides or {},
-            lambda launch: self._compile(launch).get_work_group_info(
+            device,
+            overrides=overrides,
+            work_group_limit=lambda launch: self._compile(launch).get_work_group_info(
                 cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device
             ),
-            isa_class(device.info.isa or "simt"),
         )
         self.records = plan_graph(graph, plan_ctx)
         align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes
@@ -139,14 +134,9 @@ class OpenCLExecutable(Executable):
     def _compile(self, launch: Launch) -> cl.Kernel:
         """A new kernel object of ``launch`` (its program built once per process: program_cache)."""
         cl_device = self.device.device
-        options = " ".join(filter(None, [build_options(launch.defines), build_flags(cl_device)]))
+        source, options = launch_program(launch, cl_device)
         program = program_cache.build_program(
-            self.context,
-            cl_device,
-            self.device.info.device_key,
-            program_text(launch, cl_device),
-            options,
-            launch.template,
+            self.context, cl_device, self.device.info.device_key, source, options, launch.template
         )
         return cl.Kernel(program, launch.kernel)
 
