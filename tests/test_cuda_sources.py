@@ -21,7 +21,7 @@ from edgeinfer.backends.cuda.sources import NVRTC_OPTIONS, compat_header, cuda_d
 from edgeinfer.cpu_isa import ISA_CLASSES
 from edgeinfer.ir import DEVICE, Graph
 from edgeinfer.planning import Launch, NoKernel, PlanContext, TensorArg, layout, plan_node
-from edgeinfer.planning.plan import GuardedTensorArg
+from edgeinfer.planning.plan import GuardedTensorArg, ScratchArg
 from edgeinfer.tuned_configs import ConfigTable, read_table
 
 NVCC = shutil.which("nvcc")
@@ -44,6 +44,8 @@ MODEL_PRESETS = {
 VARIANTS = {
     "conv2d": [dict(TM=4, TN=8, KH=3, KW=3, SW=1, DW=1, BCAST=0), dict(TM=3, TN=16, KH=3, KW=3, SW=2, DW=1, BCAST=1),
                dict(TM=8, TN=4, KH=1, KW=5, SW=2, DW=2, BCAST=0), dict(TM=16, TN=4, KH=3, KW=3, SW=3, DW=1, BCAST=0)],
+    "conv_gemm": [dict(TM=4, TN=4, WM=16, WN=16, BK=16, SPLIT=1, KH=3, KW=3, SH=1, SW=1, DH=1, DW=1),
+                  dict(TM=8, TN=2, WM=8, WN=8, BK=8, SPLIT=4, KH=1, KW=1, SH=2, SW=2, DH=1, DW=1)],
     "depthwise": [dict(TN=8, TY=4, KH=3, KW=3, SH=1, SW=1, DH=1, DW=1, NC=64),
                   dict(TN=4, TY=2, KH=5, KW=5, SH=2, SW=2, DH=2, DW=2, NC=64),
                   dict(TN=8, TC=4, KH=3, KW=3, SW=1, DH=1, DW=1, NC=64)],
@@ -89,7 +91,7 @@ def argument_kinds(args: list) -> list[str]:
     for arg in args:
         if isinstance(arg, GuardedTensorArg):
             kinds += ["ptr", "i32"]
-        elif isinstance(arg, (TensorArg, np.ndarray)):
+        elif isinstance(arg, (TensorArg, ScratchArg, np.ndarray)):
             kinds.append("ptr")
         elif isinstance(arg, np.int32):
             kinds.append("i32")

@@ -50,6 +50,8 @@ class PlanContext:
     # The vector ISA class the device's kernels compile for (CPU devices: lanes and registers that tiles must
     # fit; cpu_isa.py); "simt" on GPUs.
     isa: IsaClass = ISA_CLASSES["simt"]
+    # Compute units (GPU multiprocessors) that the work-groups of one launch should fill; 0: not known.
+    compute_units: int = 0
 
     def config(self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]):
         """(config, source) for ``template`` on ``workload``."""

@@ -10,6 +10,7 @@ import numpy as np
 
 from edgeinfer.cpu_isa import ISA_CLASSES, IsaClass
 from edgeinfer.ir import Node
+from edgeinfer.planning import conv_gemm
 from edgeinfer.planning.context import GUARD_BYTES, PlanContext, activation_of, f32, i32, knob_space, local_size
 from edgeinfer.planning.plan import Epilogue, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
 from edgeinfer.planning.registry import kernel_for
@@ -99,11 +100,20 @@ def plan_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     groups = int(node.attrs.get("group", 1))
     (bias, z), tail = epilogue_args(node, ctx, co, y)
 
-    if groups == 1 and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(pads):
+    pointwise = groups == 1 and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(pads)
+    if pointwise and (ctx.device_kind == "cpu" or tuned_as_gemm(ctx, co, h * w, c)):
         return plan_pointwise(ctx, x_name, weights.reshape(co, c), bias, z, y, n, c * h * w, h * w, tail)
     if groups == c == co:
         return plan_depthwise(ctx, node, weights, bias, z, y, (n, c, h, w, ho, wo), (sh, sw), pads, (dh, dw), tail)
     return plan_direct(ctx, node, weights, bias, z, y, (n, c, h, w, co, ho, wo), groups, (sh, sw), pads, (dh, dw), tail)
+
+
+def tuned_as_gemm(ctx: PlanContext, m: int, n: int, k: int) -> bool:
+    """Whether the device's table holds a tuned gemm config for this 1x1 convolution. On GPUs a 1x1 convolution is
+    otherwise planned as any other (conv2d: implicit GEMM, which splits K where the image is small); a workload
+    tuned as a GEMM keeps what was measured for it."""
+    _, source = ctx.table.lookup("gemm", {"M": m, "N": n, "K": k}, dict)
+    return source.startswith("tuned")
 
 
 def vectors_per(floats: int, isa: IsaClass) -> int:
@@ -307,12 +317,27 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     workload = {"C": cig, "Co": cog, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "G": groups}
 
     def default():  # 16 x 16 blocks with broadcast weights won on every 3x3 of SqueezeNet on PoCL
-        if ctx.device_kind != "cpu":
-            return {"TM": pick_row_block(cog, 4), "TN": 4}
+        if ctx.device_kind != "cpu":  # implicit GEMM with local-memory tiles (conv_gemm.py)
+            return conv_gemm.default_config(ctx, cog, ho * wo, cig * kh * kw, n * groups)
+        return cpu_default()
+
+    def cpu_default():
         tn = 16 if wo >= 12 else 8 if wo > 4 else 4
         return {"TM": min(16, cog), "TN": tn, "BCAST": 1, "local": [2, 1, 1]}
 
     config, source = ctx.config("conv2d", workload, default)
+    if source.startswith("nearest") and config.get("MODE", "direct") != default().get("MODE", "direct"):
+        # A nearest workload lends its tile sizes, not its kernel (as plan_pointwise).
+        config, source = default(), f"default (the {source} config is for another kernel)"
+    if config.get("MODE") == "igemm":
+        try:
+            return conv_gemm.plan_igemm(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dilations, tail,
+                                        config, source)  # fmt: skip
+        except NoKernel as why:
+            if source == "override":
+                raise
+            # The tiles need their whole work-group, which this compiled kernel cannot have: direct convolution.
+            config, source = {"TM": pick_row_block(cog, 4), "TN": 4}, f"default ({why})"
     tm, tn = int(config["TM"]), int(config["TN"])
     co_blocks = -(-cog // tm)
     # [G][Cog][Cig][KH][KW] -> [G][co_blocks][Cig][KH][KW][TM], zero-padded to whole channel blocks.
@@ -464,6 +489,10 @@ def depthwise_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
         "TM": "output channels per work-item",
         "TN": "output columns per work-item",
         "BCAST": "1: each weight a broadcast load (any TM); 0: one vector of TM weights and lane swizzles",
+        "MODE": "direct (conv2d.cl, the knobs above) or igemm (GPUs: conv_gemm.cl, implicit GEMM in local memory)",
+        "WM/WN": "igemm: work-group rows / columns (TM x TN outputs each)",
+        "BK": "igemm: reduction depth staged in local memory",
+        "SPLIT": "igemm: slices of the reduction run side by side, added by conv_gemm_sum",
         "local": "work-group shape",
     },
 )
@@ -472,5 +501,7 @@ def conv2d_knobs(workload: dict, ctx: PlanContext) -> list[dict]:
     found = [{"TM": tm, "TN": tn, "local": lo} for tm in (4, 8, 16) for tn in widths for lo in local_candidates(ctx)
              if fits_registers(tm, tn, ctx)]  # fmt: skip
     rows = [tm for tm in (4, 6, 8, 12, 16) if tm < 2 * workload["Co"]]
+    if ctx.device_kind != "cpu":
+        found += conv_gemm.candidates(workload, ctx)
     return found + [{"TM": tm, "TN": tn, "BCAST": 1, "local": lo} for tm in rows for tn in widths
                     for lo in few_locals(ctx) if fits_registers(tm, tn, ctx)]  # fmt: skip

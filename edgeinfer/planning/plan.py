@@ -34,6 +34,15 @@ class GuardedTensorArg(TensorArg):
 
 
 @dataclass(frozen=True)
+class ScratchArg:
+    """A device buffer of at least ``floats`` floats that lives only while its plan runs: one launch of the plan
+    writes partial results into it for the next to read (the split-K sum of conv_gemm.cl). Launches run one after
+    another, so an executable binds every ScratchArg to the same buffer, as large as the largest asked for."""
+
+    floats: int
+
+
+@dataclass(frozen=True)
 class Epilogue:
     """Where a convolution launch's epilogue arguments sit in its ``args``: the residual Z, the output Y and the
     residual mode ``has_z`` (NO_RESIDUAL, RESIDUAL_BEFORE_ACTIVATION, RESIDUAL_AFTER_ACTIVATION). Every kernel whose
@@ -46,7 +55,8 @@ class Epilogue:
 
 @dataclass
 class Launch:
-    """One kernel enqueue. ``args`` are TensorArg, numpy arrays (constants uploaded once) or numpy scalars."""
+    """One kernel enqueue. ``args`` are TensorArg, ScratchArg, numpy arrays (constants uploaded once) or numpy
+    scalars."""
 
     template: str
     kernel: str
@@ -85,6 +95,13 @@ class KernelPlan:
             else:
                 names.update(arg.name for arg in launch.args if isinstance(arg, TensorArg))
         return names
+
+
+def scratch_floats(plans: list[KernelPlan | None]) -> int:
+    """The floats of the one scratch buffer that ``plans`` need (0: none)."""
+    sizes = [arg.floats for plan in plans if plan for launch in plan.launches if isinstance(launch, Launch)
+             for arg in launch.args if isinstance(arg, ScratchArg)]  # fmt: skip
+    return max(sizes, default=0)
 
 
 class NoKernel(Exception):

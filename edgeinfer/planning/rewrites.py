@@ -73,17 +73,18 @@ def fuse_residual_adds(records: list[NodeRecord], graph: Graph, guard: int) -> t
             continue
         other = others[0]
         shapes = {graph.tensors[name].shape for name in (other, c_out, y)}
-        if (other in graph.constants or len(consumers.get(c_out, [])) != 1 or len(conv.plan.launches) != 1
+        if (other in graph.constants or len(consumers.get(c_out, [])) != 1 or not conv.plan.launches
                 or graph.tensors[other].dynamic or graph.tensors[y].dtype != "float32"
                 or len(shapes) != 1):  # fmt: skip
             continue
-        launch = conv.plan.launches[0]
+        # The last launch writes the output through its epilogue (a split-K sum after its partial products).
+        launch = conv.plan.launches[-1]
         epilogue = launch.epilogue if isinstance(launch, Launch) else None
         if epilogue is None or int(launch.args[epilogue.has_z_slot]) != NO_RESIDUAL:
             continue
         if not launch.args[epilogue.z_slot] == launch.args[epilogue.y_slot] == TensorArg(c_out):
             continue
-        reads = {arg.name for arg in launch.args if isinstance(arg, TensorArg)} - {c_out} | {other}
+        reads = conv.plan.tensors() - {c_out} | {other}
         target = extent(y)
         if target is not None and any(
             (r := extent(name)) is not None and r[0] < target[1] and target[0] < r[1] for name in reads

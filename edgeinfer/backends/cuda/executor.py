@@ -33,7 +33,7 @@ from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import PlanContext, guard_bytes, local_size
-from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, TensorArg
+from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
 from edgeinfer.planning.rewrites import device_tensors, rewrite_plans
@@ -90,7 +90,7 @@ class CudaExecutable(Executable):
             self.stream = cupy.cuda.Stream(non_blocking=True)
             plan_ctx = PlanContext(graph, table, "gpu", int(device.details["max_work_group_size"]), overrides or {},
                                    lambda launch: int(self._function(launch).max_threads_per_block),
-                                   ISA_CLASSES["simt"])  # fmt: skip
+                                   ISA_CLASSES["simt"], int(device.details.get("compute_units", 0)))  # fmt: skip
             self.records = plan_graph(graph, plan_ctx)
             # Every program the plans name, compiled in parallel before the steps load them one by one.
             sources = {program_source(launch.template, launch.defines) for record in self.records if record.plan
@@ -149,6 +149,8 @@ class CudaExecutable(Executable):
                 placed.place(name, self.graph.tensors[name].nbytes)
         for name, (root, offset) in self.aliases.items():
             placed.offsets[name] = placed.offsets[root] + offset
+        scratch = scratch_floats([record.plan for record in self.records])  # plan.ScratchArg: one for all plans
+        self.scratch_offset = placed.region(4 * scratch) if scratch else None
         return placed
 
     def _function(self, launch: Launch) -> Any:
@@ -175,6 +177,8 @@ class CudaExecutable(Executable):
                 args += [("at", self.layout.offsets[arg.name] - self.guard), np.int32(self.guard // itemsize)]
             elif isinstance(arg, TensorArg):
                 args.append(("at", self.layout.offsets[arg.name]))
+            elif isinstance(arg, ScratchArg):
+                args.append(("at", self.scratch_offset))
             elif isinstance(arg, np.ndarray):  # a launch array: uploaded once, with the tensors
                 data = np.ascontiguousarray(arg).reshape(-1).view(np.uint8)
                 offset = self.layout.region(data.nbytes)

@@ -27,7 +27,7 @@ from edgeinfer.backends.opencl.runtime import OpenCLDevice, shared_queue
 from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import guard_bytes, local_size
-from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, TensorArg
+from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
 from edgeinfer.planning.rewrites import device_tensors, rewrite_plans
@@ -124,6 +124,8 @@ class OpenCLExecutable(Executable):
                 offset = plan.offsets.get(name) if name not in roots and name not in self.own_buffers else None
                 buffer = memory.in_arena(arena, offset, nbytes) if arena is not None and offset is not None else None
                 self.buffers[name] = buffer if buffer is not None else memory.tensor(nbytes)
+        scratch = scratch_floats([record.plan for record in self.records])  # plan.ScratchArg: one for all plans
+        self.scratch = memory.tensor(4 * scratch) if scratch else None
 
     def _upload(self, array: np.ndarray) -> cl.Buffer:
         array = np.ascontiguousarray(array)
@@ -157,6 +159,8 @@ class OpenCLExecutable(Executable):
                 args += [self.memory.with_front_guard(self.buffers[arg.name]), np.int32(self.memory.guard // itemsize)]
             elif isinstance(arg, TensorArg):
                 args.append(self.buffers[arg.name])
+            elif isinstance(arg, ScratchArg):
+                args.append(self.scratch)
             elif isinstance(arg, np.ndarray):
                 # Kernels do not retain their buffer arguments: the executable must keep them alive.
                 self.constant_buffers.append(self._upload(arg))

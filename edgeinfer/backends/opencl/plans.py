@@ -36,7 +36,7 @@ def plan_context(
     if table is None:
         table = load_table("opencl", info.device_key, info.family, info.isa)
     return PlanContext(graph, table, info.kind, device.device.max_work_group_size, overrides or {}, work_group_limit,
-                       isa_class(info.isa or "simt"))  # fmt: skip
+                       isa_class(info.isa or "simt"), device.device.max_compute_units)  # fmt: skip
 
 
 def launch_program(launch: Launch, cl_device: cl.Device) -> tuple[str, str]:

@@ -1,0 +1,154 @@
+"""The implicit-GEMM convolution for GPUs (planning/conv_gemm.py, kernels/opencl/conv_gemm.cl): what the planner
+chooses on a GPU (split K on small images, 1x1 convolutions, the fallback when a group cannot be whole), and GPU
+plans run for real through PoCL: a device that reports itself as a GPU runs the GPU plans of whole models (no
+channel-blocked layout, local-memory tiles, split-K scratch) and must match onnxruntime. The kernels' knob variants
+against NumPy are in tests/test_opencl.py (KNOB_CASES)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from conftest import MODELS, shared_model, usable_opencl_device
+from edgeinfer.ir import Graph, Node, TensorInfo
+from edgeinfer.planning import PlanContext, plan_graph
+from edgeinfer.planning import conv_gemm as cg
+from edgeinfer.planning.plan import ScratchArg, scratch_floats
+from edgeinfer.tuned_configs import ConfigTable
+
+RNG = np.random.default_rng(0)
+H200_UNITS = 132
+
+
+def conv_graph(c: int, co: int, hw: int, k: int, stride: int = 1, residual: bool = False) -> Graph:
+    """x -> Conv(k x k, same padding, stride) [-> Add(x') -> Relu]: one convolution, optionally as ResNet's last
+    conv of a bottleneck (its Add and Relu fused by the compiler: the Z input and the activation)."""
+    ho = (hw + 2 * (k // 2) - k) // stride + 1
+    tensors = {"x": TensorInfo("x", (1, c, hw, hw), "float32"), "y": TensorInfo("y", (1, co, ho, ho), "float32")}
+    inputs, attrs = ["x", "w", "b"], {"kernel_shape": [k, k], "strides": [stride] * 2, "pads": [k // 2] * 4}
+    graph_inputs = ["x"]
+    if residual:
+        tensors["z"] = TensorInfo("z", (1, co, ho, ho), "float32")
+        inputs.append("z")
+        graph_inputs.append("z")
+        attrs["activation"] = "relu"
+    constants = {"w": (RNG.standard_normal((co, c, k, k)) / np.sqrt(c * k * k)).astype(np.float32),
+                 "b": RNG.standard_normal(co).astype(np.float32)}  # fmt: skip
+    return Graph([Node("conv", "Conv", inputs, ["y"], attrs)], graph_inputs, ["y"], tensors, constants)
+
+
+def gpu_context(graph: Graph, units: int = H200_UNITS, table: ConfigTable | None = None) -> PlanContext:
+    return PlanContext(graph, table or ConfigTable("opencl", "test"), "gpu", 1024, compute_units=units)
+
+
+def test_small_images_split_k_until_the_gpu_is_full_and_large_ones_do_not():
+    """ResNet-50's layer4 3x3 (512 channels, 7x7) has 8 tiles of 64 x 64, 32 of 32 x 32: split 8 ways on 132 units;
+    256 channels at 56x56 have 196 tiles of 64 x 64: no split."""
+    small = plan_graph(g := conv_graph(512, 512, 7, 3), gpu_context(g))[0].plan
+    assert small.config["MODE"] == "igemm" and small.config["SPLIT"] == 8
+    assert (small.config["TM"], small.config["TN"]) == (2, 2)
+    assert [launch.kernel for launch in small.launches] == ["conv_gemm", "conv_gemm_sum"]
+    assert scratch_floats([small]) == 8 * 512 * 49
+    large = plan_graph(g := conv_graph(128, 256, 56, 3), gpu_context(g))[0].plan
+    assert large.config["SPLIT"] == 1 and (large.config["TM"], large.config["TN"]) == (4, 4)
+    assert [launch.kernel for launch in large.launches] == ["conv_gemm"]
+    assert not any(isinstance(arg, ScratchArg) for arg in large.launches[0].args)
+    shallow = plan_graph(g := conv_graph(3, 64, 7, 3), gpu_context(g))[0].plan  # K = 27: nothing to split
+    assert shallow.config["SPLIT"] == 1
+
+
+def test_a_1x1_convolution_on_a_gpu_is_an_implicit_gemm_unless_its_table_tuned_it_as_a_gemm():
+    graph = conv_graph(256, 1024, 14, 1)
+    assert plan_graph(graph, gpu_context(graph))[0].plan.launches[0].kernel == "conv_gemm"
+    table = ConfigTable("opencl", "test")
+    tuned = {"VEC": "L", "TM": 4, "TN": 2, "WM": 16, "WN": 16, "BK": 16}
+    table.add("gemm", {"M": 1024, "N": 196, "K": 256}, tuned)
+    plan = plan_graph(graph, gpu_context(graph, table=table))[0].plan
+    assert plan.launches[0].kernel == "gemm_local" and plan.config_source == "tuned"
+
+
+def test_a_nearest_direct_config_does_not_choose_the_kernel_of_another_workload():
+    """A table tuned on direct configs (the H200 OpenCL table) lends them to its exact workloads only."""
+    table = ConfigTable("opencl", "test")
+    table.add("conv2d", {"C": 64, "Co": 64, "H": 56, "W": 56, "KH": 3, "KW": 3, "S": 1, "G": 1}, {"TM": 4, "TN": 4})
+    graph = conv_graph(256, 256, 14, 3)
+    plan = plan_graph(graph, gpu_context(graph, table=table))[0].plan
+    assert plan.config["MODE"] == "igemm" and plan.config_source.startswith("default (the nearest")
+
+
+def test_tile_rules_and_the_knob_space():
+    assert cg.tile_shortfall({"TM": 4, "TN": 4, "WM": 16, "WN": 16, "BK": 16, "SPLIT": 1}, 1024) is None
+    assert "multiple of TN" in cg.tile_shortfall({"TM": 4, "TN": 8, "WM": 4, "WN": 16, "BK": 16, "SPLIT": 1}, 1024)
+    assert "exceeds" in cg.tile_shortfall({"TM": 4, "TN": 4, "WM": 32, "WN": 32, "BK": 16, "SPLIT": 1}, 512)
+    graph = conv_graph(512, 512, 7, 3)
+    workload = {"C": 512, "Co": 512, "H": 7, "W": 7, "KH": 3, "KW": 3, "S": 1, "G": 1}
+    found = cg.candidates(workload, gpu_context(graph))
+    assert len(found) > 100 and all(cg.tile_shortfall(c, 1024) is None for c in found)
+    assert {c["SPLIT"] for c in found} == {1, 2, 4, 8, 16}
+
+
+# ---------------------------------------------------------------- GPU plans, run on PoCL
+
+DEVICE = usable_opencl_device()
+needs_opencl = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
+
+
+@pytest.fixture
+def gpu_on_pocl(monkeypatch):
+    """OpenCL executables on the PoCL device that plan as on a GPU with 132 compute units."""
+    from edgeinfer.backends.opencl import executor, plans, select_device
+
+    device = select_device(DEVICE.spec)
+    gpu = dataclasses.replace(device, info=dataclasses.replace(device.info, kind="gpu", isa="simt",
+                                                               device_key="test-gpu", family="test-gpu"))  # fmt: skip
+    real = plans.plan_context
+
+    def plan_context(graph, _device, *args, **kwargs):
+        ctx = real(graph, gpu, *args, **kwargs)
+        return dataclasses.replace(ctx, compute_units=H200_UNITS)
+
+    monkeypatch.setattr(executor, "plan_context", plan_context)
+    return lambda graph: executor.OpenCLExecutable(graph, gpu)
+
+
+def _rel_l2(actual, expected) -> float:
+    expected = expected.astype(np.float64)
+    return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+@needs_opencl
+@pytest.mark.parametrize("c, co, hw, k, stride", [(512, 512, 7, 3, 1), (256, 1024, 14, 1, 1), (64, 128, 17, 3, 2)])
+def test_gpu_plans_with_split_k_and_the_residual_epilogue_match_numpy(gpu_on_pocl, c, co, hw, k, stride):
+    from edgeinfer.ops import get_op
+
+    graph = conv_graph(c, co, hw, k, stride, residual=True)
+    feeds = {name: RNG.standard_normal(graph.tensors[name].shape).astype(np.float32) for name in graph.inputs}
+    executable = gpu_on_pocl(graph)
+    row = executable.explain()[0]
+    assert row["placement"] == "device" and row["config"]["MODE"] == "igemm", row
+    node = graph.nodes[0]
+    want = get_op("Conv").fn([feeds["x"], graph.constants["w"], graph.constants["b"], feeds["z"]], node.attrs)[0]
+    assert _rel_l2(executable.run(feeds)["y"], want) <= 1e-5
+
+
+@needs_opencl
+@pytest.mark.parametrize("file", ["squeezenet1.1.onnx", "mobilenet_v1_0.25_128.onnx"])
+def test_whole_models_planned_for_a_gpu_match_onnxruntime(gpu_on_pocl, file):
+    ort = pytest.importorskip("onnxruntime")
+    path = shared_model(file)
+    if not path.exists():
+        pytest.skip(f"{file} not in {MODELS}")
+    from edgeinfer.compiler import compile_model
+
+    graph = compile_model(path)
+    executable = gpu_on_pocl(graph)
+    assert any(row.get("config", {}).get("MODE") == "igemm" for row in executable.explain())
+    name = graph.inputs[0]
+    feeds = {name: RNG.uniform(-1, 1, graph.tensors[name].shape).astype(np.float32)}
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = sess.run(None, feeds)
+    got = executable.run(feeds)
+    for output, ref in zip(graph.outputs, want):
+        assert _rel_l2(got[output], ref) <= 1e-4, output
