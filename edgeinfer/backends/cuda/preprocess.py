@@ -29,6 +29,7 @@ import numpy as np
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.cuda import program_cache
+from edgeinfer.backends.cuda.executor import D2H, H2D
 from edgeinfer.backends.cuda.memory import grid_of, grid_shortfall
 from edgeinfer.backends.cuda.runtime import select_device
 from edgeinfer.backends.cuda.sources import NVRTC_OPTIONS, program_source
@@ -42,8 +43,6 @@ from edgeinfer.pipelines.resample_plan import (
     plan_frame,
 )
 from edgeinfer.planning.context import local_size
-
-H2D, D2H = 1, 2  # cudaMemcpyKind: cudaMemcpyHostToDevice, cudaMemcpyDeviceToHost (fixed by CUDA's ABI)
 
 
 class CudaPreprocessor:
