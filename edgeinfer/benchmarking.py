@@ -34,7 +34,7 @@ def _nms_inputs(sess: Any, feeds: dict[str, np.ndarray]) -> tuple[Any, dict[str,
 def frame_breakdown(sess: Any, image: str | Path, runs: int = 50, warmup: int = 5) -> dict[str, Any]:
     """Median milliseconds per frame stage on ``image`` (decoded once, as a camera frame would arrive).
 
-    ``preprocess`` is the session's own path: device kernels on OpenCL (where the PIL + NumPy time is
+    ``preprocess`` is the session's own path: device kernels on OpenCL and CUDA (where the PIL + NumPy time is
     reported too, for comparison), PIL + NumPy elsewhere. ``inference`` is the whole graph on the
     session's device, NMS included; ``nms`` is the NMS node alone on the NumPy fallback, to show what the
     CPU part of a detector costs.

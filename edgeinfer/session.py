@@ -57,7 +57,7 @@ class Session:
         self.outputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.outputs]
         self.pipeline: dict[str, Any] | None = self.graph.metadata.get("pipeline")
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
-        # On a device with pre-processing kernels (OpenCL), images are pre-processed there (bit-equal to PIL's path)
+        # On a device with pre-processing kernels (OpenCL, CUDA), images are pre-processed there (bit-equal to PIL's)
         self._device_preprocessor = self._executable.device_preprocessor(self.pipeline) if self.pipeline else None
         # A backend's prepared state (OpenCL buffers bound to kernels, the input/output arena) serves one run
         # at a time: calls from several threads on one Session take turns (README, "Threads").

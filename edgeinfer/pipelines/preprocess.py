@@ -90,7 +90,7 @@ class Geometry:
 
 def geometry(w: int, h: int, pipeline: dict[str, Any]) -> Geometry:
     """The resize plan and coordinate context for a ``w`` x ``h`` frame: one definition that the PIL path
-    (``resize_image``) and the OpenCL kernels (``backends/opencl/preprocess.py``) both follow."""
+    (``resize_image``) and the device kernels (``resample_plan.py``, for OpenCL and CUDA) both follow."""
     if w < 1 or h < 1:
         raise ImageError(f"a {w}x{h} frame is empty; expected at least 1x1 pixels")
     out_h, out_w = pipeline["size"]

@@ -17,6 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import cupy
@@ -298,8 +299,9 @@ class CudaExecutable(Executable):
     def run(
         self, feeds: dict[str, np.ndarray], filled_on_device: frozenset[str] = frozenset()
     ) -> dict[str, np.ndarray]:
-        if filled_on_device:  # device_input() is None for every input here: pre-processing runs on the host
-            raise InputError(f"the CUDA backend takes no device-side inputs yet; got {sorted(filled_on_device)}")
+        for name in filled_on_device:
+            if self.device_input(name) is None:
+                raise InputError(f"input {name!r} cannot be filled on the device: it is read on the host or unknown")
         env: dict[str, np.ndarray] = dict(self.graph.constants)
         env.update(feeds)
         pending: list[str] = []
@@ -315,13 +317,34 @@ class CudaExecutable(Executable):
                     self.stream.synchronize()  # the downloads of its inputs
                     self._collect(pending, env)
                     layout.run_host(step.node, env)
-                else:
+                elif step.name not in filled_on_device:  # a device-filled input: written by work queued before
                     self._copy(step, env)
                     if step.kind == "to_host":
                         pending.append(step.name)
             self.stream.synchronize()
         self._collect(pending, env)
         return {name: env[name] for name in self.graph.outputs}
+
+    def device_input(self, name: str) -> Any | None:
+        """The device region of graph input ``name`` (a CuPy view of the allocation) when only kernels read it, else
+        None. Work queued on ``self.stream`` may fill it (device pre-processing); ``run(..., filled_on_device={name})``
+        then skips its upload, and the segments replayed after that work read it."""
+        if name not in self.graph.inputs or name in self.graph.outputs or name in self._host_read_tensors:
+            return None
+        if name not in self.layout.offsets:  # no kernel reads it
+            return None
+        offset = self.layout.offsets[name]
+        return self.memory[offset : offset + self.graph.tensors[name].nbytes]
+
+    @cached_property
+    def _host_read_tensors(self) -> frozenset[str]:
+        return frozenset(name for record in self.records if record.plan is None for name in record.node.inputs)
+
+    def device_preprocessor(self, pipeline: dict[str, Any]) -> Any:
+        """Resize + colour + normalise + layout as CUDA kernels on this stream (bit-equal to the host path)."""
+        from edgeinfer.backends.cuda.preprocess import CudaPreprocessor
+
+        return CudaPreprocessor.for_executable(self, pipeline)
 
     def explain(self) -> list[dict[str, Any]]:
         rows = explain_rows(self.records)
