@@ -69,6 +69,14 @@ def test_a_1x1_convolution_on_a_gpu_is_an_implicit_gemm_unless_its_table_tuned_i
     assert plan.launches[0].kernel == "gemm_local" and plan.config_source == "tuned"
 
 
+def test_the_environment_restores_the_direct_gpu_defaults(monkeypatch):
+    monkeypatch.setenv(cg.GPU_CONV_ENV, "direct")
+    graph = conv_graph(64, 64, 28, 3)
+    assert [launch.kernel for launch in plan_graph(graph, gpu_context(graph))[0].plan.launches] == ["conv2d"]
+    graph = conv_graph(64, 256, 28, 1)
+    assert plan_graph(graph, gpu_context(graph))[0].plan.template == "gemm"
+
+
 def test_a_nearest_direct_config_does_not_choose_the_kernel_of_another_workload():
     """A table tuned on direct configs (the H200 OpenCL table) lends them to its exact workloads only."""
     table = ConfigTable("opencl", "test")

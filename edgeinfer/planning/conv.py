@@ -101,7 +101,7 @@ def plan_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     (bias, z), tail = epilogue_args(node, ctx, co, y)
 
     pointwise = groups == 1 and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(pads)
-    if pointwise and (ctx.device_kind == "cpu" or tuned_as_gemm(ctx, co, h * w, c)):
+    if pointwise and (ctx.device_kind == "cpu" or not conv_gemm.wanted() or tuned_as_gemm(ctx, co, h * w, c)):
         return plan_pointwise(ctx, x_name, weights.reshape(co, c), bias, z, y, n, c * h * w, h * w, tail)
     if groups == c == co:
         return plan_depthwise(ctx, node, weights, bias, z, y, (n, c, h, w, ho, wo), (sh, sw), pads, (dh, dw), tail)
@@ -317,11 +317,10 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     workload = {"C": cig, "Co": cog, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "G": groups}
 
     def default():  # 16 x 16 blocks with broadcast weights won on every 3x3 of SqueezeNet on PoCL
-        if ctx.device_kind != "cpu":  # implicit GEMM with local-memory tiles (conv_gemm.py)
-            return conv_gemm.default_config(ctx, cog, ho * wo, cig * kh * kw, n * groups)
-        return cpu_default()
-
-    def cpu_default():
+        if ctx.device_kind != "cpu":  # implicit GEMM with local-memory tiles (conv_gemm.py), else direct
+            if conv_gemm.wanted():
+                return conv_gemm.default_config(ctx, cog, ho * wo, cig * kh * kw, n * groups)
+            return {"TM": pick_row_block(cog, 4), "TN": 4}
         tn = 16 if wo >= 12 else 8 if wo > 4 else 4
         return {"TM": min(16, cog), "TN": tn, "BCAST": 1, "local": [2, 1, 1]}
 

@@ -9,14 +9,24 @@ slices that run side by side and a second kernel adds them up with the epilogue.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from edgeinfer.planning.context import PlanContext, i32, local_size
 from edgeinfer.planning.plan import Epilogue, KernelPlan, Launch, NoKernel, ScratchArg, TensorArg
 
 MAX_SPLIT = 16
+# "direct" restores the GPU defaults from before this kernel (direct conv2d, gemm for 1x1): an escape hatch and the
+# A/B of benchmarks/gpu_cuda_check.sh. Tuned tables and overrides still choose either.
+GPU_CONV_ENV = "EDGEINFER_GPU_CONV"
 # Work-group shapes (WM rows x WN columns of work-items) the knob space offers.
 GROUP_SHAPES = ((16, 16), (8, 16), (16, 8), (8, 8), (32, 8), (8, 32))
+
+
+def wanted() -> bool:
+    """Whether GPU convolutions default to the implicit GEMM (``EDGEINFER_GPU_CONV`` is not ``direct``)."""
+    return os.environ.get(GPU_CONV_ENV, "igemm") != "direct"
 
 
 def tile_shortfall(config: dict, max_work_group_size: int) -> str | None:
