@@ -111,7 +111,9 @@ def plan_pool(node: Node, ctx: PlanContext) -> KernelPlan:
     def reach(tn: int) -> int:  # how far the vector loads reach past either end of a row
         return max(pads[1], ((-(-wo // tn) - 1) * tn * sw - pads[1] + (kernel[1] - 1) * dw + tn * sw) - w)
 
-    if reach(tn) <= GUARD_BYTES // 4:  # vector loads stay inside the buffers' guard bands
+    # On GPUs one output per work-item (pool2d): the vector kernels below are for CPUs, where a work-item walking a
+    # column block down every row (maxpool_rows) is cheap; on the H200 it took 65-99 us for a stem's 3x3 MaxPool.
+    if ctx.device_kind == "cpu" and reach(tn) <= GUARD_BYTES // 4:  # vector loads stay inside the guard bands
         tn_rows = tn if sw == 1 else min(tn, 8)
         if (is_max and (dh, dw) == (1, 1) and sw in (1, 2) and sh <= kernel[0] <= 16 and pads[0] < kernel[0]
                 and reach(tn_rows) <= GUARD_BYTES // 4):  # fmt: skip
@@ -130,8 +132,9 @@ def plan_pool(node: Node, ctx: PlanContext) -> KernelPlan:
         return plan("pool", [launch], kernel="pool2d_vec", TN=tn)
     work = (wo, ho, n * c)
     args = [TensorArg(x), TensorArg(y), *map(i32, (h, w, ho, wo, kernel[0], kernel[1], sh, sw, pads[0], pads[1]))]
+    wanted = (16, 1, 1) if ctx.device_kind == "cpu" else (32, 4, 1)  # GPUs: 128 work-items per group
     launch = Launch("pool", "pool2d", [*args, i32(dh), i32(dw), *tail], work,
-                    local_size(work, (16, 1, 1), ctx.max_work_group_size))  # fmt: skip
+                    local_size(work, wanted, ctx.max_work_group_size))  # fmt: skip
     return plan("pool", [launch], kernel="pool2d")
 
 
