@@ -12,7 +12,7 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 
-from conftest import IMAGES, MODELS, manifest, shared_model, tiny_graph
+from conftest import IMAGES, MODELS, conv_pack, manifest, shared_model, tiny_graph
 from edgeinfer import Session
 from edgeinfer.backends import get_backend, resolve_device
 from edgeinfer.backends.base import DeviceInfo
@@ -240,14 +240,17 @@ def test_constant_arrays_are_uploaded_once_where_the_kernel_reads_them(fake_cuda
     np.testing.assert_array_equal(constant.host[: want.nbytes].view(np.float32), want)
 
 
-def test_explain_names_the_borrowed_opencl_table(fake_cuda):
+def test_explain_names_the_borrowed_opencl_table(fake_cuda, tmp_path, monkeypatch):
+    """No CUDA table yet: the convolutions take their configs from the H200's OpenCL table, and explain() says so."""
     from edgeinfer.backends.cuda.executor import CudaExecutable
+    from edgeinfer.pack import read_pack
 
-    exe = CudaExecutable(_planned(tiny_graph()), H200)
-    assert exe.borrowed_from == "nvidia-cuda-nvidia-corporation-nvidia-h200"
-    table = runtime.config_table(H200)
-    assert table.fallback is not None and table.fallback.device_key == exe.borrowed_from
-    assert [row["placement"] for row in exe.explain()] == ["device", "device"]
+    monkeypatch.setenv("EDGEINFER_TUNED_DIR", str(tmp_path / "no-user-tables"))
+    conv_pack(tmp_path / "conv.pack")
+    rows = CudaExecutable(read_pack(tmp_path / "conv.pack"), H200).explain()
+    assert [row["placement"] for row in rows] == ["device", "device"]
+    lender = "via nvidia-cuda-nvidia-corporation-nvidia-h200 (the device's OpenCL table)"
+    assert all(row["config_source"].endswith(lender) for row in rows), rows
 
 
 # ---------------------------------------------------------------- on a CUDA device
