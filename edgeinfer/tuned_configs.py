@@ -14,7 +14,8 @@ source from a borrowed table ends in ``via <that table's key>``.
 
 ``edgeinfer tune`` writes the tables it makes to the user's data directory (``user_tables_dir()``); a user
 table's entries take precedence over the shipped table of the same device, and their source reads
-``tuned (user table)``.
+``tuned (user table)``. A table may also be completed per workload by another one (``with_lent_entries``: the
+CUDA backend by the same GPU's OpenCL table); those entries' sources end in ``via <lender>`` too.
 """
 
 from __future__ import annotations
