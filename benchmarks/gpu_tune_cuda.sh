@@ -4,8 +4,8 @@
 # by the packs; the table, its measurement log and tune_cuda.log go to $OUT. Resumes from
 # benchmarks/results/<key>.records.jsonl and starts from tuned_configs/cuda/<key>.json where they exist.
 #   bash benchmarks/gpu_tune_cuda.sh [TOTAL_SECONDS=150] [TRIALS=8] [BENCH_RUNS=0]
-# BENCH_RUNS > 0 also times each pack on cuda with the tables it had before (the OpenCL table borrowed) and with the
-# new one. Expects .shared/ (and .whl/ where pyopencl etc. are not installed) as gpu_run.sh does; a step that fails
+# BENCH_RUNS > 0 also times each pack on cuda (median of BENCH_RUNS runs) with the tables it had before (shipped, and
+# the OpenCL table borrowed) and with the new one as the user's table. Expects .shared/ (and .whl/ where pyopencl etc. are not installed) as gpu_run.sh does; a step that fails
 # says so in the log and the others still run.
 set -uo pipefail
 BUDGET=${1:-150} TRIALS=${2:-8} RUNS=${3:-0}
@@ -65,7 +65,7 @@ if [ "$RUNS" -gt 0 ]; then
   for pack in "${PACKS[@]}"; do
     before=$(EDGEINFER_TUNED_DIR=/tmp/cuda_none python3 -m edgeinfer.cli bench "$pack" --device cuda -n "$RUNS" --json 2>>"$LOG" | median)
     after=$(EDGEINFER_TUNED_DIR=/tmp/cuda_user python3 -m edgeinfer.cli bench "$pack" --device cuda -n "$RUNS" --json 2>>"$LOG" | median)
-    say "$(basename "$pack" .pack): borrowed OpenCL table ${before:-?} ms | with the CUDA table ${after:-?} ms"
+    say "$(basename "$pack" .pack): shipped/borrowed tables ${before:-?} ms | with the new CUDA table ${after:-?} ms"
   done
 fi
 say "total $SECONDS s"
