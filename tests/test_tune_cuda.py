@@ -209,6 +209,25 @@ def test_cli_tunes_cuda_and_session_takes_the_user_table(cuda_h200, monkeypatch,
     assert "device nvidia-h200-sm90: 2 tunable workloads" in report and "exact        2" in report
 
 
+def test_the_opencl_config_cuda_runs_today_competes(cuda_h200, monkeypatch):
+    """A CUDA entry must not be slower than the same GPU's OpenCL config it replaces: that config is measured first."""
+    from edgeinfer.tuning import TuneOptions, targets, tune
+    from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.records import RecordLog
+
+    _, task = gemm_task(cuda_h200)
+    opencl_config = {"VEC": "N", "TM": 2, "TN": 4, "UNROLL_K": 2, "local": [8, 8, 1]}
+    lender = tuned_configs.ConfigTable("opencl", H200_OPENCL)
+    lender.add("gemm", task.workload, opencl_config)
+    lent = tuned_configs.with_lent_entries(tuned_configs.ConfigTable("cuda", H200.device_key), lender, H200_OPENCL)
+    monkeypatch.setattr(targets.CudaTarget, "config_table", lambda self: lent)
+    monkeypatch.setattr(Measurer, "_check", lambda self, task, outputs: "")  # the stand-in computes nothing
+    options = TuneOptions("cuda:0", trials=2, repeat=2, templates={"gemm"}, progress=False)
+    result = tune([cuda_h200], options, log=lambda s: None)
+    measured = [r.config for r in RecordLog(result.records_path).records]
+    assert opencl_config in measured[:2], measured  # with the heuristic default, before any candidate
+
+
 # ------------------------------------------------------------------ on a CUDA device
 
 

@@ -47,6 +47,11 @@ class TuningTarget(ABC):
         """Around prepare: keep the compiler's output off the terminal (the tuner has its own progress bar)."""
         return contextlib.nullcontext()
 
+    def lent_config(self, template: str, workload: dict[str, Any]) -> dict[str, Any] | None:
+        """The config the device runs for exactly this workload today from a table lent to it, or None (then only
+        the table being tuned and the heuristic default compete with the candidates)."""
+        return None
+
     def ran_another_block(self, executable: Executable) -> str:
         """Why ``executable`` does not run the config as given (a block the compiled kernel cannot run, shrunk
         at launch), or ""."""
@@ -118,6 +123,7 @@ class CudaTarget(TuningTarget):
 
         self.info = select_device(spec)
         self.errors = (DeviceError,)  # NVRTC errors (program_cache); CuPy's CUDA errors are RuntimeErrors
+        self._table: ConfigTable | None = None  # config_table(), read once for lent_config
 
     def device_graph(self, graph: Graph) -> Graph:
         from edgeinfer.backends.cuda.plans import device_graph
@@ -138,6 +144,16 @@ class CudaTarget(TuningTarget):
         from edgeinfer.backends.cuda.executor import CudaExecutable  # imports cupy
 
         return CudaExecutable(graph, self.info, overrides)
+
+    def lent_config(self, template: str, workload: dict[str, Any]) -> dict[str, Any] | None:
+        """The same GPU's OpenCL config for the workload, which CUDA runs until its own table has the workload: it
+        competes with the candidates, so a CUDA entry is never slower than the config it replaces."""
+        from edgeinfer.tuned_configs import LENDER, workload_signature
+
+        if self._table is None:
+            self._table = self.config_table()
+        entry = self._table.entries.get(template, {}).get(workload_signature(workload))
+        return dict(entry["config"]) if entry is not None and LENDER in entry else None
 
     def ran_another_block(self, executable: Executable) -> str:
         for kernel, wanted, used, limit in getattr(executable, "local_fits", []):

@@ -84,7 +84,7 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     try:
         for task in tasks:
             entry = table.entries.get(task.template, {}).get(task.signature)
-            incumbent = entry["config"] if entry else None
+            incumbent = entry["config"] if entry else target.lent_config(task.template, task.workload)
             done = _tune_task(task, target, measurer, records, options, rng, deadline, bar, incumbent)
             result.results.append(done)
             if done.best_config is not None:
@@ -126,8 +126,9 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
         bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
 
     default = default_config(task, ctx)
-    # The heuristic default and the table's current entry (a rerun over an existing table) are measured first:
-    # they compete with every candidate, so tuning never replaces a config by a slower one.
+    # The heuristic default and the table's current entry (a rerun over an existing table; on CUDA, else the same
+    # GPU's OpenCL config) are measured first: they compete with every candidate, so tuning never replaces a config
+    # by a slower one.
     compile_ahead([c for c in (default, incumbent) if c is not None])
     for config in (default, incumbent):
         if config is not None and config_key(config) not in state.measured:
