@@ -5,8 +5,8 @@
 # benchmarks/results/<key>.records.jsonl and starts from tuned_configs/cuda/<key>.json where they exist.
 #   bash benchmarks/gpu_tune_cuda.sh [TOTAL_SECONDS=150] [TRIALS=8] [BENCH_RUNS=0]
 # BENCH_RUNS > 0 also times each pack on cuda (median of BENCH_RUNS runs) with the tables it had before (shipped, and
-# the OpenCL table borrowed) and with the new one as the user's table. Expects .shared/ (and .whl/ where pyopencl etc. are not installed) as gpu_run.sh does; a step that fails
-# says so in the log and the others still run.
+# the OpenCL table borrowed) and with the new one as the user's table. Expects .shared/ (and .whl/) as gpu_run.sh
+# does; a step that fails says so in the log and the others still run.
 set -uo pipefail
 BUDGET=${1:-150} TRIALS=${2:-8} RUNS=${3:-0}
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
