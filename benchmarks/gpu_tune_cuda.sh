@@ -50,21 +50,25 @@ TABLE=$OUT/$KEY.json RECORDS=$OUT/$KEY.records.jsonl
 [ -f tuned_configs/cuda/$KEY.json ] && cp tuned_configs/cuda/$KEY.json "$TABLE"
 [ -f benchmarks/results/$KEY.records.jsonl ] && cp benchmarks/results/$KEY.records.jsonl "$RECORDS"
 SHARE=$((BUDGET / ${#PACKS[@]}))
+entries() { python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['entries']))" "$TABLE" 2>/dev/null; }
 for pack in "${PACKS[@]}"; do  # one run per pack, so that every model gets its share of the budget
   started=$SECONDS
-  timeout $((SHARE + 90)) python3 -m edgeinfer.cli tune "$pack" --device cuda --trials "$TRIALS" --time-budget "$SHARE" \
-    --out "$TABLE" --records "$RECORDS" >>"$LOG" 2>&1
-  say "tune $(basename "$pack" .pack): exit $? in $((SECONDS - started)) s; table $(python3 -c "import json,sys; print(len(json.load(open(sys.argv[1]))['entries']), 'entries')" "$TABLE" 2>/dev/null)"
+  timeout $((SHARE + 90)) python3 -m edgeinfer.cli tune "$pack" --device cuda --trials "$TRIALS" \
+    --time-budget "$SHARE" --out "$TABLE" --records "$RECORDS" >>"$LOG" 2>&1
+  say "tune $(basename "$pack" .pack): exit $? in $((SECONDS - started)) s; table $(entries) entries"
 done
 mkdir -p /tmp/cuda_user/cuda && cp "$TABLE" /tmp/cuda_user/cuda/ 2>/dev/null
 # how the packs' workloads are covered now: exact (the new CUDA table), nearest, borrowed (the OpenCL table), default
-EDGEINFER_TUNED_DIR=/tmp/cuda_user python3 -m edgeinfer.cli tune "${PACKS[@]}" --device cuda --report >/tmp/report.txt 2>&1
+EDGEINFER_TUNED_DIR=/tmp/cuda_user python3 -m edgeinfer.cli tune "${PACKS[@]}" --device cuda --report \
+  >/tmp/report.txt 2>&1
 head -n 5 /tmp/report.txt; cat /tmp/report.txt >>"$LOG"
 if [ "$RUNS" -gt 0 ]; then
-  median() { python3 -c "import json,sys; print(json.load(sys.stdin)['median_ms'])"; }
+  median_ms() {  # median_ms USER_TABLES_DIR PACK
+    EDGEINFER_TUNED_DIR=$1 python3 -m edgeinfer.cli bench "$2" --device cuda -n "$RUNS" --json 2>>"$LOG" |
+      python3 -c "import json,sys; print(json.load(sys.stdin)['median_ms'])"
+  }
   for pack in "${PACKS[@]}"; do
-    before=$(EDGEINFER_TUNED_DIR=/tmp/cuda_none python3 -m edgeinfer.cli bench "$pack" --device cuda -n "$RUNS" --json 2>>"$LOG" | median)
-    after=$(EDGEINFER_TUNED_DIR=/tmp/cuda_user python3 -m edgeinfer.cli bench "$pack" --device cuda -n "$RUNS" --json 2>>"$LOG" | median)
+    before=$(median_ms /tmp/cuda_none "$pack") after=$(median_ms /tmp/cuda_user "$pack")
     say "$(basename "$pack" .pack): shipped/borrowed tables ${before:-?} ms | with the new CUDA table ${after:-?} ms"
   done
 fi
