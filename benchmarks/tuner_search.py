@@ -41,20 +41,19 @@ STRATEGIES = ("random", "model", "model+transfer")
 
 
 def measure_spaces(args: argparse.Namespace) -> None:
-    from edgeinfer.backends.opencl.plans import plan_context
-    from edgeinfer.backends.opencl.runtime import select_device
     from edgeinfer.pack import read_pack
     from edgeinfer.tuned_configs import ConfigTable
     from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.targets import select_target
     from edgeinfer.tuning.tuner import default_config, knob_candidates
     from edgeinfer.tuning.workloads import collect_tasks
 
-    device = select_device(args.device)
-    tasks = collect_tasks({Path(p).stem: read_pack(p) for p in args.packs}, device, set(args.templates.split(",")))
-    measurer = Measurer(args.device, repeat=args.repeat)
+    target = select_target(args.device)
+    tasks = collect_tasks({Path(p).stem: read_pack(p) for p in args.packs}, target, set(args.templates.split(",")))
+    measurer = Measurer(target, repeat=args.repeat)
     costs = []
     for task in tasks:
-        ctx = plan_context(task.graph, device, ConfigTable("opencl", device.info.device_key))
+        ctx = target.plan_context(task.graph, ConfigTable(target.api, target.info.device_key))
         default = default_config(task, ctx)
         result = measurer.measure(task, default) if default else Measurement(None)
         costs.append((result.ms or 0.0, task, ctx))
@@ -75,7 +74,7 @@ def measure_spaces(args: argparse.Namespace) -> None:
         valid = [r["ms"] for r in rows if r["ms"] is not None]
         print(f"  valid {len(valid)}, best {min(valid):.4f} ms, median {statistics.median(valid):.4f} ms", flush=True)
         spaces.append({"template": task.template, "workload": task.workload, "default_ms": default_ms, "rows": rows,
-                       "device_key": device.info.device_key, "isa": device.info.isa})  # fmt: skip
+                       "device_key": target.info.device_key, "isa": target.info.isa})  # fmt: skip
         Path(args.out).write_text(json.dumps(spaces, indent=1))
 
 

@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("tune", help="tune kernel knobs for a device (learned cost model); writes a tuned table")
     t.add_argument("packs", nargs="+", metavar="PACK", help="packs whose workloads to tune")
-    t.add_argument("--device", default="opencl", help="OpenCL device (opencl or opencl:P:D)")
+    t.add_argument("--device", default="opencl", help="OpenCL or CUDA device (opencl, opencl:P:D, cuda, cuda:N)")
     t.add_argument("--trials", type=int, default=24, help="configs measured per workload (default 24)")
     t.add_argument("--time-budget", type=float, metavar="S", help="stop after S seconds, keeping what was tuned")
     t.add_argument("--out", type=Path, help="table to write (default: the device's table in the user data dir)")
@@ -386,16 +386,23 @@ def cmd_devices(args: argparse.Namespace) -> None:
 
 def tuned_table_note(device: DeviceInfo) -> str:
     """Which tuned-config table the device's kernels take their knobs from."""
-    from edgeinfer.tuned_configs import load_table
+    from edgeinfer.tuned_configs import LENDER, load_table
 
-    if device.backend == "cuda":  # borrows the device's OpenCL table until CUDA tables exist
+    if device.backend == "cuda":  # its CUDA table, completed by the same GPU's OpenCL table
         from edgeinfer.backends.cuda.runtime import config_table
 
         table = config_table(device)
     else:
         table = load_table(device.backend, device.device_key, device.family, device.isa)
+    entries = [entry for per in table.entries.values() for entry in per.values()]
+    own = sum(LENDER not in entry for entry in entries)
+    lenders = ", ".join(sorted({entry[LENDER] for entry in entries if LENDER in entry}))
     sibling = table.fallback
-    if not table.entries:
+    others = f", other templates from {sibling.device_key}" if sibling is not None else ""
+    if lenders:
+        mine = f"its own ({own} workloads), the others from" if own else "borrowed from"
+        return f"tuned table: {mine} {lenders}{others}"
+    if not entries:
         if sibling is None:
             return "tuned table: none (heuristic defaults)"
         other_isa = (
@@ -404,9 +411,7 @@ def tuned_table_note(device: DeviceInfo) -> str:
             else ""
         )
         return f"tuned table: borrowed from {sibling.device_key} (same family {device.family}{other_isa})"
-    if sibling is not None:
-        return f"tuned table: its own, other templates from {sibling.device_key}"
-    return "tuned table: its own"
+    return f"tuned table: its own{others}"
 
 
 if __name__ == "__main__":

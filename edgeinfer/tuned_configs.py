@@ -14,7 +14,8 @@ source from a borrowed table ends in ``via <that table's key>``.
 
 ``edgeinfer tune`` writes the tables it makes to the user's data directory (``user_tables_dir()``); a user
 table's entries take precedence over the shipped table of the same device, and their source reads
-``tuned (user table)``.
+``tuned (user table)``. A table may also be completed per workload by another one (``with_lent_entries``: the
+CUDA backend by the same GPU's OpenCL table); those entries' sources end in ``via <lender>`` too.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ TABLE_FORMAT_VERSION = 1
 # Where a config came from, as shown by Session.explain().
 TUNED, NEAREST, DEFAULT = "tuned", "nearest", "default"
 USER_TABLE = "user table"  # the ``table`` mark of entries read from the user's tables
+LENDER = "lender"  # the mark of entries lent by another table (with_lent_entries): its name, as sources show it
 TUNED_DIR_ENV = "EDGEINFER_TUNED_DIR"
 
 
@@ -109,14 +111,15 @@ class ConfigTable:
         signature = workload_signature(workload)
         if signature in tuned:
             entry = tuned[signature]
-            return dict(entry["config"]), f"{TUNED} ({USER_TABLE})" if entry.get("table") == USER_TABLE else TUNED
+            source = f"{TUNED} ({USER_TABLE})" if entry.get("table") == USER_TABLE else TUNED
+            return dict(entry["config"]), source + _lent(entry)
         best, best_distance = None, math.inf
         for entry in tuned.values():
             distance = workload_distance(workload, entry["workload"])
             if distance < best_distance:
                 best, best_distance = entry, distance
         if best is not None:
-            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])})"
+            return dict(best["config"]), f"{NEAREST} ({workload_signature(best['workload'])})" + _lent(best)
         return default(), DEFAULT
 
     def to_json(self) -> dict[str, Any]:
@@ -133,6 +136,24 @@ class ConfigTable:
         """Record ``config`` as the best for (``template``, ``workload``); ``extra`` (e.g. time_ms) is kept."""
         entry = {"template": template, "workload": dict(workload), "config": dict(config), **extra}
         self.entries.setdefault(template, {})[workload_signature(workload)] = entry
+
+
+def _lent(entry: dict[str, Any]) -> str:
+    return f" via {entry[LENDER]}" if LENDER in entry else ""
+
+
+def with_lent_entries(own: ConfigTable, lender: ConfigTable, name: str) -> ConfigTable:
+    """``own`` completed by ``lender``'s entries, per workload: an exact entry of ``own`` first, then an exact entry
+    of ``lender`` (its source ending in ``via <name>``), then the nearest workload of either; templates neither
+    has go to ``own``'s fallback, else ``lender``'s. The CUDA backend lends the same GPU's OpenCL table this way, so
+    that a CUDA table tuned for a few workloads does not turn the OpenCL table's exact entries into nearest ones."""
+    merged = ConfigTable(own.backend, own.device_key, path=own.path, family=own.family, isa=own.isa,
+                         fallback=own.fallback or lender.fallback)  # fmt: skip
+    merged.entries = {template: dict(per) for template, per in own.entries.items()}
+    for template, per in lender.entries.items():
+        for signature, entry in per.items():
+            merged.entries.setdefault(template, {}).setdefault(signature, {**entry, LENDER: name})
+    return merged
 
 
 def workload_distance(a: dict[str, Any], b: dict[str, Any]) -> float:
@@ -241,7 +262,7 @@ def table_isa(device_key: str, family: str) -> str:
 def write_table(table: ConfigTable, path: Path) -> None:
     """Write ``table`` atomically (a reader, or a tuner interrupted mid-write, never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    entries = [{k: v for k, v in e.items() if k != "table"} for e in table.to_json()["entries"]]
+    entries = [{k: v for k, v in e.items() if k != "table"} for e in table.to_json()["entries"] if LENDER not in e]
     text = json.dumps({**table.to_json(), "entries": entries}, indent=1, sort_keys=True) + "\n"
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)

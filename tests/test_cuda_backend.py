@@ -12,7 +12,7 @@ from contextlib import nullcontext
 import numpy as np
 import pytest
 
-from conftest import IMAGES, MODELS, manifest, shared_model, tiny_graph
+from conftest import IMAGES, MODELS, conv_pack, manifest, shared_model, tiny_graph
 from edgeinfer import Session
 from edgeinfer.backends import get_backend, resolve_device
 from edgeinfer.backends.base import DeviceInfo
@@ -240,14 +240,20 @@ def test_constant_arrays_are_uploaded_once_where_the_kernel_reads_them(fake_cuda
     np.testing.assert_array_equal(constant.host[: want.nbytes].view(np.float32), want)
 
 
-def test_explain_names_the_borrowed_opencl_table(fake_cuda):
+def test_explain_names_the_borrowed_opencl_table(fake_cuda, tmp_path, monkeypatch):
+    """No CUDA table yet: the convolutions take their configs from the H200's OpenCL table, and explain() says so."""
     from edgeinfer.backends.cuda.executor import CudaExecutable
+    from edgeinfer.pack import read_pack
 
-    exe = CudaExecutable(_planned(tiny_graph()), H200)
-    assert exe.borrowed_from == "nvidia-cuda-nvidia-corporation-nvidia-h200"
-    table = runtime.config_table(H200)
-    assert table.fallback is not None and table.fallback.device_key == exe.borrowed_from
-    assert [row["placement"] for row in exe.explain()] == ["device", "device"]
+    monkeypatch.setenv("EDGEINFER_TUNED_DIR", str(tmp_path / "no-user-tables"))
+    conv_pack(tmp_path / "conv.pack")
+    rows = CudaExecutable(read_pack(tmp_path / "conv.pack"), H200).explain()
+    assert [row["placement"] for row in rows] == ["device", "device"]
+    lender = "via nvidia-cuda-nvidia-corporation-nvidia-h200 (the device's OpenCL table)"
+    # the depthwise conv takes the lent config; the 1x1 conv (an implicit GEMM on GPUs, conv_gemm.py) is offered a
+    # nearest direct config there, declines it for its own kernel's default, and says whose it was
+    assert rows[1]["config_source"].endswith(lender), rows
+    assert rows[0]["config_source"].startswith("default (the nearest") and lender in rows[0]["config_source"], rows
 
 
 # ---------------------------------------------------------------- on a CUDA device

@@ -167,15 +167,15 @@ def test_rerun_resumes_from_the_log(tune_env, monkeypatch):
 
 @needs_opencl
 def test_wrong_outputs_and_failed_builds_are_invalid_not_crashes(tune_env, monkeypatch):
-    from edgeinfer.backends.opencl.runtime import select_device
     from edgeinfer.pack import read_pack
     from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.targets import select_target
     from edgeinfer.tuning.workloads import collect_tasks
 
     monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", "nchw")
-    task = next(t for t in collect_tasks({"conv": read_pack(tune_env)}, select_device(DEVICE.spec)) if
-                t.template == "gemm")  # fmt: skip
-    measurer = Measurer(DEVICE.spec, repeat=2)
+    target = select_target(DEVICE.spec)
+    task = next(t for t in collect_tasks({"conv": read_pack(tune_env)}, target) if t.template == "gemm")
+    measurer = Measurer(target, repeat=2)
     assert measurer.measure(task, {"VEC": "B", "TM": 8, "NV": 1, "local": [1, 1, 1]}).valid
     too_big = measurer.measure(task, {"VEC": "L", "TM": 2, "TN": 1, "WM": 128, "WN": 128, "BK": 8})
     assert not too_big.valid and too_big.error
@@ -234,11 +234,11 @@ def test_cli_tune_and_report(tune_env, monkeypatch, tmp_path, capsys):
 def test_tasks_are_the_templates_the_executor_runs(tune_env, monkeypatch, forced):
     """The tuner plans the graph exactly as the executor does (layout and channel block included)."""
     import edgeinfer
-    from edgeinfer.backends.opencl.runtime import select_device
     from edgeinfer.pack import read_pack
+    from edgeinfer.tuning.targets import select_target
     from edgeinfer.tuning.workloads import collect_tasks
 
     monkeypatch.setenv("EDGEINFER_OPENCL_LAYOUT", forced)
-    tasks = collect_tasks({"conv": read_pack(tune_env)}, select_device(DEVICE.spec))
+    tasks = collect_tasks({"conv": read_pack(tune_env)}, select_target(DEVICE.spec))
     ran = {row["kernel"] for row in edgeinfer.Session(tune_env, device=DEVICE.spec).explain()}
     assert tasks and {t.template for t in tasks} <= ran, (ran, [t.template for t in tasks])

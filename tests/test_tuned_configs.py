@@ -83,9 +83,9 @@ def test_tables_without_family_are_never_lent(shipped, tmp_path):
 
 
 def test_shipped_tables_name_their_family():
-    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs" / "opencl").glob("*.json"):
+    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs").glob("*/*.json"):  # opencl/ and cuda/
         data = json.loads(path.read_text())
-        assert data["family"] and data["device_key"] == path.stem, path
+        assert data["family"] and data["device_key"] == path.stem and data["backend"] == path.parent.name, path
 
 
 HASWELL_AMD = "portable-computing-language-authenticamd-pthread-haswell-amd-epyc-7b13"
@@ -124,7 +124,7 @@ def test_user_tables_take_precedence_and_say_so(shipped, tmp_path, monkeypatch):
 
 
 def test_shipped_tables_name_their_isa_class():
-    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs" / "opencl").glob("*.json"):
-        table = tuned_configs.read_table(path, "opencl", path.stem)
+    for path in (tuned_configs.PACKAGE_DIR.parent / "tuned_configs").glob("*/*.json"):  # opencl/ and cuda/
+        table = tuned_configs.read_table(path, path.parent.name, path.stem)
         expected = "simt" if table.family.endswith("-gpu") else ("avx2" if "haswell" in path.stem else "avx512")
         assert table.isa == expected, path

@@ -6,12 +6,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pyopencl as cl
 
-from edgeinfer.backends import opencl
-from edgeinfer.backends.opencl import program_cache
 from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import NoKernel, layout
+from edgeinfer.tuning.targets import TuningTarget
 from edgeinfer.tuning.workloads import TuningTask
 
 # Outputs within this relative L2 error of the NumPy reference count as correct (fp32 sums in another order).
@@ -32,24 +30,27 @@ class Measurement:
 
 
 class Measurer:
-    """Times configs of tuning tasks on one OpenCL device: ``warmup`` runs, then the median of ``repeat`` runs
-    timed with OpenCL profiling events (kernel time only: the node's inputs stay on the device)."""
+    """Times configs of tuning tasks on one device: ``warmup`` runs, then the median of ``repeat`` runs timed by
+    the executable's ``profile`` with the API's device timers (OpenCL profiling events, CUDA events; kernel time
+    only: the node's inputs stay on the device)."""
 
-    def __init__(self, device: str, repeat: int = 10, warmup: int = 2):
-        self.device, self.repeat, self.warmup = device, repeat, warmup
+    def __init__(self, target: TuningTarget, repeat: int = 10, warmup: int = 2):
+        self.target, self.repeat, self.warmup = target, repeat, warmup
         self._references: dict[str, dict[str, np.ndarray]] = {}
 
     def measure(self, task: TuningTask, config: dict[str, Any]) -> Measurement:
         executable = None
         try:
-            # (the compiler's output stays off the terminal: program_cache captures it; the tuner has its own bar)
-            with program_cache.progress_silenced():
-                executable = opencl.prepare(task.graph, self.device, overrides={task.template: config})
+            with self.target.quiet():
+                executable = self.target.prepare(task.graph, {task.template: config})
             row = executable.explain()[0]
             if row["placement"] != "device":
                 return Measurement(None, f"planner refused it: {row['config_source']}")
             if row["config_source"] != "override":  # the planner ran another config (e.g. a device limit)
                 return Measurement(None, f"planner replaced it: {row['config_source']}")
+            other_block = self.target.ran_another_block(executable)
+            if other_block:
+                return Measurement(None, other_block)
             outputs = executable.run(task.feeds)
             wrong = self._check(task, outputs)
             if wrong:
@@ -58,7 +59,7 @@ class Measurer:
                 executable.run(task.feeds)
             rows = executable.profile(task.feeds, repeat=self.repeat)
             return Measurement(sum(r["time_ms"] for r in rows if r["name"] not in HOST_ROWS))
-        except (cl.Error, NoKernel, RuntimeError, ValueError, MemoryError) as e:
+        except (*self.target.errors, NoKernel, RuntimeError, ValueError, MemoryError) as e:
             first = " ".join(str(e).split())[:240]
             return Measurement(None, f"{type(e).__name__}: {first}")
         finally:

@@ -6,10 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeinfer.backends.opencl.plans import plan_context
-from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
-from edgeinfer.tuned_configs import load_table
+from edgeinfer.tuning.targets import select_target
 from edgeinfer.tuning.workloads import collect_tasks
 
 COVERAGE = ("exact", "nearest", "borrowed", "default")
@@ -27,14 +25,13 @@ class CoverageRow:
 def coverage_report(packs: list[Path], device: str) -> tuple[str, list[CoverageRow]]:
     """(device key, one row per distinct tunable workload of ``packs``): covered exactly by the device's table
     (its own or the user's), by its nearest tuned workload, by a table borrowed from a sibling device, or not
-    at all (heuristic default)."""
-    opencl_device = select_device(device)
-    info = opencl_device.info
+    at all (heuristic default). On CUDA the same GPU's OpenCL table counts as borrowed."""
+    target = select_target(device)
     graphs = {Path(p).stem: read_pack(p) for p in packs}
-    table = load_table("opencl", info.device_key, info.family, info.isa)
+    table = target.config_table()
     rows = []
-    for task in collect_tasks(graphs, opencl_device):
-        ctx = plan_context(task.graph, opencl_device, table)
+    for task in collect_tasks(graphs, target):
+        ctx = target.plan_context(task.graph, table)
         _, source = ctx.config(task.template, task.workload, dict)
         if " via " in source and not source.startswith("default"):
             coverage = "borrowed"
@@ -45,7 +42,7 @@ def coverage_report(packs: list[Path], device: str) -> tuple[str, list[CoverageR
         else:
             coverage = "default"
         rows.append(CoverageRow(task.template, task.signature, coverage, source, task.models))
-    return info.device_key, rows
+    return target.info.device_key, rows
 
 
 def format_report(device_key: str, rows: list[CoverageRow]) -> str:

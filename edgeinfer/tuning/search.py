@@ -52,10 +52,12 @@ def search(
     explore: float = 0.1,
     model: CostModel | None = None,
     on_measured: Callable[[dict[str, Any], Measurement], None] | None = None,
+    on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> SearchState:
     """Measure up to ``trials`` not-yet-measured ``candidates`` (in batches of ``batch``), chosen at random
     (``strategy="random"``) or by the cost model trained on ``samples`` plus everything measured so far, a
-    fraction ``explore`` of each batch still at random. ``measure`` may raise StopSearch."""
+    fraction ``explore`` of each batch still at random. ``on_batch`` sees each batch before it is measured (the
+    tuner builds its programs in parallel). ``measure`` may raise StopSearch."""
     rng = rng or random.Random(0)
     model = model or CostModel(rng.randrange(2**31))
     samples = list(samples or [])
@@ -64,6 +66,8 @@ def search(
     while state.trials < trials and pending:
         size = min(batch, trials - state.trials, len(pending))
         chosen = _next_batch(state, pending, size, strategy, samples, model, rng, explore)
+        if on_batch is not None:
+            on_batch(chosen)
         for config in chosen:
             pending.remove(config)
             result = measure(config)

@@ -1,4 +1,4 @@
-"""One tuning run over one or more packs on one OpenCL device (``edgeinfer tune``)."""
+"""One tuning run over one or more packs on one OpenCL or CUDA device (``edgeinfer tune``)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgeinfer.backends.opencl.plans import plan_context
-from edgeinfer.backends.opencl.runtime import select_device
 from edgeinfer.pack import read_pack
 from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
 from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
@@ -20,6 +18,7 @@ from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
+from edgeinfer.tuning.targets import TuningTarget, select_target
 from edgeinfer.tuning.workloads import TuningTask, collect_tasks
 
 # The best few configs and the default are timed again, interleaved, before one enters the table: one lucky
@@ -29,7 +28,7 @@ CONFIRM_TOP, CONFIRM_ROUNDS = 3, 2
 
 @dataclass
 class TuneOptions:
-    device: str = "opencl"
+    device: str = "opencl"  # or "opencl:P:D", "cuda", "cuda:N"
     trials: int = 24  # measured configs per workload (earlier runs' count toward it)
     time_budget: float | None = None  # seconds for the whole run
     out: Path | None = None  # table to write; default: the user's table of the device
@@ -66,30 +65,30 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     each into the table. Interrupting (Ctrl-C) or running out of ``time_budget`` keeps what was measured."""
     if options.search == "model":
         require_sklearn()
-    device = select_device(options.device)
-    info = device.info
-    out = options.out or user_tables_dir() / "opencl" / f"{info.device_key}.json"
+    target = select_target(options.device)
+    info, api = target.info, target.api
+    out = options.out or user_tables_dir() / api / f"{info.device_key}.json"
     records_path = options.records or out.with_name(out.stem + ".records.jsonl")
-    table = read_table(out, "opencl", info.device_key) if out.is_file() else ConfigTable("opencl", info.device_key)
+    table = read_table(out, api, info.device_key) if out.is_file() else ConfigTable(api, info.device_key)
     table.family, table.isa = info.family, info.isa
     records = RecordLog(records_path)
     graphs = {Path(p).stem: read_pack(p) for p in packs}
-    tasks = collect_tasks(graphs, device, options.templates)
+    tasks = collect_tasks(graphs, target, options.templates)
     result = TuneResult(info.device_key, out, records_path, tasks=len(tasks))
     log(f"tuning {len(tasks)} workloads of {', '.join(graphs)} on {info.spec} {info.name} ({info.isa})")
     log(f"  table: {out}\n  log:   {records_path}")
-    measurer = Measurer(options.device, repeat=options.repeat)
+    measurer = Measurer(target, repeat=options.repeat)
     deadline = time.monotonic() + options.time_budget if options.time_budget else None
     rng = random.Random(options.seed)
     bar = _progress(len(tasks) * options.trials, options.progress)
     try:
         for task in tasks:
             entry = table.entries.get(task.template, {}).get(task.signature)
-            incumbent = entry["config"] if entry else None
-            done = _tune_task(task, device, measurer, records, options, rng, deadline, bar, incumbent)
+            incumbent = entry["config"] if entry else target.lent_config(task.template, task.workload)
+            done = _tune_task(task, target, measurer, records, options, rng, deadline, bar, incumbent)
             result.results.append(done)
             if done.best_config is not None:
-                _enter(table, done, info)
+                _enter(table, done, target)
                 write_table(table, out)
     except (KeyboardInterrupt, StopSearch) as e:
         result.stopped = "interrupted" if isinstance(e, KeyboardInterrupt) else "time budget spent"
@@ -100,9 +99,10 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     return result
 
 
-def _tune_task(task, device, measurer, records, options, rng, deadline, bar, incumbent=None) -> TaskResult:
-    info = device.info
-    ctx = plan_context(task.graph, device, ConfigTable("opencl", info.device_key))
+def _tune_task(task, target: TuningTarget, measurer, records, options, rng, deadline, bar, incumbent=None
+               ) -> TaskResult:  # fmt: skip
+    info = target.info
+    ctx = target.plan_context(task.graph, ConfigTable(target.api, info.device_key))
     candidates = knob_candidates(task, ctx)
     state = SearchState(task.workload)
     for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
@@ -113,8 +113,12 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar, inc
         if budgeted and deadline is not None and time.monotonic() > deadline:
             raise StopSearch()
         result = measurer.measure(task, config)
-        records.append(_record(task, config, result, info))
+        records.append(_record(task, config, result, target))
         return result
+
+    def compile_ahead(configs: list[dict[str, Any]]) -> None:
+        if deadline is None or time.monotonic() <= deadline:
+            target.compile_ahead(task.graph, task.template, configs)
 
     def on_measured(config: dict[str, Any], result: Measurement) -> None:
         bar.update(1)
@@ -122,8 +126,10 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar, inc
         bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
 
     default = default_config(task, ctx)
-    # The heuristic default and the table's current entry (a rerun over an existing table) are measured first:
-    # they compete with every candidate, so tuning never replaces a config by a slower one.
+    # The heuristic default and the table's current entry (a rerun over an existing table; on CUDA, else the same
+    # GPU's OpenCL config) are measured first: they compete with every candidate, so tuning never replaces a config
+    # by a slower one.
+    compile_ahead([c for c in (default, incumbent) if c is not None])
     for config in (default, incumbent):
         if config is not None and config_key(config) not in state.measured:
             state.add(config, measure(config))
@@ -131,8 +137,8 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar, inc
             on_measured(config, state.measured[config_key(config)][1])
     already = len(state.measured)
     search(state, candidates, measure, max(0, options.trials - already + state.trials), strategy=options.search,
-           samples=_training_samples(task.template, records, info.device_key, info.family),
-           rng=rng, on_measured=on_measured)  # fmt: skip
+           samples=_training_samples(task.template, records, target),
+           rng=rng, on_measured=on_measured, on_batch=compile_ahead)  # fmt: skip
     bar.update(max(0, options.trials - state.trials))  # a resumed or exhausted task has fewer to do
     best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False), incumbent)
     invalid = sum(not m.valid for _, m in state.measured.values())
@@ -175,27 +181,35 @@ def _confirm(state: SearchState, default, measure, incumbent=None) -> tuple[tupl
     return (min(scored, key=lambda item: item[1]) if scored else None), default_ms
 
 
-def _training_samples(template: str, records: RecordLog, device_key: str, family: str):
+# The shipped tables of both APIs teach the cost model: the CUDA kernels are the OpenCL templates with the same
+# knobs, and NVIDIA's OpenCL GPUs share the CUDA family (nvidia-cuda-gpu), so a CUDA run learns from the same GPU's
+# OpenCL table (at the weight of another device: its times come from another compiler).
+TABLE_APIS = ("opencl", "cuda")
+
+
+def _training_samples(template: str, records: RecordLog, target: TuningTarget):
     """The cost model's warm start: every valid record of the template in the log (this device's at full
     weight, others' lower), and the shipped tables of the device's family (their best configs and times)."""
+    device_key = target.info.device_key
     samples = [(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT)
                for r in records.records if r.template == template and r.valid]  # fmt: skip
-    for table in family_tables("opencl", family):
-        weight = 1.0 if table.device_key == device_key else OTHER_DEVICE_WEIGHT
-        for entry in table.entries.get(template, {}).values():
-            if entry.get("time_ms"):
-                samples.append((entry["workload"], entry["config"], float(entry["time_ms"]), weight))
+    for api in TABLE_APIS:
+        for table in family_tables(api, target.info.family):
+            weight = 1.0 if (api, table.device_key) == (target.api, device_key) else OTHER_DEVICE_WEIGHT
+            for entry in table.entries.get(template, {}).values():
+                if entry.get("time_ms"):
+                    samples.append((entry["workload"], entry["config"], float(entry["time_ms"]), weight))
     return samples
 
 
-def _record(task: TuningTask, config: dict, result: Measurement, info) -> Record:
+def _record(task: TuningTask, config: dict, result: Measurement, target: TuningTarget) -> Record:
     from edgeinfer import __version__
 
-    return Record(task.template, dict(task.workload), dict(config), result.ms, info.device_key, result.error,
-                  info.details.get("driver_version", ""), _now(), __version__)  # fmt: skip
+    return Record(task.template, dict(task.workload), dict(config), result.ms, target.info.device_key, result.error,
+                  target.driver, _now(), __version__)  # fmt: skip
 
 
-def _enter(table: ConfigTable, done: TaskResult, info) -> None:
+def _enter(table: ConfigTable, done: TaskResult, target: TuningTarget) -> None:
     from edgeinfer import __version__
 
     table.add(
@@ -205,8 +219,8 @@ def _enter(table: ConfigTable, done: TaskResult, info) -> None:
         time_ms=round(done.best_ms, 4),
         default_ms=round(done.default_ms, 4) if done.default_ms else None,
         trials=done.trials,
-        device_key=info.device_key,
-        driver=info.details.get("driver_version", ""),
+        device_key=target.info.device_key,
+        driver=target.driver,
         date=_now(),
         edgeinfer_version=__version__,
     )

@@ -7,11 +7,10 @@ from typing import Any
 
 import numpy as np
 
-from edgeinfer.backends.opencl.plans import device_graph, plan_context
-from edgeinfer.backends.opencl.runtime import OpenCLDevice
 from edgeinfer.ir import DEVICE, Graph, Node
 from edgeinfer.planning import KNOB_SPACES, NoKernel, layout, plan_node
 from edgeinfer.tuned_configs import ConfigTable, workload_signature
+from edgeinfer.tuning.targets import TuningTarget
 
 TUNABLE_OPS = ("Conv", "Gemm", "MatMul", layout.SEPARABLE)
 
@@ -44,15 +43,15 @@ class _RecordingTable(ConfigTable):
 
 
 def collect_tasks(
-    graphs: dict[str, Graph], device: OpenCLDevice, templates: set[str] | None = None
+    graphs: dict[str, Graph], target: TuningTarget, templates: set[str] | None = None
 ) -> list[TuningTask]:
-    """Distinct tunable (template, workload) pairs of ``graphs`` (name -> pack graph) on ``device``, in the order
-    met; ``templates`` limits them."""
+    """Distinct tunable (template, workload) pairs of ``graphs`` (name -> pack graph) on ``target``'s device, in
+    the order met; ``templates`` limits them."""
     tasks: dict[str, TuningTask] = {}
     for model, pack_graph in graphs.items():
-        graph = device_graph(pack_graph, device)
-        recorder = _RecordingTable("opencl", device.info.device_key)
-        ctx = plan_context(graph, device, recorder)
+        graph = target.device_graph(pack_graph)
+        recorder = _RecordingTable(target.api, target.info.device_key)
+        ctx = target.plan_context(graph, recorder)
         for node in graph.nodes:
             if node.placement != DEVICE or node.op not in TUNABLE_OPS:
                 continue

@@ -27,13 +27,12 @@ import numpy as np
 from edgeinfer.backends.base import DeviceInfo, Executable
 from edgeinfer.backends.cuda import program_cache
 from edgeinfer.backends.cuda.memory import ALIGN, DeviceLayout, grid_of, grid_shortfall
-from edgeinfer.backends.cuda.runtime import config_table, opencl_table_key
+from edgeinfer.backends.cuda.plans import device_graph, plan_context
 from edgeinfer.backends.cuda.sources import NVRTC_OPTIONS, program_source
-from edgeinfer.cpu_isa import ISA_CLASSES
 from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import layout
-from edgeinfer.planning.context import PlanContext, guard_bytes, local_size
+from edgeinfer.planning.context import guard_bytes, local_size
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
@@ -81,17 +80,12 @@ class CudaExecutable(Executable):
         self.info = device
         self.device = cupy.cuda.Device(device.details["ordinal"])
         self.use_graphs = graphs_wanted()
-        self.graph = graph = layout.for_device(graph, "gpu", ISA_CLASSES["simt"])  # GPUs keep NCHW: unchanged
+        self.graph = graph = device_graph(graph)
         self.local_fits: list[tuple[str, tuple[int, ...], tuple[int, ...], int]] = []  # (kernel, wanted, used, limit)
         self._functions: dict[tuple[str, str, str], Any] = {}
-        table = config_table(device)
-        # Config sources from the borrowed OpenCL table read "... via <its key>": named as such in explain().
-        self.borrowed_from = opencl_table_key(device.name) if table.fallback and not table.entries else ""
         with self.device:
             self.stream = cupy.cuda.Stream(non_blocking=True)
-            plan_ctx = PlanContext(graph, table, "gpu", int(device.details["max_work_group_size"]), overrides or {},
-                                   lambda launch: int(self._function(launch).max_threads_per_block),
-                                   ISA_CLASSES["simt"], int(device.details.get("compute_units", 0)))  # fmt: skip
+            plan_ctx = plan_context(graph, device, overrides=overrides, work_group_limit=self._block_limit)
             self.records = plan_graph(graph, plan_ctx)
             # Every program the plans name, compiled in parallel before the steps load them one by one.
             sources = {program_source(launch.template, launch.defines) for record in self.records if record.plan
@@ -162,6 +156,10 @@ class CudaExecutable(Executable):
             module = program_cache.load_module(source, NVRTC_OPTIONS, self.info)
             self._functions[key] = module.get_function(launch.kernel)
         return self._functions[key]
+
+    def _block_limit(self, launch: Launch) -> int:
+        """The largest block the compiled kernel of ``launch`` runs with (register use included)."""
+        return int(self._function(launch).max_threads_per_block)
 
     def _call(self, index: int, launch: Launch) -> KernelCall:
         function = self._function(launch)
@@ -347,13 +345,7 @@ class CudaExecutable(Executable):
         return CudaPreprocessor.for_executable(self, pipeline)
 
     def explain(self) -> list[dict[str, Any]]:
-        rows = explain_rows(self.records)
-        if self.borrowed_from:
-            for row in rows:
-                row["config_source"] = row["config_source"].replace(
-                    f"via {self.borrowed_from}", f"via {self.borrowed_from} (the device's OpenCL table)"
-                )
-        return rows
+        return explain_rows(self.records)
 
     def segments(self) -> list[int]:
         """Kernel launches per segment (one CUDA graph each), in run order."""

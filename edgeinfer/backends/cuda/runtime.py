@@ -8,6 +8,7 @@ kernel before it is called usable.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.errors import DeviceError
-from edgeinfer.tuned_configs import ConfigTable, load_table, sanitize_key
+from edgeinfer.tuned_configs import ConfigTable, load_table, sanitize_key, with_lent_entries
 
 NAME = "cuda"
 # Also the family of NVIDIA's OpenCL GPUs (platform "NVIDIA CUDA"), whose tuned tables CUDA borrows.
@@ -140,13 +141,16 @@ def opencl_table_key(name: str) -> str:
 
 
 def config_table(info: DeviceInfo) -> ConfigTable:
-    """The tuned table the CUDA kernels take their knobs from: ``tuned_configs/cuda/<key>.json`` (and the user's);
-    where none exists (no CUDA tables are tuned yet) the device's OpenCL table, borrowed: the CUDA kernels are the
-    OpenCL templates with the same knobs, on the same GPU. Configs from it say ``via <OpenCL key>`` in explain()."""
+    """The tuned table the CUDA kernels take their knobs from: ``tuned_configs/cuda/<key>.json`` (the user's,
+    ``edgeinfer tune --device cuda``, over the shipped one), completed per workload by the same GPU's OpenCL table
+    (the CUDA kernels are the OpenCL templates with the same knobs, on the same GPU): an exact CUDA entry first,
+    then an exact OpenCL one, then the nearest of either (tuned_configs.with_lent_entries). Templates neither has
+    are borrowed from the family: another GPU's CUDA table, else another GPU's OpenCL table. Configs from an OpenCL
+    table say ``via <its key>`` in explain(), ``(the device's OpenCL table)`` where it is this GPU's."""
     table = load_table(NAME, info.device_key, info.family, "simt")
-    if table.entries or table.fallback is not None:
-        return table
     opencl = load_table("opencl", opencl_table_key(info.name), FAMILY, "simt")
-    if not opencl.entries and opencl.fallback is None:
-        return table
-    return ConfigTable(NAME, info.device_key, family=info.family, isa="simt", fallback=opencl)
+    if opencl.entries:
+        return with_lent_entries(table, opencl, f"{opencl.device_key} (the device's OpenCL table)")
+    if table.fallback is None and opencl.fallback is not None:  # no CUDA table in the family: an OpenCL one
+        return replace(table, fallback=opencl.fallback)
+    return table
