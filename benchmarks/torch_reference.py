@@ -185,11 +185,18 @@ def _touches_host(name: str, args, kwargs) -> bool:
 
 
 def _caller() -> str:
-    """The innermost frame outside torch and this file ('reshape.py:20'), or TorchScript when there is none."""
-    for frame in reversed(traceback.extract_stack()):
-        path = Path(frame.filename)
-        if "torch" not in path.parts and path.name != Path(__file__).name:
-            return f"{path.name}:{frame.lineno}"
+    """The innermost frame outside torch's package and this file ('reshape.py:20'), or TorchScript when that is
+    this file (a traced module runs no Python)."""
+    import torch
+
+    package = str(Path(torch.__file__).parent)
+    frames = list(reversed(traceback.extract_stack()))
+    while frames and frames[0].filename == __file__:  # the probe's own frames
+        frames.pop(0)
+    for frame in frames:
+        if not frame.filename.startswith(package):
+            path = Path(frame.filename)
+            return "TorchScript" if frame.filename == __file__ else f"{path.name}:{frame.lineno}"
     return "TorchScript"
 
 
@@ -246,7 +253,10 @@ def graph_replay(candidate, static: list, arrays: list[np.ndarray], last: bool):
     import torch
 
     with torch.inference_mode(), torch.jit.optimized_execution(False):
-        syncs = host_syncs(lambda: candidate(*static))
+        try:
+            syncs = host_syncs(lambda: candidate(*static))
+        except Exception as e:  # noqa: BLE001 - the probe is advice: the capture decides
+            syncs = [f"probe failed, {short_error(e)}"]
         if syncs and not last:
             raise NotCaptured("not captured, host syncs: " + ", ".join(syncs[:4]))
         try:
