@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import statistics
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -39,3 +42,20 @@ def rel_l2(actual: np.ndarray, expected: np.ndarray) -> float:
     """Relative L2 error of ``actual`` against ``expected``, in float64."""
     actual, expected = actual.astype(np.float64), expected.astype(np.float64)
     return float(np.linalg.norm(actual - expected) / max(np.linalg.norm(expected), 1e-30))
+
+
+def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
+    """The median wall time of ``runs`` calls of ``fn`` after ``warmup`` calls, in ms."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def short_error(e: Exception) -> str:
+    """``Type: message`` on one line, cut to 160 characters: a table cell, not a traceback."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"

@@ -3,9 +3,11 @@
 End to end as ``Session.run`` is used (numpy in, numpy out): the median of ``--runs`` runs after ``--warmup``, in ms,
 for edgeinfer-cuda with CUDA graphs (the default) and without (``EDGEINFER_CUDA_GRAPHS=0``), edgeinfer-opencl on the
 NVIDIA device, onnxruntime's CPU provider, and where onnx2torch imports, PyTorch eager and PyTorch replaying a CUDA
-graph (the same ONNX model converted; TF32 off). Device time: the sum of edgeinfer-cuda's per-node CUDA-event times
-(``profile()``, kernels launched one by one) and PyTorch's CUDA-event time around the model call / graph replay.
-Batch 1, fp32 (the QDQ model as compiled); ``--resnet50`` adds torchvision's ResNet-50 (seeded random weights).
+graph (the same ONNX model converted; TF32 off; how the graph was made and why other ways failed: torch_reference.py;
+every PyTorch output checked against onnxruntime, a graph's time counted only within rel L2 1e-4). Device time: the
+sum of edgeinfer-cuda's per-node CUDA-event times (``profile()``, kernels launched one by one) and PyTorch's
+CUDA-event time around the model call / graph replay. Batch 1, fp32 (the QDQ model as compiled); ``--resnet50`` adds
+torchvision's ResNet-50 (seeded random weights). The JSON is rewritten after every captured model.
 
     python benchmarks/gpu_compare.py [--runs 200] [--warmup 20] [--resnet50] [--json out.json] [MODEL.onnx ...]
 """
@@ -15,28 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from common import SHARED, SHARED_MODELS, random_feeds
+from common import SHARED, SHARED_MODELS, median_ms, random_feeds, short_error
+from torch_reference import resnet50_onnx, torch_eager, torch_graph
 
 from edgeinfer import Session
 from edgeinfer.compiler import compile_model
 from edgeinfer.pack import write_pack
-
-
-def median_ms(fn, runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def edgeinfer_times(pack: Path, device: str, feeds, runs: int, warmup: int, graphs: str = "1") -> dict:
@@ -44,7 +34,7 @@ def edgeinfer_times(pack: Path, device: str, feeds, runs: int, warmup: int, grap
     try:
         session = Session(pack, device=device)
     except Exception as e:  # noqa: BLE001 - an unusable device is a cell of the table, not the end of it
-        return {"error": f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"}
+        return {"error": short_error(e)}
     finally:
         os.environ["EDGEINFER_CUDA_GRAPHS"] = "1"
     result = {"wall_ms": median_ms(lambda: session.run(feeds), runs, warmup), "backend": session.backend}
@@ -58,121 +48,14 @@ def edgeinfer_times(pack: Path, device: str, feeds, runs: int, warmup: int, grap
     return result
 
 
-def onnxruntime_ms(model: Path, feeds, runs: int, warmup: int) -> dict:
+def onnxruntime_run(model: Path, feeds, runs: int, warmup: int) -> tuple[dict, list]:
+    """onnxruntime's CPU time, and its outputs: the reference every PyTorch number is checked against."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
     sess = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    return {"wall_ms": median_ms(lambda: sess.run(None, feeds), runs, warmup)}
-
-
-def torch_module(model: Path):
-    """onnx2torch's conversion of ``model`` on the GPU; models below opset 13 (SqueezeNet's 7, ...) are upgraded first
-    with ONNX's version converter, as onnx2torch converts few old op versions."""
-    import onnx
-    import onnx2torch
-    from onnx import version_converter
-
-    if model.stem == RESNET50:  # the torchvision module itself (same seed, same weights as its export)
-        return resnet50_module().cuda().eval()
-    proto = onnx.load(str(model))
-    opset = max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=13)
-    if opset < 13:
-        proto = version_converter.convert_version(proto, 13)
-    return onnx2torch.convert(proto).cuda().eval()
-
-
-def device_ms(fn) -> float:
-    import torch
-
-    samples = []
-    with torch.inference_mode():
-        for _ in range(50):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
-
-
-def torch_eager(model: Path, feeds, runs: int, warmup: int) -> dict:
-    """PyTorch eager on the onnx2torch conversion, numpy in and out; device time by events (TF32 off)."""
-    import torch
-
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    module = torch_module(model)
-    arrays = list(feeds.values())
-
-    def eager():
-        with torch.inference_mode():
-            inputs = [torch.from_numpy(a).cuda() for a in arrays]
-            return [o.cpu().numpy() for o in _outputs(module(*inputs))]
-
-    static = [torch.from_numpy(a).cuda() for a in arrays]
-    return {"eager_ms": median_ms(eager, runs, warmup), "eager_device_ms": device_ms(lambda: module(*static))}
-
-
-def torch_graph(model: Path, feeds, runs: int, warmup: int) -> dict:
-    """The same module replayed from a CUDA graph (captured after warm-up on a side stream, inputs copied into static
-    tensors). onnx2torch modules that copy host tensors or synchronise while running cannot be captured: the error
-    is the cell. Run after every eager measurement: a failed capture can leave the CUDA context unusable."""
-    import torch
-
-    module = torch_module(model)
-    arrays = list(feeds.values())
-    static = [torch.from_numpy(a).cuda() for a in arrays]
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.inference_mode(), torch.cuda.stream(stream):
-        for _ in range(3):
-            module(*static)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        static_out = _outputs(module(*static))
-
-    def replay():
-        for tensor, array in zip(static, arrays):
-            tensor.copy_(torch.from_numpy(array))
-        graph.replay()
-        return [o.cpu().numpy() for o in static_out]
-
-    return {"graph_ms": median_ms(replay, runs, warmup), "graph_device_ms": device_ms(graph.replay)}
-
-
-def _short(e: Exception) -> str:
-    return f"{type(e).__name__}: {' '.join(str(e).split())[:120]}"
-
-
-def _outputs(result):
-    return result if isinstance(result, (list, tuple)) else [result]
-
-
-RESNET50 = "resnet50_random"
-
-
-def resnet50_module():
-    """torchvision's ResNet-50 with seeded random weights (no download)."""
-    import torch
-    import torchvision
-
-    torch.manual_seed(0)
-    return torchvision.models.resnet50(weights=None).eval()
-
-
-def resnet50_onnx(directory: Path) -> Path:
-    """``resnet50_module`` exported to ONNX (opset 17)."""
-    import torch
-
-    model = resnet50_module()
-    path = directory / f"{RESNET50}.onnx"
-    torch.onnx.export(model, (torch.randn(1, 3, 224, 224),), str(path), opset_version=17, dynamo=False,
-                      input_names=["input"], output_names=["logits"])  # fmt: skip
-    return path
+    return {"wall_ms": median_ms(lambda: sess.run(None, feeds), runs, warmup)}, sess.run(None, feeds)
 
 
 def main() -> int:
@@ -197,7 +80,7 @@ def main() -> int:
             try:
                 models.append(resnet50_onnx(Path(tmp)))
             except Exception as e:  # noqa: BLE001
-                print(f"ResNet-50 not exported: {_short(e)}")
+                print(f"ResNet-50 not exported: {short_error(e)}")
         for model in models:
             if not model.exists():
                 print(f"{model}: not found, skipped")
@@ -209,26 +92,33 @@ def main() -> int:
                 "cuda": edgeinfer_times(pack, "cuda", feeds, args.runs, args.warmup),
                 "cuda_nographs": edgeinfer_times(pack, "cuda", feeds, args.runs, args.warmup, graphs="0"),
                 "opencl": edgeinfer_times(pack, "opencl", feeds, args.runs, args.warmup),
-                "onnxruntime_cpu": onnxruntime_ms(model, feeds, args.runs, args.warmup),
             }
+            row["onnxruntime_cpu"], reference = onnxruntime_run(model, feeds, args.runs, args.warmup)
             if not torch_note:
                 try:
-                    row["torch"] = torch_eager(model, feeds, args.runs, args.warmup)
+                    row["torch"] = torch_eager(model, feeds, reference, args.runs, args.warmup)
                 except Exception as e:  # noqa: BLE001 - a model onnx2torch cannot convert: say so, go on
-                    row["torch"] = {"error": _short(e)}
+                    row["torch"] = {"error": short_error(e)}
             table[model.stem] = row
-            feeds_of[model.stem] = (model, feeds)
+            feeds_of[model.stem] = (model, feeds, reference)
             print(model.stem, json.dumps(row, default=str), flush=True)
-        for stem, (model, feeds) in feeds_of.items():  # CUDA-graph captures last (a failed one can spoil the context)
+        for stem, (model, feeds, reference) in feeds_of.items():  # captures last: a failed one can spoil the context
             if not torch_note and "error" not in table[stem].get("torch", {"error": ""}):
                 try:
-                    table[stem]["torch"].update(torch_graph(model, feeds, args.runs, args.warmup))
+                    table[stem]["torch"].update(torch_graph(model, feeds, reference, args.runs, args.warmup))
                 except Exception as e:  # noqa: BLE001
-                    table[stem]["torch"]["graph_error"] = _short(e)
+                    table[stem]["torch"]["graph_error"] = short_error(e)
+                print(stem, "torch graph", json.dumps(table[stem]["torch"], default=str), flush=True)
+                save(args.json, args.runs, torch_note, table)
     print_table(table, torch_note)
-    if args.json:
-        args.json.write_text(json.dumps({"runs": args.runs, "note": torch_note, "table": table}, indent=1) + "\n")
+    save(args.json, args.runs, torch_note, table)
     return 0
+
+
+def save(path: Path | None, runs: int, torch_note: str, table: dict) -> None:
+    """The JSON so far (rewritten after each capture, so a step cut off by its time limit still leaves one)."""
+    if path:
+        path.write_text(json.dumps({"runs": runs, "note": torch_note, "table": table}, indent=1, default=str) + "\n")
 
 
 def print_table(table: dict, torch_note: str) -> None:
@@ -237,7 +127,7 @@ def print_table(table: dict, torch_note: str) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     header = ["model", "cuda", "cuda dev", "cuda no-graphs", "opencl", "ort cpu", "torch eager", "torch eager dev",
-              "torch graph", "torch graph dev"]  # fmt: skip
+              "torch graph", "torch graph dev", "graph from"]  # fmt: skip
     print("\nend-to-end medians in ms (dev: device time)")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
@@ -246,12 +136,15 @@ def print_table(table: dict, torch_note: str) -> None:
         cells = [name, cell(row["cuda"], "wall_ms"), cell(row["cuda"], "device_ms"),
                  cell(row["cuda_nographs"], "wall_ms"), cell(row["opencl"], "wall_ms"),
                  cell(row["onnxruntime_cpu"], "wall_ms"), cell(torch, "eager_ms"), cell(torch, "eager_device_ms"),
-                 cell(torch, "graph_ms"), cell(torch, "graph_device_ms")]  # fmt: skip
+                 cell(torch, "graph_ms"), cell(torch, "graph_device_ms"), torch.get("graph_method", "-")]  # fmt: skip
         print("| " + " | ".join(cells) + " |")
         for column in ("cuda", "cuda_nographs", "opencl", "torch"):
             for key in ("error", "graph_error"):
                 if key in row.get(column, {}):
                     print(f"  {name} {column} {key}: {row[column][key]}")
+        if "graph_method" in torch:
+            for method, reason in torch["graph_attempts"].items():
+                print(f"  {name} torch graph, {method} passed over: {reason}")
     if torch_note:
         print(torch_note)
 
