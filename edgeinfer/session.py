@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends import NUMPY_BACKEND, get_backend, resolve_device
-from edgeinfer.background_build import BackgroundBuild, start_if_uncached
+from edgeinfer.background_build import (
+    BackgroundBuild,
+    programs_without_binary,
+    start_if_uncached,
+    store_binaries_later,
+)
 from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph
 from edgeinfer.pack import read_pack
@@ -51,6 +56,7 @@ class Session:
         if self._background is not None:  # serve from NumPy until the OpenCL build is done
             backend, self.device = get_backend(NUMPY_BACKEND), NUMPY_BACKEND
         self.backend: str = backend.NAME
+        without_binary = programs_without_binary()
         self._executable = backend.prepare(self.graph, self.device)
         tensors = self.graph.tensors
         self.inputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.inputs]
@@ -59,6 +65,8 @@ class Session:
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
         # On a device with pre-processing kernels (OpenCL), images are pre-processed there (bit-equal to PIL's path)
         self._device_preprocessor = self._executable.device_preprocessor(self.pipeline) if self.pipeline else None
+        if programs_without_binary() > without_binary:  # PoCL, markers only: a niced child stores the binaries
+            store_binaries_later(self.path, self.device)
         # A backend's prepared state (OpenCL buffers bound to kernels, the input/output arena) serves one run
         # at a time: calls from several threads on one Session take turns (README, "Threads").
         self._lock = threading.RLock()
