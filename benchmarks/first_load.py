@@ -11,7 +11,9 @@ the first ``run`` on an image and the second; "cold total" is import + Session +
 "ready" is the time from the child's start until its final backend serves: on device "auto" a first load answers
 from NumPy while OpenCL builds in the background (``Session.wait_until_ready``), elsewhere it equals the total;
 "backend" shows the first run's backend, then the second's where they differ (``cpu->opencl``).
-Bytecode (``__pycache__``) stays: an installed package has it from pip. The child's stderr is a pipe (not a
+Bytecode: an installed package has it from pip, so edgeinfer's is compiled first (``compileall``; where
+``PYTHONDONTWRITEBYTECODE`` is set, as on the 2-core VM, each process would otherwise compile the ~40 modules a
+load imports: about 0.1 s of every Session). The child's stderr is a pipe (not a
 terminal): the cold child runs with ``EDGEINFER_PROGRESS=1`` (edgeinfer's summary line is printed off a terminal),
 the warm one with the default; any line that is not edgeinfer's own (``edgeinfer: ...``) counts as compiler output.
 The README demo (``edgeinfer run squeezenet.pack examples/data/chelsea.png``) runs first, cold and warm, with its
@@ -23,6 +25,7 @@ warm process starts once it has finished, and "binaries s" is how long after the
 from __future__ import annotations
 
 import argparse
+import compileall
 import fcntl
 import json
 import os
@@ -268,6 +271,7 @@ def main() -> None:
     p.add_argument("--markdown", action="store_true")
     p.add_argument("--json", type=Path, help="write every measurement, with the children's stderr, here")
     args = p.parse_args()
+    compileall.compile_dir(REPO / "edgeinfer", quiet=1)  # as pip does when it installs the package
     header, rows, demo = machine_header(), [], None
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_cli_demo:
