@@ -56,17 +56,24 @@ def prepare_command(pack: Path, device: str) -> list[str]:
     return [sys.executable, "-m", "edgeinfer.cli", "prepare", str(pack), "--device", device]
 
 
-def start_if_uncached(pack: Path, graph: Graph, backend: ModuleType, device: str) -> BackgroundBuild | None:
-    """A background build of ``graph`` on the OpenCL ``device`` when some of its programs are not cached and
-    ``EDGEINFER_BACKGROUND_BUILD`` is not ``0``; None where the load should go ahead as it is (blocking)."""
+def load_or_build_in_background(
+    pack: Path, graph: Graph, backend: ModuleType, device: str
+) -> tuple[Executable | None, BackgroundBuild | None]:
+    """For ``device="auto"``: (the OpenCL executable of ``graph``, None) when every program it needs is cached (planned
+    and loaded once); (None, a background build) when one is not and ``EDGEINFER_BACKGROUND_BUILD`` is not ``0``;
+    (None, None) where the load should go ahead as it is (another backend, or blocking)."""
     if backend.NAME != "opencl" or os.environ.get(ENV, "1").strip() == "0":
-        return None
-    from edgeinfer.backends.opencl.ahead import count_cached, needed_programs
+        return None, None
+    from edgeinfer.backends.opencl import program_cache
+    from edgeinfer.backends.opencl.ahead import needed_programs
 
+    try:
+        with program_cache.cached_only():
+            return backend.prepare(graph, device), None
+    except program_cache.ProgramNotCached:
+        pass
     keys, opencl_device = needed_programs(graph, device)
-    if count_cached(keys, opencl_device.device) == len(keys):
-        return None
-    return BackgroundBuild(pack, graph, backend, device, keys, opencl_device.device)
+    return None, BackgroundBuild(pack, graph, backend, device, keys, opencl_device.device)
 
 
 class BackgroundBuild:

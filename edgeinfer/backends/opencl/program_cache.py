@@ -176,6 +176,25 @@ def storing_binaries() -> Iterator[None]:
         _storing_binaries -= 1
 
 
+class ProgramNotCached(Exception):
+    """A build inside :func:`cached_only` found its program in no cache (no binary of ours, no marker)."""
+
+
+_cached_only = threading.local()
+
+
+@contextlib.contextmanager
+def cached_only() -> Iterator[None]:
+    """Builds in the block, on this thread, raise :class:`ProgramNotCached` instead of compiling a program that no
+    cache holds. A warm ``auto`` load tries this first (background_build.load_or_build_in_background): it plans
+    the graph once, where testing every program's cache file first (``ahead.needed_programs``) planned it twice."""
+    _cached_only.active = True
+    try:
+        yield
+    finally:
+        _cached_only.active = False
+
+
 def build_program(
     context: cl.Context, device: cl.Device, device_key: str, source: str, options: str, label: str = ""
 ) -> cl.Program:
@@ -189,6 +208,8 @@ def build_program(
         return _memo[memo_key]
     path = cache_dir() / f"{key}.bin"
     program = _load_binary(context, device, path, options)
+    if program is None and getattr(_cached_only, "active", False) and not is_cached(key, device):
+        raise ProgramNotCached(key)
     if program is not None:
         STATS["from_disk"] += 1
     elif driver_keeps_builds(device) and not binaries_wanted():
