@@ -19,7 +19,7 @@ programs that finished (each is written whole, then renamed), and the next load 
 Binaries later (PoCL): a load that built programs from source without storing binaries of ours (markers only, so as
 not to make the user wait for a second compile of each kernel) starts ``edgeinfer prepare PACK --low-priority`` in a
 detached child at nice 19 (:func:`store_binaries_later`), which stores them: the next load reads binaries (warm
-SqueezeNet 0.2 s instead of 1.2 s). It outlives the process that started it, so that a one-shot command fills the
+SqueezeNet 0.3 s instead of 1.2 s). It outlives the process that started it, so that a one-shot command fills the
 cache too; a lock file held for its lifetime keeps a second one from starting for the same pack and device.
 """
 
