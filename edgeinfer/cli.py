@@ -100,6 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("packs", nargs="+", metavar="PACK")
     pr.add_argument("--device", default="opencl", help="OpenCL device (opencl or opencl:P:D)")
     pr.add_argument("--check", action="store_true", help="only say how many of the programs are cached")
+    pr.add_argument("--low-priority", action="store_true", help="run at the lowest CPU priority (nice 19)")
     pr.set_defaults(func=cmd_prepare)
 
     d = sub.add_parser("devices", help="list backends and devices, with the reason one is unavailable")
@@ -354,6 +355,8 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     from edgeinfer.pack import read_pack
     from edgeinfer.session import Session
 
+    if args.low_priority and hasattr(os, "nice"):
+        os.nice(19)
     for pack in args.packs:
         if not args.check:
             compiled, start = program_cache.STATS["compiled"], time.perf_counter()

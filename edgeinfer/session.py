@@ -11,7 +11,12 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends import NUMPY_BACKEND, get_backend, resolve_device
-from edgeinfer.background_build import BackgroundBuild, start_if_uncached
+from edgeinfer.background_build import (
+    BackgroundBuild,
+    load_or_build_in_background,
+    programs_without_binary,
+    store_binaries_later,
+)
 from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph
 from edgeinfer.pack import read_pack
@@ -47,11 +52,14 @@ class Session:
         if device == "auto":
             device = os.environ.get("EDGEINFER_DEVICE", "auto") or "auto"
         backend, self.device = resolve_device(device)
-        self._background = start_if_uncached(self.path, self.graph, backend, self.device) if device == "auto" else None
+        without_binary = programs_without_binary()
+        executable, self._background = None, None
+        if device == "auto":
+            executable, self._background = load_or_build_in_background(self.path, self.graph, backend, self.device)
         if self._background is not None:  # serve from NumPy until the OpenCL build is done
             backend, self.device = get_backend(NUMPY_BACKEND), NUMPY_BACKEND
         self.backend: str = backend.NAME
-        self._executable = backend.prepare(self.graph, self.device)
+        self._executable = executable if executable is not None else backend.prepare(self.graph, self.device)
         tensors = self.graph.tensors
         self.inputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.inputs]
         self.outputs = [TensorSpec(n, tensors[n].shape, tensors[n].dtype) for n in self.graph.outputs]
@@ -59,6 +67,8 @@ class Session:
         self.labels: list[str] = list(self.graph.metadata.get("labels") or [])
         # On a device with pre-processing kernels (OpenCL, CUDA), images are pre-processed there (bit-equal to PIL's)
         self._device_preprocessor = self._executable.device_preprocessor(self.pipeline) if self.pipeline else None
+        if self._background is None and programs_without_binary() > without_binary:
+            store_binaries_later(self.path, self.device)  # PoCL, markers only: a niced child stores the binaries
         # A backend's prepared state (OpenCL buffers bound to kernels, the input/output arena) serves one run
         # at a time: calls from several threads on one Session take turns (README, "Threads").
         self._lock = threading.RLock()

@@ -16,6 +16,9 @@ SHARED = Path(os.environ.get("EDGEINFER_SHARED", REPO.parent / "shared"))
 MODELS = SHARED / "models"
 IMAGES = SHARED / "images"
 DEMO = REPO / "examples" / "data"
+# No detached children storing PoCL binaries after the suite's loads (background_build.store_binaries_later): they
+# would outlive the run and take the cores. test_binaries_later.py unsets it where it tests them.
+os.environ.setdefault("EDGEINFER_POCL_BINARIES", "0")
 
 
 def shared_model(file: str) -> Path:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -55,6 +56,26 @@ def test_auto_answers_from_numpy_then_switches_to_opencl_and_a_second_load_start
     assert rel_l2(again.run(FEEDS)["y"], first) < 1e-4
 
 
+def test_a_warm_auto_load_plans_once_and_a_cold_one_builds_nothing_in_the_foreground(pack, monkeypatch):
+    """Warm: loaded with program_cache.cached_only, without ahead.needed_programs planning the pack a second time.
+    Cold: the cached-only try stops at the first uncached program instead of compiling it."""
+    import edgeinfer
+    from edgeinfer.backends.opencl import ahead, program_cache
+
+    compiled = program_cache.STATS["compiled"]
+    session = edgeinfer.Session(pack)
+    assert session._background is not None and program_cache.STATS["compiled"] == compiled
+    assert session.wait_until_ready(timeout=300) and session.backend == "opencl", session.backend_status
+
+    def planning_again(*args, **kwargs):
+        raise AssertionError("a warm auto load planned the pack to test the cache")
+
+    monkeypatch.setattr(ahead, "needed_programs", planning_again)
+    monkeypatch.setattr(program_cache, "_memo", {})  # a new process
+    again = edgeinfer.Session(pack)
+    assert again.backend == "opencl" and again._background is None
+
+
 def test_an_explicit_device_loads_there_blocking(pack, monkeypatch):
     import edgeinfer
     from edgeinfer import background_build
@@ -101,8 +122,11 @@ def test_a_failed_build_keeps_serving_from_numpy_and_says_why(pack, monkeypatch,
         failing = [sys.executable, "-c", "import sys; print('compiler exploded', file=sys.stderr); sys.exit(3)"]
         monkeypatch.setattr(background_build, "prepare_command", lambda pack, device: failing)
     else:
+        prepare = opencl.prepare
 
         def failing_prepare(*args, **kwargs):
+            if threading.current_thread() is threading.main_thread():  # the Session's cached-only try: it misses
+                return prepare(*args, **kwargs)
             raise RuntimeError("compiler exploded")
 
         monkeypatch.setattr(opencl, "prepare", failing_prepare)

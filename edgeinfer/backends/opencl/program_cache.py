@@ -29,8 +29,9 @@ import pyopencl as cl
 
 from edgeinfer.cache_dirs import program_cache_dir
 
-# Counts since process start; tests use them to check that a second load compiles nothing.
-STATS = {"compiled": 0, "from_disk": 0, "from_memory": 0}
+# Counts since process start; tests use them to check that a second load compiles nothing. "without_binary": programs
+# built from source (compiled, or served by the driver's own cache) that no binary of ours holds yet (markers on PoCL).
+STATS = {"compiled": 0, "from_disk": 0, "from_memory": 0, "without_binary": 0}
 MARKER_SUFFIX = ".built"  # <key>.built: built on a driver that keeps its builds itself (driver_keeps_builds)
 
 _memo: dict[tuple[int, str], cl.Program] = {}
@@ -139,17 +140,26 @@ def driver_keeps_builds(device: cl.Device) -> bool:
     return device.platform.name == "Portable Computing Language"
 
 
-POCL_BINARIES_ENV = "EDGEINFER_POCL_BINARIES"  # "1": store binaries on PoCL too (`edgeinfer prepare` sets it)
+# "1": store binaries on PoCL while building; "0": never; unset: a load stores markers and a niced child process stores
+# the binaries after it (background_build.store_binaries_later; `edgeinfer prepare` stores them while building).
+POCL_BINARIES_ENV = "EDGEINFER_POCL_BINARIES"
+
+
+def pocl_binaries_setting() -> str:
+    """``EDGEINFER_POCL_BINARIES`` as set ("0" or "1"), else "" (the default: binaries later, in the background)."""
+    value = os.environ.get(POCL_BINARIES_ENV, "").strip()
+    return value if value in ("0", "1") else ""
 
 
 def binaries_wanted() -> bool:
-    """Whether to store binaries of ours on a driver that keeps its builds itself (PoCL). A binary there costs a
-    compile of its program's one kernel (about 1 s on the 2-core VM) and makes a later load read it in milliseconds
-    instead of rebuilding from source through PoCL's cache (27-51 ms a program): worth it when building ahead
-    (``edgeinfer prepare``: :func:`storing_binaries`), not while a user waits. ``EDGEINFER_POCL_BINARIES`` decides
-    where set (the background build's child sets 0)."""
-    value = os.environ.get(POCL_BINARIES_ENV, "").strip()
-    return value == "1" if value in ("0", "1") else _storing_binaries > 0
+    """Whether to store binaries of ours while building on a driver that keeps its builds itself (PoCL). A binary
+    there costs a compile of its program's one kernel for a generic work-group size (about 1 s on the 2-core VM, even
+    after the kernel ran: PoCL always compiles that variant for a binary) and makes a later load read it in 3-5 ms
+    instead of rebuilding from source through PoCL's cache (45-70 ms a program): worth it when building ahead
+    (``edgeinfer prepare``: :func:`storing_binaries`), not while a user waits; a load leaves that to a niced child
+    process (background_build.store_binaries_later). ``EDGEINFER_POCL_BINARIES`` decides where set."""
+    value = pocl_binaries_setting()
+    return value == "1" if value else _storing_binaries > 0
 
 
 _storing_binaries = 0
@@ -166,6 +176,25 @@ def storing_binaries() -> Iterator[None]:
         _storing_binaries -= 1
 
 
+class ProgramNotCached(Exception):
+    """A build inside :func:`cached_only` found its program in no cache (no binary of ours, no marker)."""
+
+
+_cached_only = threading.local()
+
+
+@contextlib.contextmanager
+def cached_only() -> Iterator[None]:
+    """Builds in the block, on this thread, raise :class:`ProgramNotCached` instead of compiling a program that no
+    cache holds. A warm ``auto`` load tries this first (background_build.load_or_build_in_background): it plans
+    the graph once, where testing every program's cache file first (``ahead.needed_programs``) planned it twice."""
+    _cached_only.active = True
+    try:
+        yield
+    finally:
+        _cached_only.active = False
+
+
 def build_program(
     context: cl.Context, device: cl.Device, device_key: str, source: str, options: str, label: str = ""
 ) -> cl.Program:
@@ -179,6 +208,8 @@ def build_program(
         return _memo[memo_key]
     path = cache_dir() / f"{key}.bin"
     program = _load_binary(context, device, path, options)
+    if program is None and getattr(_cached_only, "active", False) and not is_cached(key, device):
+        raise ProgramNotCached(key)
     if program is not None:
         STATS["from_disk"] += 1
     elif driver_keeps_builds(device) and not binaries_wanted():
@@ -186,6 +217,7 @@ def build_program(
         built_before = marker.is_file()
         program = _compile(context, device, source, options, label, announce=not built_before)
         STATS["from_disk" if built_before else "compiled"] += 1
+        STATS["without_binary"] += 1
         if not built_before:
             _store(marker, b"built; the driver's own kernel cache holds the binary\n")
     else:
