@@ -5,6 +5,7 @@ model against onnxruntime, graphs on and off, a second load compiling nothing an
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import sys
 import types
 from contextlib import nullcontext
@@ -247,7 +248,8 @@ def test_explain_names_the_borrowed_opencl_table(fake_cuda, tmp_path, monkeypatc
 
     monkeypatch.setenv("EDGEINFER_TUNED_DIR", str(tmp_path / "no-user-tables"))
     conv_pack(tmp_path / "conv.pack")
-    rows = CudaExecutable(read_pack(tmp_path / "conv.pack"), H200).explain()
+    untuned = dataclasses.replace(H200, device_key="nvidia-h200-sm90-no-cuda-table")  # H200's ships one now
+    rows = CudaExecutable(read_pack(tmp_path / "conv.pack"), untuned).explain()
     assert [row["placement"] for row in rows] == ["device", "device"]
     lender = "via nvidia-cuda-nvidia-corporation-nvidia-h200 (the device's OpenCL table)"
     # the depthwise conv takes the lent config; the 1x1 conv (an implicit GEMM on GPUs, conv_gemm.py) is offered a
