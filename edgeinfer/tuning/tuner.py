@@ -13,10 +13,11 @@ from typing import Any
 
 from edgeinfer.backends.opencl.plans import plan_context
 from edgeinfer.backends.opencl.runtime import select_device
+from edgeinfer.cpu_isa import isa_class
 from edgeinfer.pack import read_pack
 from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
 from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
-from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
+from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, CostModel, Sample, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
@@ -104,7 +105,7 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar, inc
     info = device.info
     ctx = plan_context(task.graph, device, ConfigTable("opencl", info.device_key))
     candidates = knob_candidates(task, ctx)
-    state = SearchState(task.workload)
+    state = SearchState(task.workload, info.device_key)
     for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
         state.add(record.config, Measurement(record.ms, record.error))
     bar.set_description(f"{task.template} {task.signature}"[:60])
@@ -130,9 +131,10 @@ def _tune_task(task, device, measurer, records, options, rng, deadline, bar, inc
             state.trials += 1
             on_measured(config, state.measured[config_key(config)][1])
     already = len(state.measured)
+    model = CostModel(task.template, isa_class(info.isa or "simt"), rng.randrange(2**31))
     search(state, candidates, measure, max(0, options.trials - already + state.trials), strategy=options.search,
            samples=_training_samples(task.template, records, info.device_key, info.family),
-           rng=rng, on_measured=on_measured)  # fmt: skip
+           rng=rng, model=model, on_measured=on_measured)  # fmt: skip
     bar.update(max(0, options.trials - state.trials))  # a resumed or exhausted task has fewer to do
     best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False), incumbent)
     invalid = sum(not m.valid for _, m in state.measured.values())
@@ -175,16 +177,17 @@ def _confirm(state: SearchState, default, measure, incumbent=None) -> tuple[tupl
     return (min(scored, key=lambda item: item[1]) if scored else None), default_ms
 
 
-def _training_samples(template: str, records: RecordLog, device_key: str, family: str):
+def _training_samples(template: str, records: RecordLog, device_key: str, family: str) -> list[Sample]:
     """The cost model's warm start: every valid record of the template in the log (this device's at full
     weight, others' lower), and the shipped tables of the device's family (their best configs and times)."""
-    samples = [(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT)
-               for r in records.records if r.template == template and r.valid]  # fmt: skip
+    samples = [Sample(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT,
+                      r.device_key) for r in records.records if r.template == template and r.valid]  # fmt: skip
     for table in family_tables("opencl", family):
         weight = 1.0 if table.device_key == device_key else OTHER_DEVICE_WEIGHT
         for entry in table.entries.get(template, {}).values():
             if entry.get("time_ms"):
-                samples.append((entry["workload"], entry["config"], float(entry["time_ms"]), weight))
+                source = f"table:{table.device_key}"  # a table's winner: ranked alone, as the fastest
+                samples.append(Sample(entry["workload"], entry["config"], float(entry["time_ms"]), weight, source))
     return samples
 
 
