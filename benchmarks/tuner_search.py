@@ -9,9 +9,14 @@ reference like any tuning trial, and writes them to JSON. ``simulate`` then repl
 many seeds each, so that every strategy meets exactly the same measurements (no machine noise between strategies):
 
 - ``random``: configs in random order (what an exhaustive tuner does with a budget);
-- ``model``: the tuner's search (gradient-boosted trees, 10 % exploration), cold: no prior records;
+- ``model``: the tuner's search (gradient-boosted trees ranking the configs, 10 % exploration), cold: no prior
+  records;
 - ``model+transfer``: the same, warm-started with 16 random records of each *other* workload of the same
-  template in the file (what a tuning run has once it tuned a pack's earlier layers with --trials 16).
+  template and device in the file (what a tuning run has once it tuned a pack's earlier layers with --trials 16);
+  never a record of the workload searched.
+
+A replay sees a config's time only once the search "measures" it. ``--local 1,1,1`` keeps the configs of that
+work-group shape (and those without one): what CPUs are offered since work-groups of one (RESULTS 6d).
 
 It prints, per workload, the median number of trials each strategy needs to get within 5 % of the best
 config in the table, and plots best-found latency (relative to the best) against trials.
@@ -31,6 +36,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from edgeinfer.cpu_isa import isa_class  # noqa: E402
+from edgeinfer.tuning.cost_model import CostModel, Sample  # noqa: E402
 from edgeinfer.tuning.measure import Measurement  # noqa: E402
 from edgeinfer.tuning.records import config_key  # noqa: E402
 from edgeinfer.tuning.search import SearchState, search  # noqa: E402
@@ -90,7 +97,7 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
             if other["template"] == space["template"]:
                 valid = [r for r in other["rows"] if r["ms"] is not None]
                 chosen = pick.sample(valid, min(TRANSFER_TRIALS, len(valid)))
-                samples += [(other["workload"], r["config"], r["ms"], 1.0) for r in chosen]
+                samples += [Sample(other["workload"], r["config"], r["ms"], 1.0, other["device_key"]) for r in chosen]
     best, curve = float("inf"), []
 
     def measure(config):
@@ -103,16 +110,18 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
 
     kind = "random" if strategy == "random" else "model"
     budget = len(configs) if kind == "random" else min(len(configs), max_trials)
-    search(
-        SearchState(space["workload"]),
-        configs,
-        measure,
-        budget,
-        strategy=kind,
-        samples=samples,
-        rng=random.Random(seed),
-    )
+    rng = random.Random(seed)
+    model = CostModel(space["template"], isa_class(space.get("isa") or "simt"), rng.randrange(2**31))
+    state = SearchState(space["workload"], space["device_key"])
+    search(state, configs, measure, budget, strategy=kind, samples=samples, rng=rng, model=model)
     return curve
+
+
+def keep_local(space: dict, local: list[int] | None) -> dict:
+    """``space`` with only the configs of work-group shape ``local`` (and those without one)."""
+    if local is None:
+        return space
+    return {**space, "rows": [r for r in space["rows"] if r["config"].get("local", local) == local]}
 
 
 def trials_to_reach(curve: list[float], target: float) -> int:
@@ -121,8 +130,10 @@ def trials_to_reach(curve: list[float], target: float) -> int:
 
 
 def simulate(args: argparse.Namespace) -> None:
-    spaces = [s for path in args.spaces for s in json.loads(Path(path).read_text())]
-    print(f"{'workload':58s} {'configs':>7s} " + " ".join(f"{s:>15s}" for s in STRATEGIES) + "  (trials to 5%)")
+    local = [int(v) for v in args.local.split(",")] if args.local else None
+    spaces = [keep_local(s, local) for path in args.spaces for s in json.loads(Path(path).read_text())]
+    print(f"{'workload':58s} {'configs':>7s} {'in 5%':>5s} " + " ".join(f"{s:>15s}" for s in STRATEGIES)
+          + "  (median trials to 5%; x random)")  # fmt: skip
     curves: dict[str, dict[str, np.ndarray]] = {}
     summary = {s: [] for s in STRATEGIES}
     for index, space in enumerate(spaces):
@@ -130,17 +141,21 @@ def simulate(args: argparse.Namespace) -> None:
         valid = [r["ms"] for r in space["rows"] if r["ms"] is not None]
         target = min(valid) * WITHIN
         others = [s for j, s in enumerate(spaces) if j != index and s.get("device_key") == space.get("device_key")]
-        cells, curves[name] = [], {}
+        needed, curves[name], within = {}, {}, sum(ms <= target for ms in valid)
         for strategy in STRATEGIES:
             runs = [replay(space, strategy, seed, others, args.max_trials) for seed in range(args.seeds)]
-            needed = statistics.median(trials_to_reach(c, target) for c in runs)
-            summary[strategy].append(needed / len(space["rows"]))
-            cells.append(f"{needed:15.1f}")
+            needed[strategy] = statistics.median(trials_to_reach(c, target) for c in runs)
+            summary[strategy].append(needed[strategy] / len(space["rows"]))
             length = min(len(c) for c in runs)
             curves[name][strategy] = np.mean([np.array(c[:length]) / min(valid) for c in runs], axis=0)
-        print(f"{name[:58]:58s} {len(space['rows']):7d} " + " ".join(cells), flush=True)
+        cells = [f"{needed[s]:8.1f}" + (f" ({needed[s] / needed['random']:.2f})" if s != "random" else " " * 7)
+                 for s in STRATEGIES]  # fmt: skip
+        print(f"{name[:58]:58s} {len(space['rows']):7d} {within:5d} " + " ".join(cells), flush=True)
     print("median fraction of the space searched to get within 5%: "
           + ", ".join(f"{s} {statistics.median(v):.3f}" for s, v in summary.items()))  # fmt: skip
+    print("median over workloads of the trials relative to random's: "
+          + ", ".join(f"{s} {statistics.median(a / b for a, b in zip(v, summary['random'])):.3f}"
+                      for s, v in summary.items() if s != "random"))  # fmt: skip
     if args.plot:
         plot(curves, Path(args.plot))
 
@@ -188,6 +203,7 @@ def main() -> None:
     s.add_argument("spaces", nargs="+")
     s.add_argument("--seeds", type=int, default=20)
     s.add_argument("--max-trials", type=int, default=80, help="model searches stop here (not reached: counted as more)")
+    s.add_argument("--local", help="keep only configs of this work-group shape, e.g. 1,1,1 (CPUs since session 9)")
     s.add_argument("--plot")
     args = parser.parse_args()
     if args.command == "measure":

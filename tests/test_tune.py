@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import conv_pack, usable_opencl_device
-from edgeinfer.tuning.cost_model import CostModel
+from edgeinfer.tuning.cost_model import CostModel, Sample, workload_ranks
 from edgeinfer.tuning.measure import Measurement
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
@@ -49,7 +49,7 @@ def test_model_search_finds_the_optimum_sooner_than_random():
 
 def test_warm_start_from_other_workloads_helps():
     """Records of a neighbouring workload (same surface, other sizes) point the model at the optimum at once."""
-    warm = [({"M": 32}, c, landscape(c) * 1.3, 0.3) for c in SPACE[::3]]
+    warm = [Sample({"M": 32}, c, landscape(c) * 1.3, 0.3) for c in SPACE[::3]]
     cold = np.median([trials_to_optimum("model", seed) for seed in range(4)])
     warmed = np.median([trials_to_optimum("model", seed, warm) for seed in range(4)])
     assert warmed < cold
@@ -88,12 +88,95 @@ def test_cost_model_ranks_unseen_configs():
     model = CostModel()
     rng = random.Random(1)
     train = rng.sample(SPACE, 40)
-    assert model.fit([({"M": 64}, c, landscape(c), 1.0) for c in train])
+    assert model.fit([Sample({"M": 64}, c, landscape(c)) for c in train])
     test = [c for c in SPACE if c not in train]
     predicted = model.predict({"M": 64}, test)
     truth = np.log([landscape(c) for c in test])
     ranks = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     assert np.corrcoef(ranks(predicted), ranks(truth))[0, 1] > 0.7
+
+
+def test_ranks_are_taken_per_workload_and_device():
+    """The target is a rank within one workload on one device: a workload ten times slower, or another device's
+    times, do not shift it."""
+    small, big = {"M": 8}, {"M": 512}
+    samples = [Sample(small, {"TM": 1}, 0.2), Sample(small, {"TM": 2}, 0.1), Sample(big, {"TM": 1}, 3.0),
+               Sample(big, {"TM": 2}, 1.0), Sample(big, {"TM": 4}, 2.0),
+               Sample(big, {"TM": 1}, 0.05, 0.3, "other")]  # fmt: skip
+    assert workload_ranks(samples).tolist() == [0.5, 0.0, 2 / 3, 0.0, 1 / 3, 0.0]
+
+
+def test_model_learns_rankings_across_workloads_of_other_scales():
+    """Trained on other workloads whose times differ a hundredfold (same ranking), it ranks a new workload's
+    configs before measuring any of them."""
+    model = CostModel()
+    train = [Sample({"M": m}, c, landscape(c) * m, 1.0) for m in (1, 100) for c in SPACE[::2]]
+    assert model.fit(train)
+    predicted = model.predict({"M": 10}, SPACE)
+    assert SPACE[int(np.argmin(predicted))] in sorted(SPACE, key=landscape)[:3]
+
+
+def _blocked_chain():
+    """x[1,24,13,11] -> 3x3 Conv (40) -> depthwise 3x3 -> 1x1 (24) -> 1x1 (80): direct16 on the plain input,
+    sep16 (the fused pair), pw16 on a blocked input, once blocked for AVX-512."""
+    from edgeinfer.ir import Graph, Node, TensorInfo
+    from edgeinfer.passes.memory_plan import plan_memory
+
+    rng = np.random.default_rng(0)
+    shapes = {"w1": (40, 24, 3, 3), "w2": (40, 1, 3, 3), "w3": (24, 40, 1, 1), "w4": (80, 24, 1, 1)}
+    constants = {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+    tensors = {name: TensorInfo(name, (1, c, 13, 11), "float32") for name, c in
+               (("x", 24), ("a", 40), ("b", 40), ("c", 24), ("y", 80))}  # fmt: skip
+    tensors.update({name: TensorInfo(name, value.shape, "float32") for name, value in constants.items()})
+    conv = {"strides": [1, 1], "dilations": [1, 1]}
+    nodes = [
+        Node("direct", "Conv", ["x", "w1"], ["a"], {**conv, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 1}),
+        Node("dw", "Conv", ["a", "w2"], ["b"], {**conv, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "group": 40}),
+        Node("pw1", "Conv", ["b", "w3"], ["c"], {**conv, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "group": 1}),
+        Node("pw2", "Conv", ["c", "w4"], ["y"], {**conv, "kernel_shape": [1, 1], "pads": [0, 0, 0, 0], "group": 1}),
+    ]
+    graph = Graph(nodes, ["x"], ["y"], tensors, constants)
+    graph.memory_plan = plan_memory(graph)
+    return graph
+
+
+def test_launch_geometry_is_the_planned_launch(monkeypatch):
+    """features.launch_geometry, computed from the workload alone, gives the work-items, accumulators and tail of
+    the launch the planner makes for each config of the blocked templates' knob spaces."""
+    from edgeinfer.cpu_isa import isa_class
+    from edgeinfer.planning import KNOB_SPACES, layout, plan_node
+    from edgeinfer.planning.context import PlanContext
+    from edgeinfer.tuned_configs import ConfigTable
+    from edgeinfer.tuning.features import launch_geometry
+
+    class Recording(ConfigTable):
+        def lookup(self, template, workload, default, accept=None):
+            self.asked = (template, dict(workload))
+            return default(), "default"
+
+    monkeypatch.delenv(layout.LAYOUT_ENV, raising=False)
+    isa = isa_class("avx512")
+    graph = layout.for_device(_blocked_chain(), "cpu", isa)
+    table = Recording("opencl", "test")
+    seen = set()
+    for node in graph.nodes:
+        plan = plan_node(node, PlanContext(graph, table, "cpu", 4096, isa=isa))
+        if plan.template not in KNOB_SPACES:
+            continue
+        template, workload = table.asked
+        seen.add(template)
+        space = KNOB_SPACES[template].candidates(workload, PlanContext(graph, table, "cpu", 4096, isa=isa))
+        for config in space:
+            launch = plan_node(node, PlanContext(graph, table, "cpu", 4096, {template: config}, isa=isa)).launches[0]
+            geometry = launch_geometry(template, workload, config, isa)
+            assert geometry["work_items"] == np.prod(launch.work), (template, config, launch.work)
+            assert geometry["accumulators"] == launch.defines["TP"] * launch.defines["NB"]
+            row = workload["H"] * workload["W"] if template == "pw16" else workload["W"]
+            blocks_ = -(-workload["Co"] // 16)
+            tail = (-(-row // config["TP"]) * config["TP"] / row) * (-(-blocks_ // config["NB"]) * config["NB"] * 16
+                                                                      / workload["Co"]) - 1  # fmt: skip
+            assert geometry["tail_waste"] == pytest.approx(tail)
+    assert seen == {"direct16", "sep16", "pw16"}
 
 
 def test_record_log_round_trip_and_torn_line(tmp_path):

@@ -9,13 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from edgeinfer.tuning.cost_model import CostModel
+from edgeinfer.tuning.cost_model import CostModel, Sample
 from edgeinfer.tuning.measure import Measurement
 from edgeinfer.tuning.records import config_key
 
 MeasureFn = Callable[[dict[str, Any]], Measurement]
-# Training samples of the template: (workload, config, ms, weight); the search adds its own as it measures.
-Samples = list[tuple[dict[str, Any], dict[str, Any], float, float]]
 
 
 @dataclass
@@ -23,6 +21,7 @@ class SearchState:
     """What one task's search has measured (earlier runs' measurements included, so a rerun resumes)."""
 
     workload: dict[str, Any]
+    source: str = ""  # the device key: this search's measurements join the log's of the same device as samples
     measured: dict[str, tuple[dict[str, Any], Measurement]] = field(default_factory=dict)  # config_key -> ...
     trials: int = 0  # measured in this run
 
@@ -46,7 +45,7 @@ def search(
     trials: int,
     *,
     strategy: str = "model",
-    samples: Samples | None = None,
+    samples: list[Sample] | None = None,
     rng: random.Random | None = None,
     batch: int = 4,
     explore: float = 0.1,
@@ -55,11 +54,12 @@ def search(
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
 ) -> SearchState:
     """Measure up to ``trials`` not-yet-measured ``candidates`` (in batches of ``batch``), chosen at random
-    (``strategy="random"``) or by the cost model trained on ``samples`` plus everything measured so far, a
-    fraction ``explore`` of each batch still at random. ``on_batch`` sees each batch before it is measured (the
-    tuner builds its programs in parallel). ``measure`` may raise StopSearch."""
+    (``strategy="random"``) or by the cost model trained on ``samples`` (the template's other measurements) plus
+    everything measured so far, a fraction ``explore`` of each batch still at random. ``model``: the template's
+    (cost_model.CostModel); ``on_batch`` sees each batch before it is measured (the tuner builds its programs in
+    parallel). ``measure`` may raise StopSearch."""
     rng = rng or random.Random(0)
-    model = model or CostModel(rng.randrange(2**31))
+    model = model or CostModel(seed=rng.randrange(2**31))
     samples = list(samples or [])
     pending = [c for c in candidates if config_key(c) not in state.measured]
     rng.shuffle(pending)
@@ -74,14 +74,14 @@ def search(
             state.add(config, result)
             state.trials += 1
             if result.valid:
-                samples.append((state.workload, config, result.ms, 1.0))
+                samples.append(Sample(state.workload, config, result.ms, 1.0, state.source))
             if on_measured is not None:
                 on_measured(config, result)
     return state
 
 
 def _next_batch(state, pending, size, strategy, samples, model, rng, explore) -> list[dict[str, Any]]:
-    if strategy == "random" or not model.fit(samples):
+    if strategy == "random" or not model.fit(samples, state.workload):
         return pending[:size]  # pending is shuffled
     explored = sum(rng.random() < explore for _ in range(size))
     scores = model.predict(state.workload, pending)

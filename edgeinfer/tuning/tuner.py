@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgeinfer.cpu_isa import isa_class
 from edgeinfer.pack import read_pack
 from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
 from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
-from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, require_sklearn
+from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, CostModel, Sample, require_sklearn
 from edgeinfer.tuning.measure import Measurement, Measurer
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
@@ -104,7 +105,7 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
     info = target.info
     ctx = target.plan_context(task.graph, ConfigTable(target.api, info.device_key))
     candidates = knob_candidates(task, ctx)
-    state = SearchState(task.workload)
+    state = SearchState(task.workload, info.device_key)
     for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
         state.add(record.config, Measurement(record.ms, record.error))
     bar.set_description(f"{task.template} {task.signature}"[:60])
@@ -136,9 +137,10 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
             state.trials += 1
             on_measured(config, state.measured[config_key(config)][1])
     already = len(state.measured)
+    model = CostModel(task.template, isa_class(info.isa or "simt"), rng.randrange(2**31))
     search(state, candidates, measure, max(0, options.trials - already + state.trials), strategy=options.search,
            samples=_training_samples(task.template, records, target),
-           rng=rng, on_measured=on_measured, on_batch=compile_ahead)  # fmt: skip
+           rng=rng, model=model, on_measured=on_measured, on_batch=compile_ahead)  # fmt: skip
     bar.update(max(0, options.trials - state.trials))  # a resumed or exhausted task has fewer to do
     best, default_ms = _confirm(state, default, lambda config: measure(config, budgeted=False), incumbent)
     invalid = sum(not m.valid for _, m in state.measured.values())
@@ -187,18 +189,20 @@ def _confirm(state: SearchState, default, measure, incumbent=None) -> tuple[tupl
 TABLE_APIS = ("opencl", "cuda")
 
 
-def _training_samples(template: str, records: RecordLog, target: TuningTarget):
+def _training_samples(template: str, records: RecordLog, target: TuningTarget) -> list[Sample]:
     """The cost model's warm start: every valid record of the template in the log (this device's at full
     weight, others' lower), and the shipped tables of the device's family (their best configs and times)."""
     device_key = target.info.device_key
-    samples = [(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT)
-               for r in records.records if r.template == template and r.valid]  # fmt: skip
+    samples = [Sample(r.workload, r.config, r.ms, 1.0 if r.device_key == device_key else OTHER_DEVICE_WEIGHT,
+                      r.device_key) for r in records.records if r.template == template and r.valid]  # fmt: skip
     for api in TABLE_APIS:
         for table in family_tables(api, target.info.family):
             weight = 1.0 if (api, table.device_key) == (target.api, device_key) else OTHER_DEVICE_WEIGHT
             for entry in table.entries.get(template, {}).values():
                 if entry.get("time_ms"):
-                    samples.append((entry["workload"], entry["config"], float(entry["time_ms"]), weight))
+                    source = f"table:{api}:{table.device_key}"  # a table's winner: ranked alone, as the fastest
+                    samples.append(Sample(entry["workload"], entry["config"], float(entry["time_ms"]), weight,
+                                          source))  # fmt: skip
     return samples
 
 
