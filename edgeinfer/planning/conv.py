@@ -101,19 +101,14 @@ def plan_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     (bias, z), tail = epilogue_args(node, ctx, co, y)
 
     pointwise = groups == 1 and (kh, kw, sh, sw) == (1, 1, 1, 1) and not any(pads)
-    if pointwise and (ctx.device_kind == "cpu" or not conv_gemm.wanted() or tuned_as_gemm(ctx, co, h * w, c)):
+    # On GPUs a 1x1 convolution is planned as any other (conv2d: implicit GEMM, which splits K where the image is
+    # small), even where a table tuned it as a gemm: on the H200 that took MobileNetV2 from 0.82 to 0.49 ms (its 7x7
+    # projections ran gemm_local in 3 work-groups). RESULTS 8d.
+    if pointwise and (ctx.device_kind == "cpu" or not conv_gemm.wanted()):
         return plan_pointwise(ctx, x_name, weights.reshape(co, c), bias, z, y, n, c * h * w, h * w, tail)
     if groups == c == co:
         return plan_depthwise(ctx, node, weights, bias, z, y, (n, c, h, w, ho, wo), (sh, sw), pads, (dh, dw), tail)
     return plan_direct(ctx, node, weights, bias, z, y, (n, c, h, w, co, ho, wo), groups, (sh, sw), pads, (dh, dw), tail)
-
-
-def tuned_as_gemm(ctx: PlanContext, m: int, n: int, k: int) -> bool:
-    """Whether the device's table holds a tuned gemm config for this 1x1 convolution. On GPUs a 1x1 convolution is
-    otherwise planned as any other (conv2d: implicit GEMM, which splits K where the image is small); a workload
-    tuned as a GEMM keeps what was measured for it."""
-    _, source = ctx.table.lookup("gemm", {"M": m, "N": n, "K": k}, dict)
-    return source.startswith("tuned")
 
 
 def vectors_per(floats: int, isa: IsaClass) -> int:
