@@ -150,7 +150,7 @@ def planned_programs() -> dict[tuple[str, tuple], dict[str, list[list[str]]]]:
 def test_every_gpu_program_compiles_with_its_launches_kernels(planned_programs, tmp_path):
     assert MODELS.is_dir()
     templates = {template for template, _ in planned_programs}
-    assert {"conv2d", "depthwise", "gemm", "pool", "elementwise", "tensor"} <= templates
+    assert {"conv_gemm", "depthwise", "pool", "elementwise", "tensor"} <= templates
     for index, ((template, knobs), kernels) in enumerate(sorted(planned_programs.items())):
         ptx = compile_ptx(program_source(template, dict(knobs)), tmp_path, f"{index}_{template}")
         entries = ptx_entries(ptx)
