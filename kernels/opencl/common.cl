@@ -37,6 +37,22 @@
             v += (z);                               \
     }
 
+// The inner loop of the local-memory GEMM tiles (gemm.cl gemm_local, conv_gemm.cl conv_gemm): over one BK-deep slice
+// of the tiles As[BK][WM * TM] and Bs[BK][WN * TN], the work-item (tx, ty) accumulates its TM x TN outputs acc, rows
+// ty + i * WM and columns tx + j * WN (strided by the work-group's shape: no local-memory bank conflicts).
+#define LOCAL_TILE_FMA(As, Bs, acc)                                  \
+    _Pragma("unroll") for (int kk_ = 0; kk_ < BK; ++kk_)             \
+    {                                                                \
+        float a_[TM], b_[TN];                                        \
+        for (int i_ = 0; i_ < TM; ++i_)                              \
+            a_[i_] = As[kk_][ty + i_ * WM];                          \
+        for (int j_ = 0; j_ < TN; ++j_)                              \
+            b_[j_] = Bs[kk_][tx + j_ * WN];                          \
+        for (int i_ = 0; i_ < TM; ++i_)                              \
+            for (int j_ = 0; j_ < TN; ++j_)                          \
+                acc[i_][j_] = fma(a_[i_], b_[j_], acc[i_][j_]);      \
+    }
+
 // Stores v (a vector of type T with WIDTH lanes) at Y + at after the fused epilogue: whole when valid == WIDTH,
 // else its first `valid` lanes one by one (a partial last block). Z is read at the same place.
 #define STORE_EPILOGUE(T, WIDTH, v, Y, Z, at, valid, has_z, act, p0, p1)                   \

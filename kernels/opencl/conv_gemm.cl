@@ -70,17 +70,7 @@ __kernel void conv_gemm(__global const float *restrict X, __global const float *
             Bs[kk][bn] = inside ? X[((size_t)ci * H + iy) * W + ix] : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
-#pragma unroll
-        for (int kk = 0; kk < BK; ++kk) {
-            float a[TM], b[TN];
-            for (int i = 0; i < TM; ++i)
-                a[i] = As[kk][ty + i * WM];
-            for (int j = 0; j < TN; ++j)
-                b[j] = Bs[kk][tx + j * WN];
-            for (int i = 0; i < TM; ++i)
-                for (int j = 0; j < TN; ++j)
-                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
-        }
+        LOCAL_TILE_FMA(As, Bs, acc)
         barrier(CLK_LOCAL_MEM_FENCE);
     }
 
