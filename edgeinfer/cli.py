@@ -55,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--labels", help="class labels file (one per line, or idx,name)")
     c.add_argument("--no-optimize", action="store_true", help="skip folding and fusion passes")
+    c.add_argument("--fp16", action="store_true",
+                   help="fp16 pack: weights stored as half (half the file); GPUs store every tensor as half and "
+                        "compute in float")  # fmt: skip
     c.set_defaults(func=cmd_compile)
 
     r = sub.add_parser("run", help="run a pack on images (or a .npy input) and print the results")
@@ -148,7 +151,11 @@ def cmd_compile(args: argparse.Namespace) -> None:
         pipeline = resolve_pipeline(args.preset, args.pipeline, overrides)
     t0 = time.perf_counter()
     graph = compile_model(
-        args.model, dict(map(_parse_shape, args.input_shape)) or None, optimize=not args.no_optimize, pipeline=pipeline
+        args.model,
+        dict(map(_parse_shape, args.input_shape)) or None,
+        optimize=not args.no_optimize,
+        pipeline=pipeline,
+        fp16=args.fp16,
     )
     labels = load_labels(args.labels) if args.labels else default_labels(pipeline or {}, args.model)
     if labels:

@@ -25,6 +25,7 @@ from edgeinfer.passes.fold_batchnorm import fold_batchnorm
 from edgeinfer.passes.fuse_conv import fuse_conv
 from edgeinfer.passes.memory_plan import plan_memory
 from edgeinfer.passes.placement import place_nodes
+from edgeinfer.passes.precision import round_weights_to_half
 from edgeinfer.passes.shape_inference import infer_shapes
 from edgeinfer.passes.simplify import remove_dead_code, remove_no_ops
 from edgeinfer.pipelines.config import bind_to_model
@@ -36,6 +37,7 @@ def compile_model(
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     optimize: bool = True,
     pipeline: dict | None = None,
+    fp16: bool = False,
 ) -> Graph:
     """Compile an ONNX model (proto or file path) into a backend-neutral graph.
 
@@ -43,7 +45,8 @@ def compile_model(
     ``optimize=False`` skips constant folding and fusion (BatchNorm becomes Mul/Add): useful to
     tell a fusion bug from a kernel bug. ``pipeline`` (a validated pre/post-processing config) is
     bound to the model's first input and stored in the metadata; when it has a ``"decoder"`` section,
-    the decoder graph is appended to the model first.
+    the decoder graph is appended to the model first. ``fp16``: an fp16 pack (weights rounded to half and stored
+    so; GPUs store every float tensor as half: passes/precision.py, planning/half_storage.py).
     """
     _check_input_shapes(input_shapes)
     proto, sha256, name = load_model(model)
@@ -72,6 +75,8 @@ def compile_model(
         compile_stats=stats,
         optimized=optimize,
     )
+    if fp16:
+        round_weights_to_half(graph)
     if pipeline is not None:
         # Presets leave the image input and size open: bind them to this model's first input.
         graph.metadata["pipeline"] = bind_to_model(pipeline, {i: graph.tensors[i].shape for i in graph.inputs})

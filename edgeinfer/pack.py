@@ -31,6 +31,7 @@ import numpy as np
 
 from edgeinfer.errors import PackError
 from edgeinfer.ir import Graph, MemoryPlan, Node, TensorInfo
+from edgeinfer.passes.precision import half_weights, widen_weights
 from edgeinfer.validation import header as header_schema
 from edgeinfer.validation.graph import validate_graph
 
@@ -74,8 +75,11 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
     index = []
     offset = 0
     arrays = []
+    halves = half_weights(graph)  # fp16 packs: these weights are stored as float16 (passes/precision.py)
     for name, array in graph.constants.items():
         array = np.ascontiguousarray(array).reshape(array.shape)  # ascontiguousarray makes 0-d arrays 1-d
+        if name in halves:
+            array = array.astype(np.float16)
         if array.dtype.name not in _DTYPES:
             raise PackError(f"constant {name!r} has dtype {array.dtype.name}, which a pack cannot store")
         array = array.astype(array.dtype.newbyteorder("<"), copy=False)
@@ -98,7 +102,7 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
         "format_version": FORMAT_VERSION,
         "inputs": graph.inputs,
         "outputs": graph.outputs,
-        "tensors": _tensor_table(graph),
+        "tensors": _tensor_table(graph, halves),
         "nodes": [dict(n.to_json(), attrs={k: _encode_attr(v) for k, v in n.attrs.items()}) for n in graph.nodes],
         "memory_plan": graph.memory_plan.to_json(),
         "metadata": graph.metadata,
@@ -127,11 +131,14 @@ def write_pack(graph: Graph, path: str | os.PathLike) -> None:
         raise
 
 
-def _tensor_table(graph: Graph) -> dict[str, Any]:
-    """The tensor entries, with one for every constant (a reader checks the constants against them)."""
+def _tensor_table(graph: Graph, halves: set[str]) -> dict[str, Any]:
+    """The tensor entries, with one for every constant (a reader checks the constants against them); ``halves``:
+    the constants stored as float16."""
     table = {name: info.to_json() for name, info in graph.tensors.items()}
     for name, array in graph.constants.items():
         table.setdefault(name, {"shape": list(array.shape), "dtype": array.dtype.name})
+        if name in halves:
+            table[name] = {**table[name], "dtype": "float16"}
     return table
 
 
@@ -174,6 +181,7 @@ def read_pack(path: str | os.PathLike, verify: bool = True) -> Graph:
         data_start = _align(_PREFIX.size + header_len)
         header_schema.check_header(header, str(path), FORMAT_VERSION, max(size - data_start, 0))
         graph = _graph_from_header(header, f, path, data_start, verify)
+    widen_weights(graph, str(path))
     validate_graph(graph, str(path))
     return graph
 

@@ -91,3 +91,30 @@ def conv_pack(path) -> None:
     graph = Graph(nodes, ["x"], ["y"], tensors, constants, metadata={"source_name": "tune-test"})
     graph.memory_plan = plan_memory(graph)
     write_pack(graph, path)
+
+
+H200_UNITS = 132  # the H200's multiprocessors: how many work-groups GPU plans try to fill
+
+
+@pytest.fixture
+def gpu_on_pocl(monkeypatch):
+    """OpenCL executables on the PoCL device that plan as on a GPU with 132 compute units: the GPU plans (no
+    channel-blocked layout, local-memory tiles, split-K scratch, fp16 packs' half storage) run without a GPU."""
+    import dataclasses
+
+    spec = usable_opencl_device()
+    if spec is None:
+        pytest.skip("no usable OpenCL device (see `edgeinfer devices`)")
+    from edgeinfer.backends.opencl import executor, plans, select_device
+
+    device = select_device(spec.spec)
+    gpu = dataclasses.replace(device, info=dataclasses.replace(device.info, kind="gpu", isa="simt",
+                                                               device_key="test-gpu", family="test-gpu"))  # fmt: skip
+    real = plans.plan_context
+
+    def plan_context(graph, _device, *args, **kwargs):
+        ctx = real(graph, gpu, *args, **kwargs)
+        return dataclasses.replace(ctx, compute_units=H200_UNITS)
+
+    monkeypatch.setattr(executor, "plan_context", plan_context)
+    return lambda graph: executor.OpenCLExecutable(graph, gpu)

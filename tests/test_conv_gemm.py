@@ -6,12 +6,10 @@ against NumPy are in tests/test_opencl.py (KNOB_CASES)."""
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import pytest
 
-from conftest import MODELS, shared_model, usable_opencl_device
+from conftest import H200_UNITS, MODELS, shared_model, usable_opencl_device
 from edgeinfer.ir import Graph, Node, TensorInfo
 from edgeinfer.planning import PlanContext, plan_graph
 from edgeinfer.planning import conv_gemm as cg
@@ -19,7 +17,6 @@ from edgeinfer.planning.plan import ScratchArg, scratch_floats
 from edgeinfer.tuned_configs import ConfigTable
 
 RNG = np.random.default_rng(0)
-H200_UNITS = 132
 
 
 def conv_graph(c: int, co: int, hw: int, k: int, stride: int = 1, residual: bool = False) -> Graph:
@@ -112,24 +109,6 @@ def test_tile_rules_and_the_knob_space():
 
 DEVICE = usable_opencl_device()
 needs_opencl = pytest.mark.skipif(DEVICE is None, reason="no usable OpenCL device (see `edgeinfer devices`)")
-
-
-@pytest.fixture
-def gpu_on_pocl(monkeypatch):
-    """OpenCL executables on the PoCL device that plan as on a GPU with 132 compute units."""
-    from edgeinfer.backends.opencl import executor, plans, select_device
-
-    device = select_device(DEVICE.spec)
-    gpu = dataclasses.replace(device, info=dataclasses.replace(device.info, kind="gpu", isa="simt",
-                                                               device_key="test-gpu", family="test-gpu"))  # fmt: skip
-    real = plans.plan_context
-
-    def plan_context(graph, _device, *args, **kwargs):
-        ctx = real(graph, gpu, *args, **kwargs)
-        return dataclasses.replace(ctx, compute_units=H200_UNITS)
-
-    monkeypatch.setattr(executor, "plan_context", plan_context)
-    return lambda graph: executor.OpenCLExecutable(graph, gpu)
 
 
 def _rel_l2(actual, expected) -> float:

@@ -55,7 +55,7 @@ VARIANTS = {
     "elementwise": [dict(VW=4, QTYPE="uchar"), dict(VW=8, QTYPE="char")],
     "softmax": [{}, dict(WG=256)],
     "resize": [{}],
-    "tensor": [dict(T=t) for t in ("float", "uchar", "char", "int", "long")],
+    "tensor": [dict(T=t) for t in ("float", "uchar", "char", "int", "long", "ushort")],  # ushort: half tensors
     "preprocess": [dict(OUT_FLOAT=0), dict(OUT_FLOAT=1)],
 }  # fmt: skip
 # nvcc's own flags for NVRTC's (sources.py NVRTC_OPTIONS): the same floating-point contract.
@@ -171,6 +171,17 @@ def test_every_gpu_template_variant_compiles_with_the_opencl_signatures(tmp_path
             ptx = compile_ptx(program_source(template, defines), tmp_path, f"{template}_{index}")
             found.update({name: len(kinds) for name, kinds in ptx_entries(ptx).items()})
         assert found == opencl_parameter_counts(template), template
+
+
+def test_every_gpu_template_variant_compiles_with_half_storage(tmp_path):
+    """fp16 packs (planning/half_storage.py): DATA_HALF makes every data_t tensor half, read and written through
+    the compat header's vload_half / vstore_half_rte (PTX cvt)."""
+    for template, variants in VARIANTS.items():
+        for index, defines in enumerate(variants):
+            ptx = compile_ptx(program_source(template, {**defines, "DATA_HALF": 1}), tmp_path, f"{template}_{index}")
+            assert ptx_entries(ptx), template
+            if template in ("conv_gemm", "depthwise", "elementwise", "pool"):
+                assert "cvt.rn.f16.f32" in ptx and "cvt.f32.f16" in ptx, (template, defines)
 
 
 def test_ptx_parameters_count_as_in_the_opencl_templates(planned_programs, tmp_path):

@@ -52,6 +52,9 @@ class PlanContext:
     isa: IsaClass = ISA_CLASSES["simt"]
     # Compute units (GPU multiprocessors) that the work-groups of one launch should fill; 0: not known.
     compute_units: int = 0
+    # fp16 packs on GPUs: float tensors are stored as half (planning/half_storage.py); planners move them as
+    # HALF_BITS patterns (tensor.element_type) and plan_graph adapts every launch.
+    half_storage: bool = False
 
     def config(self, template: str, workload: dict[str, Any], default: Callable[[], dict[str, Any]]):
         """(config, source) for ``template`` on ``workload``."""

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from edgeinfer.ir import HOST, Graph, Node
 from edgeinfer.planning.context import PlanContext
+from edgeinfer.planning.half_storage import float_tensor_names, store_as_half
 from edgeinfer.planning.layout import LAYOUT_ATTR
 from edgeinfer.planning.plan import KernelPlan, NodeRecord, NoKernel
 
@@ -44,16 +45,18 @@ def plan_node(node: Node, ctx: PlanContext) -> KernelPlan:
 
 def plan_graph(graph: Graph, ctx: PlanContext) -> list[NodeRecord]:
     """One record per node of ``graph``: its kernel plan, or why it runs on the host."""
-    return [_plan_record(node, graph, ctx) for node in graph.nodes]
+    float_tensors = float_tensor_names(graph) if ctx.half_storage else set()
+    return [_plan_record(node, graph, ctx, float_tensors) for node in graph.nodes]
 
 
-def _plan_record(node: Node, graph: Graph, ctx: PlanContext) -> NodeRecord:
+def _plan_record(node: Node, graph: Graph, ctx: PlanContext, float_tensors: set[str]) -> NodeRecord:
     if node.placement == HOST:
         return NodeRecord(node, None, "placed on the CPU by the compiler")
     if any(name and graph.tensors.get(name) is not None and graph.tensors[name].dynamic
            for name in node.inputs):  # fmt: skip
         return NodeRecord(node, None, "dynamic input shape")
     try:
-        return NodeRecord(node, plan_node(node, ctx))
+        plan = plan_node(node, ctx)
+        return NodeRecord(node, store_as_half(plan, float_tensors) if ctx.half_storage else plan)
     except NoKernel as e:
         return NodeRecord(node, None, str(e))

@@ -74,7 +74,7 @@ def fuse_residual_adds(records: list[NodeRecord], graph: Graph, guard: int) -> t
         other = others[0]
         shapes = {graph.tensors[name].shape for name in (other, c_out, y)}
         if (other in graph.constants or len(consumers.get(c_out, [])) != 1 or not conv.plan.launches
-                or graph.tensors[other].dynamic or graph.tensors[y].dtype != "float32"
+                or graph.tensors[other].dynamic or graph.tensors[y].dtype not in ("float32", "float16")
                 or len(shapes) != 1):  # fmt: skip
             continue
         # The last launch writes the output through its epilogue (a split-K sum after its partial products).

@@ -12,6 +12,7 @@ import numpy as np
 from edgeinfer.activations import BY_ONNX_OP, CODES
 from edgeinfer.ir import Node
 from edgeinfer.planning.context import GUARD_BYTES, PlanContext, f32, i32, local_size
+from edgeinfer.planning.half_storage import HALF_BITS
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
 from edgeinfer.planning.registry import kernel_for
 
@@ -51,10 +52,19 @@ def padded(values: list[int], fill: int) -> list[int]:
 
 
 def element_type(ctx: PlanContext, name: str) -> str:
+    """The element type T that tensor.cl moves ``name`` as: its bit patterns where float tensors are half."""
     dtype = ctx.dtype(name)
     if dtype not in ELEMENT_TYPES:
         raise NoKernel(f"dtype {dtype} of {name!r}")
-    return ELEMENT_TYPES[dtype]
+    return HALF_BITS if dtype == "float32" and ctx.half_storage else ELEMENT_TYPES[dtype]
+
+
+def fill_value(element: str, value: float) -> np.float32:
+    """The ``value`` argument of tensor.cl's fill and pad, which store ``(T)value``: for half tensors, moved as
+    HALF_BITS, the half's bit pattern (an integer below 2**16, exact in a float)."""
+    if element == HALF_BITS:
+        return f32(float(np.float16(value).view(np.uint16)))
+    return f32(value)
 
 
 def merge_axes(shape, src_strides, dst_strides) -> tuple[list[int], list[int], list[int]]:
@@ -393,8 +403,8 @@ def plan_pad(node: Node, ctx: PlanContext) -> KernelPlan:
         # Pad took 0.44 ms with the per-element index arithmetic of `pad`).
         element = element_type(ctx, x)
         count = int(np.prod(out_shape, dtype=np.int64))
-        fill = linear_launch("tensor", "fill", [TensorArg(y), i32(count), f32(float(value.reshape(-1)[0]))], count,
-                             {"T": element})  # fmt: skip
+        fill = linear_launch("tensor", "fill", [TensorArg(y), i32(count), fill_value(element, value.reshape(-1)[0])],
+                             count, {"T": element})  # fmt: skip
         out_strides = contiguous_strides(out_shape)
         offset = sum(b * st for b, st in zip(begins, out_strides))
         copy = strided_copy(TensorArg(x), y, element, list(in_shape), contiguous_strides(in_shape), out_strides, 0,
@@ -402,8 +412,9 @@ def plan_pad(node: Node, ctx: PlanContext) -> KernelPlan:
         return plan("tensor", [fill, copy], kernel="fill+strided_copy")
     meta = np.array(padded(list(out_shape), 1) + padded(list(in_shape), 1) + padded(begins, 0), np.int32)
     count = int(np.prod(out_shape, dtype=np.int64))
-    args = [TensorArg(x), TensorArg(y), meta, i32(count), i32(mode), f32(float(value.reshape(-1)[0]))]
-    launch = linear_launch("tensor", "pad", args, count, {"T": element_type(ctx, x)})
+    element = element_type(ctx, x)
+    args = [TensorArg(x), TensorArg(y), meta, i32(count), i32(mode), fill_value(element, value.reshape(-1)[0])]
+    launch = linear_launch("tensor", "pad", args, count, {"T": element})
     return plan("tensor", [launch], kernel="pad")
 
 

@@ -389,5 +389,10 @@ def check_metadata(meta: dict[str, Any], where: str) -> None:
         "an object of non-negative numbers",
         flops,
     )
+    if "precision" in meta:
+        need(meta["precision"] in ("fp32", "fp16"), where, "metadata.precision", '"fp32" or "fp16"', meta["precision"])
+    halves = meta.get("fp16_weights", [])
+    need(isinstance(halves, list) and all(isinstance(s, str) for s in halves), where, "metadata.fp16_weights",
+         "a list of constant names", halves)  # fmt: skip
     if meta.get("pipeline") is not None:
         need(isinstance(meta["pipeline"], dict), where, "metadata.pipeline", "an object", meta["pipeline"])

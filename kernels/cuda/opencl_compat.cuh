@@ -315,6 +315,7 @@ EI_VECTOR_TYPES(int)
 EI_VECTOR_TYPES(uchar)
 EI_VECTOR_TYPES(char)
 EI_VECTOR_TYPES(long)
+EI_VECTOR_TYPES(ushort)
 #undef EI_VECTOR_TYPES
 
 // CUDA's own float4, int3, uchar3 ... are plain structs; OpenCL's names mean the vectors above from here on.
@@ -343,6 +344,11 @@ EI_VECTOR_TYPES(long)
 #define long4 ocl_long4
 #define long8 ocl_long8
 #define long16 ocl_long16
+#define ushort2 ocl_ushort2
+#define ushort3 ocl_ushort3
+#define ushort4 ocl_ushort4
+#define ushort8 ocl_ushort8
+#define ushort16 ocl_ushort16
 
 #define EI_VLOAD(N)                                                                                            \
     template <class T> EI_HD ocl::vec<T, N> vload##N(size_t offset, const T *p) { return ocl::vload<N>(offset, p); } \
@@ -359,3 +365,29 @@ EI_VLOAD(16)
 EI_CONVERT(int, 3)
 EI_CONVERT(uchar, 3)
 #undef EI_CONVERT
+
+// ---------------------------------------------------------------- half storage (fp16 packs: common.cl's data_t)
+
+// OpenCL's storage-only half: a 16-bit pattern read and written through vload_half / vstore_half_rte, which widen
+// to float and round to nearest even (PTX cvt); common.cl builds its vectors of halves from these. Not cuda_fp16.h's
+// __half, which NVRTC does not include by default and whose mixed half/float operators are ambiguous here.
+struct ei_half {
+    unsigned short bits;
+};
+#define half ei_half
+
+__device__ __forceinline__ float ei_half_to_float(ei_half h)
+{
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h.bits));
+    return f;
+}
+__device__ __forceinline__ ei_half ei_float_to_half(float f)
+{
+    ei_half h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h.bits) : "f"(f));
+    return h;
+}
+__device__ __forceinline__ float vload_half(size_t offset, const ei_half *p) { return ei_half_to_float(p[offset]); }
+__device__ __forceinline__ void vstore_half_rte(float v, size_t offset, ei_half *p) { p[offset] = ei_float_to_half(v); }
+

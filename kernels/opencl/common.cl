@@ -4,6 +4,50 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
+// Tensor storage: every tensor a kernel reads or writes as data (activations, weights, biases) is a `data_t` array.
+// In fp32 that is float; in an fp16 pack on a GPU (DATA_HALF) it is half, and only the storage is: LD and LOADN
+// widen to float as they load, ST and STOREN round to the nearest half as they store, and all arithmetic and
+// accumulation stays in float. vload_half / vstore_half are core OpenCL C, so no device needs cl_khr_fp16. The host
+// converts a float constant to half for a data_t parameter only (planning/templates.py data_parameters), so
+// parameters that are not data (resize weights, activation parameters) stay float.
+// Vectors of halves move lane by lane (scalar vload_half / vstore_half_rte): PoCL 3.1 on AVX-512 crashed (SIGSEGV)
+// running kernels with vstore_halfN in a loop (upsample_nearest_w2, any N, with or without _rte), and a GPU
+// coalesces the lanes across work-items anyway.
+#ifdef DATA_HALF
+#define data_t half
+#define LD(p, i) vload_half((i), (p))
+#define ST(p, i, v) vstore_half_rte((v), (i), (p))
+#define HALF_LANES(N)                                                                         \
+    inline CAT(float, N) CAT(load_half_lanes, N)(size_t i, __global const half *p)             \
+    {                                                                                         \
+        float lanes_[N];                                                                      \
+        p += i * N;                                                                           \
+        for (int k_ = 0; k_ < N; ++k_)                                                        \
+            lanes_[k_] = vload_half(k_, p);                                                   \
+        return CAT(vload, N)(0, lanes_);                                                      \
+    }                                                                                         \
+    inline void CAT(store_half_lanes, N)(CAT(float, N) v, size_t i, __global half *p)         \
+    {                                                                                         \
+        float lanes_[N];                                                                      \
+        CAT(vstore, N)(v, 0, lanes_);                                                         \
+        p += i * N;                                                                           \
+        for (int k_ = 0; k_ < N; ++k_)                                                        \
+            vstore_half_rte(lanes_[k_], k_, p);                                               \
+    }
+HALF_LANES(2)
+HALF_LANES(4)
+HALF_LANES(8)
+HALF_LANES(16)
+#define LOADN(N, i, p) CAT(load_half_lanes, N)((i), (p))
+#define STOREN(N, v, i, p) CAT(store_half_lanes, N)((v), (i), (p))
+#else
+#define data_t float
+#define LD(p, i) ((p)[i])
+#define ST(p, i, v) ((p)[i] = (v))
+#define LOADN(N, i, p) CAT(vload, N)((i), (p))
+#define STOREN(N, v, i, p) CAT(vstore, N)((v), (i), (p))
+#endif
+
 // Activation codes (edgeinfer/activations.py TABLE, checked by tests/test_activations_table.py); p0, p1 are
 // activation_params.
 #define ACT_NONE 0
@@ -58,15 +102,15 @@
 #define STORE_EPILOGUE(T, WIDTH, v, Y, Z, at, valid, has_z, act, p0, p1)                   \
     {                                                                                      \
         if ((valid) == (WIDTH)) {                                                          \
-            FUSED_EPILOGUE(T, v, CAT(vload, WIDTH)(0, (Z) + (at)), has_z, act, p0, p1)     \
-            CAT(vstore, WIDTH)(v, 0, (Y) + (at));                                          \
+            FUSED_EPILOGUE(T, v, LOADN(WIDTH, 0, (Z) + (at)), has_z, act, p0, p1)          \
+            STOREN(WIDTH, v, 0, (Y) + (at));                                               \
         } else {                                                                           \
             float lanes_[WIDTH];                                                           \
             CAT(vstore, WIDTH)(v, 0, lanes_);                                              \
             for (int j_ = 0; j_ < (valid); ++j_) {                                         \
                 float s_ = lanes_[j_];                                                     \
-                FUSED_EPILOGUE(float, s_, (Z)[(at) + j_], has_z, act, p0, p1)              \
-                (Y)[(at) + j_] = s_;                                                       \
+                FUSED_EPILOGUE(float, s_, LD(Z, (at) + j_), has_z, act, p0, p1)            \
+                ST(Y, (at) + j_, s_);                                                      \
             }                                                                              \
         }                                                                                  \
     }
@@ -104,23 +148,23 @@
 // instead made the GEMM 1.7x slower on PoCL (150 vs 260 GFLOP/s at 16x16 tiles).
 #ifdef TM
 #if TM == 1
-#define FMA_ROWS(acc, p, x) acc[0] = fma((VEC)(*(p)), x, acc[0]);
+#define FMA_ROWS(acc, p, x) acc[0] = fma((VEC)(LD(p, 0)), x, acc[0]);
 #else
 #if TM == 2
 #define FMA_ROWS(acc, p, x) \
-    { const CAT(float, TM) tile_w = CAT(vload, TM)(0, p); \
+    { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
     acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
     acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); }
 #elif TM == 4
 #define FMA_ROWS(acc, p, x) \
-    { const CAT(float, TM) tile_w = CAT(vload, TM)(0, p); \
+    { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
     acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
     acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
     acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \
     acc[3] = fma((VEC)(tile_w.s3), x, acc[3]); }
 #elif TM == 8
 #define FMA_ROWS(acc, p, x) \
-    { const CAT(float, TM) tile_w = CAT(vload, TM)(0, p); \
+    { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
     acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
     acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
     acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \
@@ -131,7 +175,7 @@
     acc[7] = fma((VEC)(tile_w.s7), x, acc[7]); }
 #elif TM == 16
 #define FMA_ROWS(acc, p, x) \
-    { const CAT(float, TM) tile_w = CAT(vload, TM)(0, p); \
+    { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
     acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
     acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
     acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \

@@ -9,9 +9,9 @@
 // compile-time so the tap loops unroll.
 // Work: dim 0 = column blocks, dim 1 = output rows, dim 2 = batch * groups * channel blocks.
 
-__kernel void conv2d(__global const float *restrict X, int x_off, __global const float *restrict Wp,
-                     __global const float *restrict bias, __global const float *restrict Z,
-                     __global float *restrict Y, int C, int H, int W, int Co, int Ho, int Wo, int groups,
+__kernel void conv2d(__global const data_t *restrict X, int x_off, __global const data_t *restrict Wp,
+                     __global const data_t *restrict bias, __global const data_t *restrict Z,
+                     __global data_t *restrict Y, int C, int H, int W, int Co, int Ho, int Wo, int groups,
                      int cig, int cog, int co_blocks, int stride_h, int pad_t, int pad_l, int dil_h,
                      int has_z, int act, float p0, float p1)
 {
@@ -28,7 +28,7 @@ __kernel void conv2d(__global const float *restrict X, int x_off, __global const
     const int co_count = min(TM, cog - cb * TM);
 
     X += ((size_t)n * C + (size_t)g * cig) * H * W;
-    __global const float *w = Wp + (size_t)(g * co_blocks + cb) * cig * KH * KW * TM;
+    __global const data_t *w = Wp + (size_t)(g * co_blocks + cb) * cig * KH * KW * TM;
     const int iy0 = oy * stride_h - pad_t;
     const int ix0 = x0 * SW - pad_l;
     ROW_MASKS(keep, ix0, W)
@@ -37,20 +37,20 @@ __kernel void conv2d(__global const float *restrict X, int x_off, __global const
     for (int i = 0; i < TM; ++i)
         acc[i] = (VEC)(0.0f);
     for (int ci = 0; ci < cig; ++ci) {
-        __global const float *plane = X + (size_t)ci * H * W;
+        __global const data_t *plane = X + (size_t)ci * H * W;
         for (int kh = 0; kh < KH; ++kh) {
             const int iy = iy0 + kh * dil_h;
             if (iy < 0 || iy >= H)
                 continue;
-            __global const float *row = plane + (size_t)iy * W;
-            __global const float *wk = w + ((ci * KH + kh) * KW) * TM;
+            __global const data_t *row = plane + (size_t)iy * W;
+            __global const data_t *wk = w + ((ci * KH + kh) * KW) * TM;
 #pragma unroll
             for (int kw = 0; kw < KW; ++kw) {
                 const VEC x = PADDED_TAP(row, ix0, kw, keep);
 #if BCAST  // each weight broadcast from memory (gemm.cl gemm_bcast): no lane swizzles, any TM
 #pragma unroll
                 for (int i = 0; i < TM; ++i)
-                    acc[i] = fma((VEC)(wk[kw * TM + i]), x, acc[i]);
+                    acc[i] = fma((VEC)(LD(wk, kw * TM + i)), x, acc[i]);
 #else
                 FMA_ROWS(acc, wk + kw * TM, x)
 #endif
@@ -60,6 +60,6 @@ __kernel void conv2d(__global const float *restrict X, int x_off, __global const
     const int valid = min(TN, Wo - x0);
     for (int i = 0; i < co_count; ++i) {
         const size_t out = (((size_t)n * Co + co0 + i) * Ho + oy) * Wo + x0;
-        store_block(acc[i] + (VEC)(bias[co0 + i]), Y, Z, out, valid, has_z, act, p0, p1);
+        store_block(acc[i] + (VEC)(LD(bias, co0 + i)), Y, Z, out, valid, has_z, act, p0, p1);
     }
 }

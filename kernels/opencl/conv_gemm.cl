@@ -25,9 +25,16 @@
 #define TAPS (KH * KW)
 #define B_ROWS_PER_PASS (THREADS / BN)  // B rows one pass of the work-group gathers (each item: one column)
 
-__kernel void conv_gemm(__global const float *restrict X, __global const float *restrict A,
-                        __global const float *restrict bias, __global const float *restrict Z,
-                        __global float *restrict Y, int C, int H, int W, int Wo, int N, int groups, int cig,
+// With SPLIT > 1, Y is the float scratch of partial sums (kept float in fp16 packs: accumulation stays fp32).
+#if SPLIT > 1
+#define CONV_GEMM_OUT float
+#else
+#define CONV_GEMM_OUT data_t
+#endif
+
+__kernel void conv_gemm(__global const data_t *restrict X, __global const data_t *restrict A,
+                        __global const data_t *restrict bias, __global const data_t *restrict Z,
+                        __global CONV_GEMM_OUT *restrict Y, int C, int H, int W, int Wo, int N, int groups, int cig,
                         int cog, int planes, int Mp, int K, int k_chunk, int pad_t, int pad_l, int has_z, int act,
                         float p0, float p1)
 {
@@ -59,7 +66,7 @@ __kernel void conv_gemm(__global const float *restrict X, __global const float *
     const int k_begin = slice * k_chunk;
     for (int k0 = k_begin; k0 < k_begin + k_chunk && k0 < K; k0 += BK) {
         for (int e = lid; e < BK * BM; e += THREADS)  // the weight tile: BK rows of BM channels
-            As[e / BM][e % BM] = A[(size_t)(k0 + e / BM) * Mp + e % BM];
+            As[e / BM][e % BM] = LD(A, (size_t)(k0 + e / BM) * Mp + e % BM);
 #pragma unroll
         for (int pass = 0; pass < BK / B_ROWS_PER_PASS; ++pass) {  // the input tile, gathered
             const int kk = lid / BN + pass * B_ROWS_PER_PASS;
@@ -67,7 +74,7 @@ __kernel void conv_gemm(__global const float *restrict X, __global const float *
             const int ci = k / TAPS, tap = k - (k / TAPS) * TAPS;
             const int iy = iy0 + (tap / KW) * DH, ix = ix0 + (tap - (tap / KW) * KW) * DW;
             const bool inside = n_ok && k < K && iy >= 0 && iy < H && ix >= 0 && ix < W;
-            Bs[kk][bn] = inside ? X[((size_t)ci * H + iy) * W + ix] : 0.0f;
+            Bs[kk][bn] = inside ? LD(X, ((size_t)ci * H + iy) * W + ix) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         LOCAL_TILE_FMA(As, Bs, acc)
@@ -86,9 +93,9 @@ __kernel void conv_gemm(__global const float *restrict X, __global const float *
 #if SPLIT > 1
             Y[(size_t)slice * planes * cog * N + at] = acc[i][j];
 #else
-            float v = acc[i][j] + bias[g * cog + m];
-            FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
-            Y[at] = v;
+            float v = acc[i][j] + LD(bias, g * cog + m);
+            FUSED_EPILOGUE(float, v, LD(Z, at), has_z, act, p0, p1)
+            ST(Y, at, v);
 #endif
         }
     }
@@ -97,8 +104,8 @@ __kernel void conv_gemm(__global const float *restrict X, __global const float *
 
 // The split-K sum: Y = act(sum of the SPLIT partial products in P + bias + Z), one work-item per output.
 // Work: dim 0 = N (pixels), dim 1 = M (channels of a group), dim 2 = planes.
-__kernel void conv_gemm_sum(__global const float *restrict P, __global const float *restrict bias,
-                            __global const float *restrict Z, __global float *restrict Y, int N, int cog,
+__kernel void conv_gemm_sum(__global const float *restrict P, __global const data_t *restrict bias,
+                            __global const data_t *restrict Z, __global data_t *restrict Y, int N, int cog,
                             int planes, int groups, int splits, int has_z, int act, float p0, float p1)
 {
     const int n = get_global_id(0), m = get_global_id(1), plane = get_global_id(2);
@@ -109,7 +116,7 @@ __kernel void conv_gemm_sum(__global const float *restrict P, __global const flo
     float v = P[at];
     for (int s = 1; s < splits; ++s)
         v += P[s * slice + at];
-    v += bias[(plane % groups) * cog + m];
-    FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
-    Y[at] = v;
+    v += LD(bias, (plane % groups) * cog + m);
+    FUSED_EPILOGUE(float, v, LD(Z, at), has_z, act, p0, p1)
+    ST(Y, at, v);
 }

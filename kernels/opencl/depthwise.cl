@@ -20,7 +20,7 @@
         const int iy_ = (iy_first) + r_;                                                        \
         if (iy_ < 0 || iy_ >= (H))                                                              \
             continue;                                                                           \
-        __global const float *row_ = (X) + (size_t)iy_ * (W);                                   \
+        __global const data_t *row_ = (X) + (size_t)iy_ * (W);                                  \
         _Pragma("unroll") for (int kw_ = 0; kw_ < KW; ++kw_)                                    \
         {                                                                                       \
             const VEC x_ = PADDED_TAP(row_, ix0, kw_, keep);                                    \
@@ -33,9 +33,9 @@
         }                                                                                       \
     }
 
-__kernel void depthwise(__global const float *restrict X, int x_off, __global const float *restrict Wt,
-                        __global const float *restrict bias, __global const float *restrict Z,
-                        __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
+__kernel void depthwise(__global const data_t *restrict X, int x_off, __global const data_t *restrict Wt,
+                        __global const data_t *restrict bias, __global const data_t *restrict Z,
+                        __global data_t *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
                         int pad_l, int has_z, int act, float p0, float p1)
 {
     X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
@@ -51,11 +51,11 @@ __kernel void depthwise(__global const float *restrict X, int x_off, __global co
 
     float w[KH * KW];
     for (int k = 0; k < KH * KW; ++k)
-        w[k] = Wt[c * KH * KW + k];
+        w[k] = LD(Wt, c * KH * KW + k);
 
     const int ix0 = x0 * SW - pad_l;
     ROW_MASKS(keep, ix0, W)
-    DEPTHWISE_BLOCK(acc, X, w, bias[c], keep, y0 * SH - pad_t, ix0, H, W)
+    DEPTHWISE_BLOCK(acc, X, w, LD(bias, c), keep, y0 * SH - pad_t, ix0, H, W)
     const int valid = min(TN, Wo - x0);
     for (int t = 0; t < TY && y0 + t < Ho; ++t)
         store_block(acc[t], Y, Z, (size_t)(y0 + t) * Wo + x0, valid, has_z, act, p0, p1);
@@ -64,9 +64,9 @@ __kernel void depthwise(__global const float *restrict X, int x_off, __global co
 // depthwise_rows: the same block computation, but one work-item walks all the column blocks of its TY
 // rows (work: dim 0 = row blocks, dim 1 = batch * channels). On PoCL this halves the time of the large
 // planes (112x112, 56x56): the per-work-item set-up (weights, row pointers) is paid once per row block.
-__kernel void depthwise_rows(__global const float *restrict X, int x_off, __global const float *restrict Wt,
-                             __global const float *restrict bias, __global const float *restrict Z,
-                             __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
+__kernel void depthwise_rows(__global const data_t *restrict X, int x_off, __global const data_t *restrict Wt,
+                             __global const data_t *restrict bias, __global const data_t *restrict Z,
+                             __global data_t *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
                              int pad_l, int has_z, int act, float p0, float p1)
 {
     X += x_off;
@@ -81,8 +81,8 @@ __kernel void depthwise_rows(__global const float *restrict X, int x_off, __glob
 
     float w[KH * KW];
     for (int k = 0; k < KH * KW; ++k)
-        w[k] = Wt[c * KH * KW + k];
-    const float b = bias[c];
+        w[k] = LD(Wt, c * KH * KW + k);
+    const float b = LD(bias, c);
     const int iy_first = y0 * SH - pad_t;
     for (int x0 = 0; x0 < Wo; x0 += TN) {
         const int ix0 = x0 * SW - pad_l;
@@ -106,9 +106,9 @@ __kernel void depthwise_rows(__global const float *restrict X, int x_off, __glob
 // Work: dim 0 = pixel blocks, dim 1 = (batch * channels) / TC. Reads reach (KH-1)*W + KW + TN floats past a
 // plane, which the planner checks against the guard band.
 #ifdef TC
-__kernel void depthwise_flat(__global const float *restrict X, int x_off, __global const float *restrict Wt,
-                             __global const float *restrict bias, __global const float *restrict Z,
-                             __global float *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
+__kernel void depthwise_flat(__global const data_t *restrict X, int x_off, __global const data_t *restrict Wt,
+                             __global const data_t *restrict bias, __global const data_t *restrict Z,
+                             __global data_t *restrict Y, int C, int H, int W, int Ho, int Wo, int pad_t,
                              int pad_l, int has_z, int act, float p0, float p1)
 {
     X += x_off;
@@ -133,15 +133,15 @@ __kernel void depthwise_flat(__global const float *restrict X, int x_off, __glob
     for (int cc = 0; cc < TC; ++cc) {
         const int nc = nc0 + cc;
         const int c = nc % C;
-        __global const float *x = X + (size_t)nc * plane + first;
-        __global const float *w = Wt + c * KH * KW;
-        VEC acc = (VEC)(bias[c]);
+        __global const data_t *x = X + (size_t)nc * plane + first;
+        __global const data_t *w = Wt + c * KH * KW;
+        VEC acc = (VEC)(LD(bias, c));
 #pragma unroll
         for (int kh = 0; kh < KH; ++kh)
 #pragma unroll
             for (int kw = 0; kw < KW; ++kw) {
-                const VEC tap = VLOAD(0, x + (kh * DH - pad_t) * W + (kw * DW - pad_l));
-                acc = fma((VEC)(w[kh * KW + kw]), select((VEC)(0.0f), tap, keep[kh * KW + kw]), acc);
+                const VEC tap = LOADN(TN, 0, x + (kh * DH - pad_t) * W + (kw * DW - pad_l));
+                acc = fma((VEC)(LD(w, kh * KW + kw)), select((VEC)(0.0f), tap, keep[kh * KW + kw]), acc);
             }
         store_block(acc, Y + (size_t)nc * plane, Z + (size_t)nc * plane, first, valid, has_z, act, p0, p1);
     }

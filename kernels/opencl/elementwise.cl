@@ -17,29 +17,27 @@
 #define OP_POW 6
 
 #define VEC CAT(float, VW)
-#define VLOAD CAT(vload, VW)
-#define VSTORE CAT(vstore, VW)
 
 // Up to MAX_CHAIN activations applied in order (a fused chain such as Sigmoid -> Neg).
 #define MAX_CHAIN 4
 
-__kernel void unary_chain(__global const float *restrict X, __global float *restrict Y, int n,
+__kernel void unary_chain(__global const data_t *restrict X, __global data_t *restrict Y, int n,
                           __constant int *acts, __constant float *params, int chain_length)
 {
     const int i0 = get_global_id(0) * VW;
     if (i0 >= n)
         return;
     if (i0 + VW <= n) {
-        VEC v = VLOAD(0, X + i0);
+        VEC v = LOADN(VW, 0, X + i0);
         for (int k = 0; k < chain_length; ++k)
             APPLY_ACTIVATION(VEC, v, acts[k], params[2 * k], params[2 * k + 1]);
-        VSTORE(v, 0, Y + i0);
+        STOREN(VW, v, 0, Y + i0);
     } else {
         for (int i = i0; i < n; ++i) {
-            float v = X[i];
+            float v = LD(X, i);
             for (int k = 0; k < chain_length; ++k)
                 APPLY_ACTIVATION(float, v, acts[k], params[2 * k], params[2 * k + 1]);
-            Y[i] = v;
+            ST(Y, i, v);
         }
     }
 }
@@ -58,24 +56,24 @@ inline float binary_op(float a, float b, int op)
 }
 
 // Same-shape operands (or b a scalar when b_scalar): vectorised.
-__kernel void binary_same(__global const float *restrict A, __global const float *restrict B,
-                          __global float *restrict Y, int n, int op, int b_scalar, int act, float p0,
+__kernel void binary_same(__global const data_t *restrict A, __global const data_t *restrict B,
+                          __global data_t *restrict Y, int n, int op, int b_scalar, int act, float p0,
                           float p1)
 {
     const int i0 = get_global_id(0) * VW;
     if (i0 >= n)
         return;
     for (int i = i0; i < min(i0 + VW, n); ++i) {
-        float v = binary_op(A[i], b_scalar ? B[0] : B[i], op);
+        float v = binary_op(LD(A, i), LD(B, b_scalar ? 0 : i), op);
         APPLY_ACTIVATION(float, v, act, p0, p1);
-        Y[i] = v;
+        ST(Y, i, v);
     }
 }
 
 // General broadcasting: meta = out shape[MAX_RANK], a strides[MAX_RANK], b strides[MAX_RANK] (0 where
 // broadcast), right-aligned and padded with size-1 dims.
-__kernel void binary_broadcast(__global const float *restrict A, __global const float *restrict B,
-                               __global float *restrict Y, __constant int *meta, int n, int op, int act,
+__kernel void binary_broadcast(__global const data_t *restrict A, __global const data_t *restrict B,
+                               __global data_t *restrict Y, __constant int *meta, int n, int op, int act,
                                float p0, float p1)
 {
     const int i = get_global_id(0);
@@ -88,27 +86,27 @@ __kernel void binary_broadcast(__global const float *restrict A, __global const 
         ia += coord * meta[MAX_RANK + d];
         ib += coord * meta[2 * MAX_RANK + d];
     }
-    float v = binary_op(A[ia], B[ib], op);
+    float v = binary_op(LD(A, ia), LD(B, ib), op);
     APPLY_ACTIVATION(float, v, act, p0, p1);
-    Y[i] = v;
+    ST(Y, i, v);
 }
 
 // QuantizeLinear with a per-tensor scale and zero point: round half to even, saturate to [qmin, qmax].
-__kernel void quantize_linear(__global const float *restrict X, __global QTYPE *restrict Y, int n, float scale,
+__kernel void quantize_linear(__global const data_t *restrict X, __global QTYPE *restrict Y, int n, float scale,
                               int zero_point, int qmin, int qmax)
 {
     const int i = get_global_id(0);
     if (i >= n)
         return;
-    const float q = rint(X[i] / scale) + (float)zero_point;
+    const float q = rint(LD(X, i) / scale) + (float)zero_point;
     Y[i] = (QTYPE)clamp(q, (float)qmin, (float)qmax);
 }
 
-__kernel void dequantize_linear(__global const QTYPE *restrict X, __global float *restrict Y, int n, float scale,
+__kernel void dequantize_linear(__global const QTYPE *restrict X, __global data_t *restrict Y, int n, float scale,
                                 int zero_point)
 {
     const int i = get_global_id(0);
     if (i >= n)
         return;
-    Y[i] = (float)((int)X[i] - zero_point) * scale;
+    ST(Y, i, (float)((int)X[i] - zero_point) * scale);
 }

@@ -38,30 +38,30 @@
     B += batch * b_batch_stride + n0;                      \
     C += batch * M * N;                                    \
     Z += batch * M * N;                                    \
-    __global const float *a = A + (size_t)mb * K * TM;
+    __global const data_t *a = A + (size_t)mb * K * TM;
 
 #ifdef VEC_N
 #define VEC CAT(float, TN)
-#define VLOAD CAT(vload, TN)
-#define VSTORE CAT(vstore, TN)
+#define VW TN
 #else
 #define VEC CAT(float, TM)
-#define VLOAD CAT(vload, TM)
-#define VSTORE CAT(vstore, TM)
+#define VW TM
 #endif
+#define VLOAD CAT(vload, VW)
+#define VSTORE CAT(vstore, VW)
 
 // One k step of the full-block loops; the constant-trip inner loop over UNROLL_K steps unrolls fully.
 #define STEP_VEC_N(k)                                               \
     {                                                               \
-        const VEC x = VLOAD(0, B + (size_t)(k) * N);                \
+        const VEC x = LOADN(VW, 0, B + (size_t)(k) * N);            \
         FMA_ROWS(acc, a + (k) * TM, x)                              \
     }
 #define STEP_VEC_M(k)                                               \
     {                                                               \
-        const VEC w = VLOAD(0, a + (size_t)(k) * TM);               \
-        __global const float *b = B + (size_t)(k) * N;              \
+        const VEC w = LOADN(VW, 0, a + (size_t)(k) * TM);           \
+        __global const data_t *b = B + (size_t)(k) * N;             \
         for (int j = 0; j < TN; ++j)                                \
-            acc[j] = fma(w, (VEC)(b[j]), acc[j]);                   \
+            acc[j] = fma(w, (VEC)(LD(b, j)), acc[j]);               \
     }
 
 #if defined(RG)
@@ -69,9 +69,9 @@
 // work-items per row of C; each work-item sums a strided part of the K products, the group adds them up in
 // local memory. A is [M][K] (rows contiguous: neighbouring work-items read neighbouring weights).
 // Work: dim 0 = RG (local RG), dim 1 = M, dim 2 = batch.
-__kernel void gemm_reduce(__global const float *restrict A, __global const float *restrict B,
-                          __global const float *restrict bias, __global const float *restrict Z,
-                          __global float *restrict C, int M, int N, int K, int b_batch_stride,
+__kernel void gemm_reduce(__global const data_t *restrict A, __global const data_t *restrict B,
+                          __global const data_t *restrict bias, __global const data_t *restrict Z,
+                          __global data_t *restrict C, int M, int N, int K, int b_batch_stride,
                           int has_z, int act, float p0, float p1)
 {
     __local float partial[RG];
@@ -81,11 +81,11 @@ __kernel void gemm_reduce(__global const float *restrict A, __global const float
     B += batch * b_batch_stride;
     C += batch * M * N;
     Z += batch * M * N;
-    __global const float *a = A + (size_t)m * K;
+    __global const data_t *a = A + (size_t)m * K;
     for (int n = 0; n < N; ++n) {
         float sum = 0.0f;
         for (int k = lid; k < K; k += RG)
-            sum = fma(a[k], B[(size_t)k * N + n], sum);
+            sum = fma(LD(a, k), LD(B, (size_t)k * N + n), sum);
         partial[lid] = sum;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int step = RG / 2; step > 0; step /= 2) {
@@ -95,18 +95,18 @@ __kernel void gemm_reduce(__global const float *restrict A, __global const float
         }
         if (lid == 0) {
             const size_t at = (size_t)m * N + n;
-            float v = partial[0] + bias[m];
-            FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
-            C[at] = v;
+            float v = partial[0] + LD(bias, m);
+            FUSED_EPILOGUE(float, v, LD(Z, at), has_z, act, p0, p1)
+            ST(C, at, v);
         }
         barrier(CLK_LOCAL_MEM_FENCE);  // partial is reused by the next column
     }
 }
 #elif defined(WM)
 // A: [K][Mp] (Mp = M rounded up to WM*TM, zero-padded); bias zero-padded to Mp.
-__kernel void gemm_local(__global const float *restrict A, __global const float *restrict B,
-                         __global const float *restrict bias, __global const float *restrict Z,
-                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+__kernel void gemm_local(__global const data_t *restrict A, __global const data_t *restrict B,
+                         __global const data_t *restrict bias, __global const data_t *restrict Z,
+                         __global data_t *restrict C, int M, int N, int K, int b_batch_stride,
                          int has_z, int act, float p0, float p1)
 {
     __local float As[BK][WM * TM];
@@ -128,11 +128,11 @@ __kernel void gemm_local(__global const float *restrict A, __global const float 
     for (int k0 = 0; k0 < K; k0 += BK) {
         for (int e = lid; e < BK * WM * TM; e += WM * WN) {  // A tile: BK rows of WM*TM weights
             const int kk = e / (WM * TM), mm = e % (WM * TM);
-            As[kk][mm] = k0 + kk < K ? A[(size_t)(k0 + kk) * mp + m_base + mm] : 0.0f;
+            As[kk][mm] = k0 + kk < K ? LD(A, (size_t)(k0 + kk) * mp + m_base + mm) : 0.0f;
         }
         for (int e = lid; e < BK * WN * TN; e += WM * WN) {  // B tile: BK rows of WN*TN pixels
             const int kk = e / (WN * TN), nn = e % (WN * TN);
-            Bs[kk][nn] = k0 + kk < K && n_base + nn < N ? B[(size_t)(k0 + kk) * N + n_base + nn] : 0.0f;
+            Bs[kk][nn] = k0 + kk < K && n_base + nn < N ? LD(B, (size_t)(k0 + kk) * N + n_base + nn) : 0.0f;
         }
         barrier(CLK_LOCAL_MEM_FENCE);
         LOCAL_TILE_FMA(As, Bs, acc)
@@ -147,16 +147,16 @@ __kernel void gemm_local(__global const float *restrict A, __global const float 
             if (n >= N)
                 break;
             const size_t at = (size_t)m * N + n;
-            float v = acc[i][j] + bias[m];
-            FUSED_EPILOGUE(float, v, Z[at], has_z, act, p0, p1)
-            C[at] = v;
+            float v = acc[i][j] + LD(bias, m);
+            FUSED_EPILOGUE(float, v, LD(Z, at), has_z, act, p0, p1)
+            ST(C, at, v);
         }
     }
 }
 #elif defined(NV)
-__kernel void gemm_bcast(__global const float *restrict A, __global const float *restrict B,
-                         __global const float *restrict bias, __global const float *restrict Z,
-                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+__kernel void gemm_bcast(__global const data_t *restrict A, __global const data_t *restrict B,
+                         __global const data_t *restrict bias, __global const data_t *restrict Z,
+                         __global data_t *restrict C, int M, int N, int K, int b_batch_stride,
                          int has_z, int act, float p0, float p1)
 {
     GEMM_BLOCK(16 * NV)
@@ -172,10 +172,10 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
         float16 x[NV];
 #pragma unroll
         for (int v = 0; v < NV; ++v)
-            x[v] = vload16(v, B + (size_t)k * N);
+            x[v] = LOADN(16, v, B + (size_t)k * N);
 #pragma unroll
         for (int i = 0; i < TM; ++i) {
-            const float16 w = (float16)(a[k * TM + i]);
+            const float16 w = (float16)(LD(a, k * TM + i));
 #pragma unroll
             for (int v = 0; v < NV; ++v)
                 acc[i][v] = fma(w, x[v], acc[i][v]);
@@ -183,7 +183,7 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
     }
 
     for (int i = 0; i < TM && m0 + i < M; ++i) {
-        const float b = bias[m0 + i];
+        const float b = LD(bias, m0 + i);
 #pragma unroll
         for (int v = 0; v < NV; ++v) {
             const int c0 = n0 + 16 * v;
@@ -196,9 +196,9 @@ __kernel void gemm_bcast(__global const float *restrict A, __global const float 
     }
 }
 #elif defined(VEC_N)
-__kernel void gemm_vec_n(__global const float *restrict A, __global const float *restrict B,
-                   __global const float *restrict bias, __global const float *restrict Z,
-                   __global float *restrict C, int M, int N, int K, int b_batch_stride,
+__kernel void gemm_vec_n(__global const data_t *restrict A, __global const data_t *restrict B,
+                   __global const data_t *restrict bias, __global const data_t *restrict Z,
+                   __global data_t *restrict C, int M, int N, int K, int b_batch_stride,
                    int has_z, int act, float p0, float p1)
 {
     GEMM_BLOCK(TN)
@@ -219,16 +219,16 @@ __kernel void gemm_vec_n(__global const float *restrict A, __global const float 
 
     for (int i = 0; i < TM && m0 + i < M; ++i) {
         const size_t row = (size_t)(m0 + i) * N + n0;
-        VEC v = acc[i] + (VEC)(bias[m0 + i]);
+        VEC v = acc[i] + (VEC)(LD(bias, m0 + i));
         STORE_EPILOGUE(VEC, TN, v, C, Z, row, valid, has_z, act, p0, p1)
     }
 }
 #else
 
 // bias is zero-padded to whole TM blocks.
-__kernel void gemm_vec_m(__global const float *restrict A, __global const float *restrict B,
-                         __global const float *restrict bias, __global const float *restrict Z,
-                         __global float *restrict C, int M, int N, int K, int b_batch_stride,
+__kernel void gemm_vec_m(__global const data_t *restrict A, __global const data_t *restrict B,
+                         __global const data_t *restrict bias, __global const data_t *restrict Z,
+                         __global data_t *restrict C, int M, int N, int K, int b_batch_stride,
                          int has_z, int act, float p0, float p1)
 {
     GEMM_BLOCK(TN)
@@ -245,7 +245,7 @@ __kernel void gemm_vec_m(__global const float *restrict A, __global const float 
     for (; k < K; ++k)
         STEP_VEC_M(k);
 
-    const VEC bias_v = VLOAD(0, bias + m0);
+    const VEC bias_v = LOADN(VW, 0, bias + m0);
     const int rows = min(TM, M - m0);
     for (int j = 0; j < columns; ++j) {
         VEC v = acc[j] + bias_v;
@@ -253,13 +253,13 @@ __kernel void gemm_vec_m(__global const float *restrict A, __global const float 
         VEC z = (VEC)(0.0f);
         if (has_z) {
             for (int i = 0; i < TM; ++i)
-                lanes[i] = i < rows ? Z[(size_t)(m0 + i) * N + n0 + j] : 0.0f;
+                lanes[i] = i < rows ? LD(Z, (size_t)(m0 + i) * N + n0 + j) : 0.0f;
             z = VLOAD(0, lanes);
         }
         FUSED_EPILOGUE(VEC, v, z, has_z, act, p0, p1)
         VSTORE(v, 0, lanes);
         for (int i = 0; i < rows; ++i)
-            C[(size_t)(m0 + i) * N + n0 + j] = lanes[i];
+            ST(C, (size_t)(m0 + i) * N + n0 + j, lanes[i]);
     }
 }
 #endif

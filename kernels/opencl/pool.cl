@@ -2,7 +2,7 @@
 // One output per work-item; PoCL vectorises across the work-items of dimension 0 (output columns).
 // Work (pool2d): dim 0 = output columns, dim 1 = output rows, dim 2 = batch * channels.
 
-__kernel void pool2d(__global const float *restrict X, __global float *restrict Y, int H, int W, int Ho,
+__kernel void pool2d(__global const data_t *restrict X, __global data_t *restrict Y, int H, int W, int Ho,
                      int Wo, int kh_size, int kw_size, int stride_h, int stride_w, int pad_t, int pad_l,
                      int dil_h, int dil_w, int is_max, int count_include_pad, int pad_h_end, int pad_w_end)
 {
@@ -11,7 +11,7 @@ __kernel void pool2d(__global const float *restrict X, __global float *restrict 
     if (ox >= Wo || oy >= Ho)
         return;
     const size_t nc = get_global_id(2);
-    __global const float *plane = X + nc * H * W;
+    __global const data_t *plane = X + nc * H * W;
     const int iy0 = oy * stride_h - pad_t;
     const int ix0 = ox * stride_w - pad_l;
     // The taps inside the input: kh in [kh_lo, kh_hi), kw in [kw_lo, kw_hi). Loop bounds instead of
@@ -22,13 +22,13 @@ __kernel void pool2d(__global const float *restrict X, __global float *restrict 
     const int kw_hi = min(kw_size, (W - 1 - ix0) / dil_w + 1);
     float acc = is_max ? -INFINITY : 0.0f;
     for (int kh = kh_lo; kh < kh_hi; ++kh) {
-        __global const float *row = plane + (iy0 + kh * dil_h) * W + ix0;
+        __global const data_t *row = plane + (iy0 + kh * dil_h) * W + ix0;
         if (is_max) {
             for (int kw = kw_lo; kw < kw_hi; ++kw)
-                acc = fmax(acc, row[kw * dil_w]);
+                acc = fmax(acc, LD(row, kw * dil_w));
         } else {
             for (int kw = kw_lo; kw < kw_hi; ++kw)
-                acc += row[kw * dil_w];
+                acc += LD(row, kw * dil_w);
         }
     }
     int count = max(kh_hi - kh_lo, 0) * max(kw_hi - kw_lo, 0);
@@ -41,21 +41,21 @@ __kernel void pool2d(__global const float *restrict X, __global float *restrict 
         }
         acc /= (float)max(count, 1);
     }
-    Y[(nc * Ho + oy) * Wo + ox] = acc;
+    ST(Y, (nc * Ho + oy) * Wo + ox, acc);
 }
 
 // Work: dim 0 = batch * channels. Reduces one H*W plane per work-item.
-__kernel void global_pool(__global const float *restrict X, __global float *restrict Y, int hw, int nc_count,
+__kernel void global_pool(__global const data_t *restrict X, __global data_t *restrict Y, int hw, int nc_count,
                           int is_max)
 {
     const int nc = get_global_id(0);
     if (nc >= nc_count)
         return;
-    __global const float *plane = X + (size_t)nc * hw;
+    __global const data_t *plane = X + (size_t)nc * hw;
     float acc = is_max ? -INFINITY : 0.0f;
     for (int i = 0; i < hw; ++i)
-        acc = is_max ? fmax(acc, plane[i]) : acc + plane[i];
-    Y[nc] = is_max ? acc : acc / (float)hw;
+        acc = is_max ? fmax(acc, LD(plane, i)) : acc + LD(plane, i);
+    ST(Y, nc, is_max ? acc : acc / (float)hw);
 }
 
 #ifdef TN
@@ -63,7 +63,7 @@ __kernel void global_pool(__global const float *restrict X, __global float *rest
 // row, every tap one vector load (window.cl, placed before this file) with the lanes outside the row
 // replaced by -inf (max) or 0 (average). Knobs: TN; SW (horizontal stride) and DW compile-time.
 // Work: dim 0 = column blocks, dim 1 = output rows, dim 2 = batch * channels.
-__kernel void pool2d_vec(__global const float *restrict X, int x_off, __global float *restrict Y, int H, int W, int Ho,
+__kernel void pool2d_vec(__global const data_t *restrict X, int x_off, __global data_t *restrict Y, int H, int W, int Ho,
                          int Wo, int kh_size, int kw_size, int stride_h, int pad_t, int pad_l, int dil_h,
                          int is_max, int count_include_pad, int pad_h_end, int pad_w_end)
 {
@@ -73,7 +73,7 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
     if (x0 >= Wo || oy >= Ho)
         return;
     const size_t nc = get_global_id(2);
-    __global const float *plane = X + nc * H * W;
+    __global const data_t *plane = X + nc * H * W;
     const int iy0 = oy * stride_h - pad_t;
     const int ix0 = x0 * SW - pad_l;
     const VEC fill = is_max ? (VEC)(-INFINITY) : (VEC)(0.0f);
@@ -84,7 +84,7 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
         if (iy < 0 || iy >= H)
             continue;
         ++rows;
-        __global const float *row = plane + (size_t)iy * W;
+        __global const data_t *row = plane + (size_t)iy * W;
         for (int kw = 0; kw < kw_size; ++kw) {
             const INTV x = IOTA * SW + (ix0 + kw * DW);
             const VEC v = select(fill, row_tap(row, ix0, kw), (x >= 0) & (x < W));
@@ -93,7 +93,7 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
     }
     float lanes[TN];
     VSTORE(acc, 0, lanes);
-    __global float *out = Y + (nc * Ho + oy) * Wo + x0;
+    __global data_t *out = Y + (nc * Ho + oy) * Wo + x0;
     for (int j = 0; j < TN && x0 + j < Wo; ++j) {
         float value = lanes[j];
         if (!is_max) {
@@ -111,7 +111,7 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
             }
             value /= (float)max(count, 1);
         }
-        out[j] = value;
+        ST(out, j, value);
     }
 }
 
@@ -121,7 +121,7 @@ __kernel void pool2d_vec(__global const float *restrict X, int x_off, __global f
 // input row is computed once (KW vector taps, lanes outside the row -inf) and kept in a KH-deep shift register,
 // from which each output row takes the vertical max: (Hp * KW + Ho * KH) vector ops instead of Ho * KH * KW.
 // Knobs: TN; KH, KW, SH, SW compile-time (DW = 1). Work: dim 0 = column blocks, dim 1 = batch * channels.
-__kernel void maxpool_rows(__global const float *restrict X, int x_off, __global float *restrict Y, int H, int W,
+__kernel void maxpool_rows(__global const data_t *restrict X, int x_off, __global data_t *restrict Y, int H, int W,
                            int Ho, int Wo, int pad_t, int pad_l, int nc_count)
 {
     X += x_off;  // X starts the guard before the tensor (memory.py with_front_guard)
@@ -129,8 +129,8 @@ __kernel void maxpool_rows(__global const float *restrict X, int x_off, __global
     if (x0 >= Wo || get_global_id(1) >= nc_count)
         return;
     const size_t nc = get_global_id(1);
-    __global const float *plane = X + nc * H * W;
-    __global float *out = Y + nc * Ho * Wo + x0;
+    __global const data_t *plane = X + nc * H * W;
+    __global data_t *out = Y + nc * Ho * Wo + x0;
     const int ix0 = x0 * SW - pad_l;
     const int valid = min(TN, Wo - x0);
     ROW_MASKS(keep, ix0, W)
@@ -144,7 +144,7 @@ __kernel void maxpool_rows(__global const float *restrict X, int x_off, __global
         const int iy = r - pad_t;
         VEC h = (VEC)(-INFINITY);
         if (iy >= 0 && iy < H) {
-            __global const float *row = plane + (size_t)iy * W;
+            __global const data_t *row = plane + (size_t)iy * W;
 #pragma unroll
             for (int kw = 0; kw < KW; ++kw)
                 h = fmax(h, select((VEC)(-INFINITY), row_tap(row, ix0, kw), keep[kw]));
@@ -162,12 +162,12 @@ __kernel void maxpool_rows(__global const float *restrict X, int x_off, __global
         for (int k = 1; k < KH; ++k)
             m = fmax(m, ring[k]);
         if (valid == TN) {
-            VSTORE(m, 0, out + (size_t)oy * Wo);
+            STOREN(TN, m, 0, out + (size_t)oy * Wo);
         } else {
             float lanes[TN];
             VSTORE(m, 0, lanes);
             for (int j = 0; j < valid; ++j)
-                out[(size_t)oy * Wo + j] = lanes[j];
+                ST(out, (size_t)oy * Wo + j, lanes[j]);
         }
     }
 }

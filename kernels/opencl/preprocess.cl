@@ -14,12 +14,12 @@
 // Build option: OUT_FLOAT = 1 writes float through the LUT, 0 writes the raw uint8 pixels.
 
 #if OUT_FLOAT
-#define OUT_T float
-// lut[c * 256 + p] = (p * scale - mean[c]) / std[c], computed by NumPy in float32.
-#define CONVERT(p, c) lut[(c) * 256 + (p)]
+#define OUT_T data_t
+// lut[c * 256 + p] = (p * scale - mean[c]) / std[c], computed by NumPy in float32 (stored as half in fp16 packs).
+#define PUT(o, i, p, c) ST(o, i, lut[(c) * 256 + (p)])
 #else
 #define OUT_T uchar
-#define CONVERT(p, c) ((uchar)(p))
+#define PUT(o, i, p, c) ((o)[i] = (uchar)(p))
 #endif
 
 #define PRECISION_BITS 22
@@ -77,7 +77,7 @@ __kernel void resample_store(__global const uchar *restrict tmp, int tw, int ver
     if (bgr)
         p = p.zyx;
     __global OUT_T *o = out + y * ys + x * xs;
-    o[0] = CONVERT(p.x, 0);
-    o[cs] = CONVERT(p.y, 1);
-    o[2 * cs] = CONVERT(p.z, 2);
+    PUT(o, 0, p.x, 0);
+    PUT(o, cs, p.y, 1);
+    PUT(o, 2 * cs, p.z, 2);
 }

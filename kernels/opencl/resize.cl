@@ -3,7 +3,7 @@
 // kernel only gathers. Linear: y = (1-wy)((1-wx) a + wx b) + wy((1-wx) c + wx d). Nearest: wy = wx = 0.
 // Work: dim 0 = output columns, dim 1 = output rows, dim 2 = batch * channels.
 
-__kernel void resize2d(__global const float *restrict X, __global float *restrict Y, __global const int *y_index,
+__kernel void resize2d(__global const data_t *restrict X, __global data_t *restrict Y, __global const int *y_index,
                        __global const float *y_weight, __global const int *x_index,
                        __global const float *x_weight, int H, int W, int Ho, int Wo)
 {
@@ -12,20 +12,20 @@ __kernel void resize2d(__global const float *restrict X, __global float *restric
     if (ox >= Wo || oy >= Ho)
         return;
     const size_t nc = get_global_id(2);
-    __global const float *plane = X + nc * H * W;
+    __global const data_t *plane = X + nc * H * W;
     const int y0 = y_index[2 * oy], y1 = y_index[2 * oy + 1];
     const int x0 = x_index[2 * ox], x1 = x_index[2 * ox + 1];
     const float wy = y_weight[oy], wx = x_weight[ox];
-    const float top = plane[y0 * W + x0] * (1.0f - wx) + plane[y0 * W + x1] * wx;
-    const float bottom = plane[y1 * W + x0] * (1.0f - wx) + plane[y1 * W + x1] * wx;
-    Y[(nc * Ho + oy) * Wo + ox] = top * (1.0f - wy) + bottom * wy;
+    const float top = LD(plane, y0 * W + x0) * (1.0f - wx) + LD(plane, y0 * W + x1) * wx;
+    const float bottom = LD(plane, y1 * W + x0) * (1.0f - wx) + LD(plane, y1 * W + x1) * wx;
+    ST(Y, (nc * Ho + oy) * Wo + ox, top * (1.0f - wy) + bottom * wy);
 }
 
 // Nearest upsampling by an integer factor FH of the rows and exactly 2 of the columns (the 2x upsampling of
 // YOLO necks), where resize2d's per-output gathers ran at ~5 GB/s: each work-item loads 8 input columns of one
 // row as one vector and stores them, each twice, as 16 output columns in the FH output rows.
 // Work: dim 0 = blocks of 8 input columns, dim 1 = input rows, dim 2 = batch * channels.
-__kernel void upsample_nearest_w2(__global const float *restrict X, __global float *restrict Y, int H, int W, int FH,
+__kernel void upsample_nearest_w2(__global const data_t *restrict X, __global data_t *restrict Y, int H, int W, int FH,
                                   int nc_count)
 {
     const int x0 = get_global_id(0) * 8;
@@ -34,20 +34,20 @@ __kernel void upsample_nearest_w2(__global const float *restrict X, __global flo
     if (x0 >= W || iy >= H || nc >= nc_count)
         return;
     const int Wo = 2 * W;
-    __global const float *src = X + ((size_t)nc * H + iy) * W + x0;
-    __global float *dst = Y + ((size_t)nc * H + iy) * FH * Wo + 2 * x0;
+    __global const data_t *src = X + ((size_t)nc * H + iy) * W + x0;
+    __global data_t *dst = Y + ((size_t)nc * H + iy) * FH * Wo + 2 * x0;
     if (x0 + 8 <= W) {
-        const float8 v = vload8(0, src);
+        const float8 v = LOADN(8, 0, src);
         const float16 o = (float16)(v.s0, v.s0, v.s1, v.s1, v.s2, v.s2, v.s3, v.s3, v.s4, v.s4, v.s5, v.s5, v.s6, v.s6,
                                     v.s7, v.s7);
         for (int r = 0; r < FH; ++r)
-            vstore16(o, 0, dst + (size_t)r * Wo);
+            STOREN(16, o, 0, dst + (size_t)r * Wo);
     } else {
         for (int j = 0; j < W - x0; ++j) {
-            const float s = src[j];
+            const float s = LD(src, j);
             for (int r = 0; r < FH; ++r) {
-                dst[(size_t)r * Wo + 2 * j] = s;
-                dst[(size_t)r * Wo + 2 * j + 1] = s;
+                ST(dst, (size_t)r * Wo + 2 * j, s);
+                ST(dst, (size_t)r * Wo + 2 * j + 1, s);
             }
         }
     }

@@ -2,7 +2,7 @@
 // line: max, sum of exp, then normalise (numerically stable).
 // Work: dim 0 = outer * inner.
 
-__kernel void softmax(__global const float *restrict X, __global float *restrict Y, int outer, int axis_len,
+__kernel void softmax(__global const data_t *restrict X, __global data_t *restrict Y, int outer, int axis_len,
                       int inner, int log_softmax)
 {
     const int line = get_global_id(0);
@@ -11,14 +11,14 @@ __kernel void softmax(__global const float *restrict X, __global float *restrict
     const size_t base = (size_t)(line / inner) * axis_len * inner + line % inner;
     float m = -INFINITY;
     for (int j = 0; j < axis_len; ++j)
-        m = fmax(m, X[base + (size_t)j * inner]);
+        m = fmax(m, LD(X, base + (size_t)j * inner));
     float sum = 0.0f;
     for (int j = 0; j < axis_len; ++j)
-        sum += exp(X[base + (size_t)j * inner] - m);
+        sum += exp(LD(X, base + (size_t)j * inner) - m);
     const float log_sum = log(sum);
     for (int j = 0; j < axis_len; ++j) {
-        const float x = X[base + (size_t)j * inner] - m;
-        Y[base + (size_t)j * inner] = log_softmax ? x - log_sum : exp(x) / sum;
+        const float x = LD(X, base + (size_t)j * inner) - m;
+        ST(Y, base + (size_t)j * inner, log_softmax ? x - log_sum : exp(x) / sum);
     }
 }
 
@@ -40,7 +40,7 @@ inline float group_reduce(__local float *scratch, float v, int is_max)
     return result;
 }
 
-__kernel void softmax_group(__global const float *restrict X, __global float *restrict Y, int outer, int axis_len,
+__kernel void softmax_group(__global const data_t *restrict X, __global data_t *restrict Y, int outer, int axis_len,
                             int inner, int log_softmax)
 {
     __local float scratch[WG];
@@ -49,16 +49,16 @@ __kernel void softmax_group(__global const float *restrict X, __global float *re
     const size_t base = (size_t)(line / inner) * axis_len * inner + line % inner;
     float m = -INFINITY;
     for (int j = lid; j < axis_len; j += WG)
-        m = fmax(m, X[base + (size_t)j * inner]);
+        m = fmax(m, LD(X, base + (size_t)j * inner));
     m = group_reduce(scratch, m, 1);
     float sum = 0.0f;
     for (int j = lid; j < axis_len; j += WG)
-        sum += exp(X[base + (size_t)j * inner] - m);
+        sum += exp(LD(X, base + (size_t)j * inner) - m);
     sum = group_reduce(scratch, sum, 0);
     const float log_sum = log(sum);
     for (int j = lid; j < axis_len; j += WG) {
-        const float x = X[base + (size_t)j * inner] - m;
-        Y[base + (size_t)j * inner] = log_softmax ? x - log_sum : exp(x) / sum;
+        const float x = LD(X, base + (size_t)j * inner) - m;
+        ST(Y, base + (size_t)j * inner, log_softmax ? x - log_sum : exp(x) / sum);
     }
 }
 #endif

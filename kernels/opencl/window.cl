@@ -25,26 +25,26 @@
 
 // Stride 2: load 2*TN pixels as one vector (two for TN 16) and keep the even lanes.
 #if SW == 2 && TN == 4
-#define VLOAD_PAIRS vload8
+#define PAIRS 8
 #elif SW == 2 && TN == 8
-#define VLOAD_PAIRS vload16
+#define PAIRS 16
 #endif
 
 // The TN input pixels that tap kw reads for the block whose first input column is ix (no padding test).
-inline VEC row_tap(__global const float *row, int ix, int kw)
+inline VEC row_tap(__global const data_t *row, int ix, int kw)
 {
 #if SW == 1
-    return VLOAD(0, row + ix + kw * DW);
-#elif defined(VLOAD_PAIRS)
-    return VLOAD_PAIRS(0, row + ix + kw * DW).even;
+    return LOADN(TN, 0, row + ix + kw * DW);
+#elif defined(PAIRS)
+    return LOADN(PAIRS, 0, row + ix + kw * DW).even;
 #elif SW == 2 && TN == 16  // two 16-wide loads, even lanes of each (the stems' stride-2 3x3 convolutions)
-    __global const float *p = row + ix + kw * DW;
-    return (float16)(vload16(0, p).even, vload16(1, p).even);
+    __global const data_t *p = row + ix + kw * DW;
+    return (float16)(LOADN(16, 0, p).even, LOADN(16, 1, p).even);
 #else
     float lanes[TN];
 #pragma unroll
     for (int j = 0; j < TN; ++j)
-        lanes[j] = row[ix + j * SW + kw * DW];
+        lanes[j] = LD(row, ix + j * SW + kw * DW);
     return VLOAD(0, lanes);
 #endif
 }
@@ -64,7 +64,7 @@ inline VEC row_tap(__global const float *row, int ix, int kw)
 
 // Writes act(v + Z) (has_z 1), act(v) + Z (has_z 2, a residual Add after the activation, executor.py) or act(v)
 // for the outputs of one block that exist (valid of them, TN for all but the last).
-inline void store_block(VEC v, __global float *Y, __global const float *Z, size_t out, int valid, int has_z,
+inline void store_block(VEC v, __global data_t *Y, __global const data_t *Z, size_t out, int valid, int has_z,
                         int act, float p0, float p1)
 {
     STORE_EPILOGUE(VEC, TN, v, Y, Z, out, valid, has_z, act, p0, p1)

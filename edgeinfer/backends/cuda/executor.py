@@ -33,6 +33,13 @@ from edgeinfer.errors import InputError
 from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import guard_bytes, local_size
+from edgeinfer.planning.half_storage import (
+    float_tensor_names,
+    storage_graph,
+    stored_constant,
+    wants_half_storage,
+    widen,
+)
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
@@ -81,12 +88,17 @@ class CudaExecutable(Executable):
         self.device = cupy.cuda.Device(device.details["ordinal"])
         self.use_graphs = graphs_wanted()
         self.graph = graph = device_graph(graph)
+        self.half_storage = wants_half_storage(graph, "gpu")  # fp16 packs (planning/half_storage.py)
         self.local_fits: list[tuple[str, tuple[int, ...], tuple[int, ...], int]] = []  # (kernel, wanted, used, limit)
         self._functions: dict[tuple[str, str, str], Any] = {}
         with self.device:
             self.stream = cupy.cuda.Stream(non_blocking=True)
-            plan_ctx = plan_context(graph, device, overrides=overrides, work_group_limit=self._block_limit)
+            plan_ctx = plan_context(graph, device, overrides=overrides, work_group_limit=self._block_limit,
+                                    half_storage=self.half_storage)  # fmt: skip
             self.records = plan_graph(graph, plan_ctx)
+            self.widened = float_tensor_names(graph) if self.half_storage else set()  # stored as half, used as float
+            if self.half_storage:  # from here on, the graph as memory holds it
+                self.graph = graph = storage_graph(graph)
             # Every program the plans name, compiled in parallel before the steps load them one by one.
             sources = {program_source(launch.template, launch.defines) for record in self.records if record.plan
                        for launch in record.plan.launches if isinstance(launch, Launch)}  # fmt: skip
@@ -137,7 +149,7 @@ class CudaExecutable(Executable):
         names = device_tensors(self.records) | roots | set(self.aliases)
         for name in sorted(names - set(self.aliases)):
             if name in self.graph.constants:
-                placed.place(name, self.graph.constants[name].nbytes)
+                placed.place(name, self._stored_constant(name).nbytes)
             elif name in plan.offsets and name not in roots and name not in self.own_buffers:
                 placed.offsets[name] = arena + plan.offsets[name]
             else:
@@ -218,7 +230,7 @@ class CudaExecutable(Executable):
         placed = self.layout.offsets
         for name in graph.constants:
             if name in placed:
-                data = np.ascontiguousarray(graph.constants[name]).reshape(-1).view(np.uint8)
+                data = np.ascontiguousarray(self._stored_constant(name)).reshape(-1).view(np.uint8)
                 self._uploads.append((placed[name], data))
         items: list[Step | KernelCall] = []
         for name in graph.inputs:
@@ -256,7 +268,18 @@ class CudaExecutable(Executable):
         return steps
 
     def _dtype(self, name: str) -> str:
-        return str(self.graph.constants[name].dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
+        """The dtype of ``name`` in device memory."""
+        return (
+            str(self._stored_constant(name).dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
+        )
+
+    def _stored_constant(self, name: str) -> np.ndarray:
+        array = self.graph.constants[name]
+        return stored_constant(array) if self.half_storage else array
+
+    def _run_host(self, node: Node, env: dict[str, np.ndarray]) -> None:
+        widen(env, node.inputs, self.widened)
+        layout.run_host(node, env)
 
     def _capture(self, calls: list[KernelCall]) -> Any:
         """The CUDA graph of ``calls``, captured on the executable's non-blocking stream (nothing runs now)."""
@@ -314,13 +337,14 @@ class CudaExecutable(Executable):
                 elif step.kind == "host":
                     self.stream.synchronize()  # the downloads of its inputs
                     self._collect(pending, env)
-                    layout.run_host(step.node, env)
+                    self._run_host(step.node, env)
                 elif step.name not in filled_on_device:  # a device-filled input: written by work queued before
                     self._copy(step, env)
                     if step.kind == "to_host":
                         pending.append(step.name)
             self.stream.synchronize()
         self._collect(pending, env)
+        widen(env, self.graph.outputs, self.widened)
         return {name: env[name] for name in self.graph.outputs}
 
     def device_input(self, name: str) -> Any | None:
@@ -371,7 +395,7 @@ class CudaExecutable(Executable):
                         self.stream.synchronize()
                         self._collect(pending, env)
                         started = time.perf_counter()
-                        layout.run_host(step.node, env)
+                        self._run_host(step.node, env)
                         times[step.node_index] += (time.perf_counter() - started) * 1e3
                     else:
                         self._timed(events, step.node_index, lambda step=step, env=env: self._copy(step, env))

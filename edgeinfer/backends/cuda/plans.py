@@ -27,9 +27,12 @@ def plan_context(
     table: ConfigTable | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     work_group_limit: Callable[[Launch], int] | None = None,
+    half_storage: bool = False,
 ) -> PlanContext:
     """The planning context of ``graph`` (already in the device's layout) on the CUDA device ``info``; ``table``:
-    the device's tuned table (runtime.config_table) unless given."""
+    the device's tuned table (runtime.config_table) unless given; ``half_storage``: float tensors stored as half
+    (planning/half_storage.py)."""
     table = config_table(info) if table is None else table
     return PlanContext(graph, table, "gpu", int(info.details["max_work_group_size"]), overrides or {},
-                       work_group_limit, ISA_CLASSES["simt"], int(info.details.get("compute_units", 0)))  # fmt: skip
+                       work_group_limit, ISA_CLASSES["simt"], int(info.details.get("compute_units", 0)),
+                       half_storage)  # fmt: skip

@@ -48,12 +48,16 @@ from edgeinfer.planning.context import local_size
 class CudaPreprocessor:
     """``prepare_input`` for HxWx3 uint8 RGB frames on a CUDA device, queued on ``stream`` (the model's)."""
 
-    def __init__(self, info: DeviceInfo, device: Any, stream: Any, pipeline: dict[str, Any]):
+    def __init__(self, info: DeviceInfo, device: Any, stream: Any, pipeline: dict[str, Any], half: bool = False):
         self.tensor = output_tensor(pipeline)  # raises without a 'size'
         self.pipeline = pipeline
         self.info, self.device, self.stream = info, device, stream
-        self.shape, self.dtype, self.nbytes = self.tensor.shape, self.tensor.dtype, self.tensor.nbytes
-        source = program_source("preprocess", {"OUT_FLOAT": int(self.dtype == np.float32)})
+        self.shape, self.dtype = self.tensor.shape, self.tensor.dtype
+        # half: the tensor is written as half (an fp16 pack's executable stores float tensors so, half_storage.py)
+        self.stored = np.dtype(np.float16) if half and self.dtype == np.float32 else self.dtype
+        self.nbytes = int(np.prod(self.shape)) * self.stored.itemsize
+        defines = {"OUT_FLOAT": int(self.dtype == np.float32)} | ({"DATA_HALF": 1} if self.stored == np.float16 else {})
+        source = program_source("preprocess", defines)
         with self.device, self.stream:
             module = program_cache.load_module(source, NVRTC_OPTIONS, info)
             self._first = module.get_function("resample_first")
@@ -75,7 +79,7 @@ class CudaPreprocessor:
     @classmethod
     def for_executable(cls, executable: Any, pipeline: dict[str, Any]) -> CudaPreprocessor:
         """Share a ``CudaExecutable``'s device and stream."""
-        return cls(executable.info, executable.device, executable.stream, pipeline)
+        return cls(executable.info, executable.device, executable.stream, pipeline, executable.half_storage)
 
     @classmethod
     def for_device(cls, spec: str | None, pipeline: dict[str, Any]) -> CudaPreprocessor:
@@ -143,9 +147,9 @@ class CudaPreprocessor:
         with self.device, self.stream:
             if self._out is None:
                 self._out = cupy.empty(self.nbytes, dtype=cupy.uint8)
-                self._out_host = cupyx.empty_pinned(self.shape, self.dtype)
+                self._out_host = cupyx.empty_pinned(self.shape, self.stored)
             context = self.enqueue(frame, self._out)
             cupy.cuda.runtime.memcpyAsync(self._out_host.ctypes.data, self._out.data.ptr, self.nbytes, D2H,
                                           self.stream.ptr)  # fmt: skip
             self.stream.synchronize()
-        return self._out_host.copy(), context
+        return self._out_host.astype(self.dtype), context

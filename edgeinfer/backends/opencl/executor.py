@@ -24,9 +24,16 @@ from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.plans import device_graph, launch_program, plan_context
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, shared_queue
-from edgeinfer.ir import Graph
+from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import guard_bytes, local_size
+from edgeinfer.planning.half_storage import (
+    float_tensor_names,
+    storage_graph,
+    stored_constant,
+    wants_half_storage,
+    widen,
+)
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
 from edgeinfer.planning.report import READ_OUTPUTS, WRITE_INPUTS, explain_rows, profile_rows
@@ -68,6 +75,7 @@ class OpenCLExecutable(Executable):
         self.device = device
         # CPUs run convolutions on channel-blocked tensors (layout.py); the pack's graph stays as it is.
         self.graph = graph = device_graph(graph, device)
+        self.half_storage = wants_half_storage(graph, device.info.kind)  # fp16 packs on GPUs (half_storage.py)
         self.context = device.context
         self.queue = shared_queue(self.context)  # one per context (runtime.py says why)
         self._profiling_queue: cl.CommandQueue | None = None
@@ -80,8 +88,12 @@ class OpenCLExecutable(Executable):
             work_group_limit=lambda launch: self._compile(launch).get_work_group_info(
                 cl.kernel_work_group_info.WORK_GROUP_SIZE, cl_device
             ),
+            half_storage=self.half_storage,
         )
         self.records = plan_graph(graph, plan_ctx)
+        self.widened = float_tensor_names(graph) if self.half_storage else set()  # stored as half, used as float
+        if self.half_storage:  # from here on, the graph as memory holds it
+            self.graph = graph = storage_graph(graph)
         align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes
         rewritten = rewrite_plans(self.records, graph, align, guard_bytes(align))
         self.redirected = rewritten.redirected  # record index -> the tensor its launch writes instead of its output
@@ -118,7 +130,7 @@ class OpenCLExecutable(Executable):
                 root, offset = self.aliases[name]
                 self.buffers[name] = memory.slice_of(self.buffers[root], offset, self.graph.tensors[name].nbytes)
             elif name in self.graph.constants:
-                self.buffers[name] = memory.constant_tensor(self.queue, self.graph.constants[name])
+                self.buffers[name] = memory.constant_tensor(self.queue, self._stored_constant(name))
             else:
                 nbytes = self.graph.tensors[name].nbytes
                 offset = plan.offsets.get(name) if name not in roots and name not in self.own_buffers else None
@@ -188,7 +200,7 @@ class OpenCLExecutable(Executable):
                     if name not in on_host:
                         steps.append(self._to_host(index, name))
                         on_host.add(name)
-                steps.append(Step(index, "host", lambda env, queue, node=node: layout.run_host(node, env), node.name))
+                steps.append(Step(index, "host", lambda env, queue, node=node: self._run_host(node, env), node.name))
                 on_host.update(n for n in node.outputs if n)
                 continue
             for name in inputs:
@@ -206,7 +218,18 @@ class OpenCLExecutable(Executable):
         return steps
 
     def _dtype(self, name: str) -> str:
-        return str(self.graph.constants[name].dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
+        """The dtype of ``name`` in device memory."""
+        return (
+            str(self._stored_constant(name).dtype) if name in self.graph.constants else self.graph.tensors[name].dtype
+        )
+
+    def _stored_constant(self, name: str) -> np.ndarray:
+        array = self.graph.constants[name]
+        return stored_constant(array) if self.half_storage else array
+
+    def _run_host(self, node: Node, env: dict[str, np.ndarray]) -> None:
+        widen(env, node.inputs, self.widened)
+        layout.run_host(node, env)
 
     def _launch_step(self, index: int, launch: Launch | BufferCopy) -> Step:
         if isinstance(launch, BufferCopy) and self.buffers.get(launch.src) is self.buffers.get(launch.dst):
@@ -356,6 +379,7 @@ class OpenCLExecutable(Executable):
         finally:
             self._filled_on_device = frozenset()
             self._pending_reads.clear()
+        widen(env, self.graph.outputs, self.widened)
         return {name: env[name] for name in self.graph.outputs}
 
     def wait_for_device(self, queue: cl.CommandQueue) -> None:

@@ -29,14 +29,15 @@ def plan_context(
     table: ConfigTable | None = None,
     overrides: dict[str, dict[str, Any]] | None = None,
     work_group_limit: Callable[[Launch], int] | None = None,
+    half_storage: bool = False,
 ) -> PlanContext:
     """The planning context of ``graph`` (already in the device's layout) on ``device``; ``table``: the device's
-    tuned table unless given."""
+    tuned table unless given; ``half_storage``: float tensors stored as half (planning/half_storage.py)."""
     info = device.info
     if table is None:
         table = load_table("opencl", info.device_key, info.family, info.isa)
     return PlanContext(graph, table, info.kind, device.device.max_work_group_size, overrides or {}, work_group_limit,
-                       isa_class(info.isa or "simt"), device.device.max_compute_units)  # fmt: skip
+                       isa_class(info.isa or "simt"), device.device.max_compute_units, half_storage)  # fmt: skip
 
 
 def launch_program(launch: Launch, cl_device: cl.Device) -> tuple[str, str]:

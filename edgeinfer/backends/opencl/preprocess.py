@@ -46,20 +46,23 @@ class DevicePreprocessor:
     buffer needs no host synchronisation before inference.
     """
 
-    def __init__(self, queue: cl.CommandQueue, pipeline: dict[str, Any], device_key: str = ""):
+    def __init__(self, queue: cl.CommandQueue, pipeline: dict[str, Any], device_key: str = "", half: bool = False):
         self.tensor = output_tensor(pipeline)  # raises without a 'size'
         self.queue = queue
         self.context = queue.context
         self.pipeline = pipeline
         device = queue.device
-        self.shape, self.dtype, self.nbytes = self.tensor.shape, self.tensor.dtype, self.tensor.nbytes
+        self.shape, self.dtype = self.tensor.shape, self.tensor.dtype
+        # half: the tensor is written as half (an fp16 pack's executable stores float tensors so, half_storage.py)
+        self.stored = np.dtype(np.float16) if half and self.dtype == np.float32 else self.dtype
+        self.nbytes = int(np.prod(self.shape)) * self.stored.itemsize
         key = device_key or make_device_key(device.platform, device)
         program = program_cache.build_program(
             self.context,
             device,
             key,
             template_source("preprocess"),
-            f"-DOUT_FLOAT={int(self.dtype == np.float32)}",
+            f"-DOUT_FLOAT={int(self.dtype == np.float32)}" + (" -DDATA_HALF=1" if self.stored == np.float16 else ""),
             "image pre-processing",
         )
         program_cache.finish_progress()  # a load ends here when it built this program: end its status line
@@ -76,7 +79,7 @@ class DevicePreprocessor:
     @classmethod
     def for_executable(cls, executable: Any, pipeline: dict[str, Any]) -> DevicePreprocessor:
         """Share an ``OpenCLExecutable``'s context and queue (and its device key for the program cache)."""
-        return cls(executable.queue, pipeline, executable.device.info.device_key)
+        return cls(executable.queue, pipeline, executable.device.info.device_key, executable.half_storage)
 
     @classmethod
     def for_device(cls, spec: str | None, pipeline: dict[str, Any]) -> DevicePreprocessor:
@@ -132,6 +135,6 @@ class DevicePreprocessor:
         if self._out_buf is None:
             self._out_buf = cl.Buffer(self.context, MF.READ_WRITE, self.nbytes)
         context = self.enqueue(frame, self._out_buf)
-        host = np.empty(self.shape, self.dtype)
+        host = np.empty(self.shape, self.stored)
         cl.enqueue_copy(self.queue, host, self._out_buf, is_blocking=True)
-        return host, context
+        return host.astype(self.dtype, copy=False), context
