@@ -313,7 +313,7 @@ def test_tune_on_the_gpu_finds_a_checked_config_that_session_then_uses(tmp_path,
 
 
 @needs_gpu
-def test_bad_configs_on_the_gpu_are_invalid_not_crashes(tmp_path):
+def test_bad_configs_on_the_gpu_are_invalid_not_crashes(tmp_path, direct_gpu_convs):
     from edgeinfer.tuning.measure import Measurer
     from edgeinfer.tuning.targets import select_target
     from edgeinfer.tuning.workloads import collect_tasks
