@@ -73,6 +73,16 @@ def test_the_environment_restores_the_direct_gpu_defaults(monkeypatch):
     assert plan_graph(graph, gpu_context(graph))[0].plan.template == "gemm"
 
 
+@pytest.mark.parametrize("value", ["gemm", "Direct", "0"])
+def test_an_unknown_gpu_conv_setting_is_an_error_naming_the_variable_and_the_choices(monkeypatch, value):
+    monkeypatch.setenv(cg.GPU_CONV_ENV, value)
+    graph = conv_graph(64, 64, 28, 3)
+    with pytest.raises(ValueError, match=f"EDGEINFER_GPU_CONV must be igemm or direct \\(or unset\\), got '{value}'"):
+        plan_graph(graph, gpu_context(graph))
+    monkeypatch.setenv(cg.GPU_CONV_ENV, " ")  # blank: as unset
+    assert plan_graph(graph, gpu_context(graph))[0].plan.launches[0].kernel == "conv_gemm"
+
+
 def test_a_nearest_direct_config_does_not_choose_the_kernel_of_another_workload():
     """A table tuned on direct configs (the H200 OpenCL table) lends them to its exact workloads only."""
     table = ConfigTable("opencl", "test")

@@ -190,6 +190,18 @@ def test_record_log_round_trip_and_torn_line(tmp_path):
     assert len(again.of_task("gemm:M=1", "dev")) == 2 and not again.of_task("gemm:M=1", "other")
 
 
+def test_only_configs_the_planner_set_aside_unused_are_untried():
+    from edgeinfer.tuning.measure import untried
+
+    assert untried("planner replaced it: tuned via nvidia-cuda-nvidia-corporation-nvidia-h200 (the device's OpenCL")
+    assert untried("planner replaced it: planned as gemm, not conv2d (default)")
+    assert untried("planner replaced it: nearest (C=64,Co=64,G=1,H=56,KH=1,KW=1,S=1,W=56)")
+    # the planner's own fallback for a config it cannot run, and other failures, are the config's
+    assert not untried("planner replaced it: default (conv_gemm needs 256 work-items, the kernel allows 128)")
+    assert not untried("planner refused it: numpy fallback: 70000 blocks in grid y")
+    assert not untried("DeviceError: NVRTC failed") and not untried("")
+
+
 # ------------------------------------------------------------------ on the OpenCL device (PoCL in CI)
 
 DEVICE = usable_opencl_device()

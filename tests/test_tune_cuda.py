@@ -235,6 +235,57 @@ def test_the_opencl_config_cuda_runs_today_competes(cuda_h200, monkeypatch, dire
     assert opencl_config in measured[:2], measured  # with the heuristic default, before any candidate
 
 
+def test_a_rerun_searches_configs_earlier_runs_never_tried_costliest_workload_first(cuda_h200, monkeypatch, tmp_path):
+    """Session 10's log held 8 records 'planner replaced it: tuned via <the OpenCL table>' for each 1x1 conv of the
+    shared models (the GPU then planned them through gemm, the conv2d override unused), and a rerun counted them as
+    its 8 trials: it measured nothing and left those workloads untuned. Such records, and those of configs today's
+    knob space does not have, are no trials: the rerun searches the workload."""
+    from edgeinfer.tuning import TuneOptions, tune
+    from edgeinfer.tuning.measure import Measurer
+    from edgeinfer.tuning.records import Record, RecordLog
+    from edgeinfer.tuning.targets import select_target
+    from edgeinfer.tuning.tuner import default_config, knob_candidates
+    from edgeinfer.tuning.workloads import collect_tasks
+
+    monkeypatch.setattr(Measurer, "_check", lambda self, task, outputs: "")  # the stand-in computes nothing
+    target = select_target("cuda:0")
+    conv = next(t for t in collect_tasks({"conv": read_pack(cuda_h200)}, target) if t.template == "conv2d")
+    ctx = target.plan_context(conv.graph, tuned_configs.ConfigTable("cuda", H200.device_key))
+    set_aside = [default_config(conv, ctx), *knob_candidates(conv, ctx)[:5]]
+    log = RecordLog(tmp_path / "log.jsonl")
+    for config in set_aside:
+        log.append(Record("conv2d", conv.workload, config, None, H200.device_key,
+                          f"planner replaced it: tuned via {H200_OPENCL} (the device's OpenCL table)"))  # fmt: skip
+    dropped = {"TM": 1, "TN": 4, "local": [1, 1, 1]}  # plans, but is no longer in the knob space
+    log.append(Record("conv2d", conv.workload, dropped, 1e-6, H200.device_key))
+    earlier = len(log.records)
+    options = TuneOptions("cuda:0", trials=earlier, repeat=2, out=tmp_path / "table.json", records=log.path,
+                          progress=False)  # fmt: skip
+    result = tune([cuda_h200], options, log=lambda s: None)
+    # the costliest first: depthwise 2 * 2304 * 9 + 2304 (bias) FLOPs, then the 1x1 conv's 2 * 2304 * 8 + 2304
+    assert [(d.task.template, d.task.flops) for d in result.results] == [("depthwise", 43776), ("conv2d", 39168)]
+    measured = [r.config for r in RecordLog(log.path).records[earlier:] if r.template == "conv2d"]
+    assert len(measured) >= options.trials and set_aside[0] in measured
+    done = result.results[1]
+    assert done.best_config is not None and done.best_config != dropped, done
+
+
+def test_a_node_planned_through_another_template_is_a_config_set_aside_untried(cuda_h200, monkeypatch):
+    """The planner disagreeing with the task (here: the 1x1 conv extracted as conv2d, then planned as a gemm) leaves
+    the override unused: the record says so, and a rerun does not count it as a trial (measure.untried)."""
+    from edgeinfer.tuning.measure import Measurer, untried
+    from edgeinfer.tuning.targets import select_target
+    from edgeinfer.tuning.tuner import default_config
+    from edgeinfer.tuning.workloads import collect_tasks
+
+    target = select_target("cuda:0")
+    conv = next(t for t in collect_tasks({"conv": read_pack(cuda_h200)}, target) if t.template == "conv2d")
+    config = default_config(conv, target.plan_context(conv.graph, tuned_configs.ConfigTable("cuda", "none")))
+    monkeypatch.setenv("EDGEINFER_GPU_CONV", "direct")
+    result = Measurer(target, repeat=1).measure(conv, config)
+    assert result.error.startswith("planner replaced it: planned as gemm, not conv2d") and untried(result.error)
+
+
 # ------------------------------------------------------------------ on a CUDA device
 
 
@@ -262,7 +313,7 @@ def test_tune_on_the_gpu_finds_a_checked_config_that_session_then_uses(tmp_path,
 
 
 @needs_gpu
-def test_bad_configs_on_the_gpu_are_invalid_not_crashes(tmp_path):
+def test_bad_configs_on_the_gpu_are_invalid_not_crashes(tmp_path, direct_gpu_convs):
     from edgeinfer.tuning.measure import Measurer
     from edgeinfer.tuning.targets import select_target
     from edgeinfer.tuning.workloads import collect_tasks

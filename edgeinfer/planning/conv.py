@@ -310,12 +310,15 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
     sh, sw = strides
     cig, cog = c // groups, co // groups
     workload = {"C": cig, "Co": cog, "H": ho, "W": wo, "KH": kh, "KW": kw, "S": sh, "G": groups}
+    # The GPUs' direct config: their default without the implicit GEMM, and the fallback from igemm tiles that cannot
+    # run (copied where used: the config is filled in below).
+    gpu_direct = {"TM": pick_row_block(cog, 4), "TN": 4}
 
     def default():  # 16 x 16 blocks with broadcast weights won on every 3x3 of SqueezeNet on PoCL
         if ctx.device_kind != "cpu":  # implicit GEMM with local-memory tiles (conv_gemm.py), else direct
             if conv_gemm.wanted():
                 return conv_gemm.default_config(ctx, cog, ho * wo, cig * kh * kw, n * groups)
-            return {"TM": pick_row_block(cog, 4), "TN": 4}
+            return dict(gpu_direct)
         tn = 16 if wo >= 12 else 8 if wo > 4 else 4
         return {"TM": min(16, cog), "TN": tn, "BCAST": 1, "local": [2, 1, 1]}
 
@@ -331,7 +334,7 @@ def plan_direct(ctx, node, weights, bias, z, y, dims, groups, strides, pads, dil
             if source == "override":
                 raise
             # The tiles need their whole work-group, which this compiled kernel cannot have: direct convolution.
-            config, source = {"TM": pick_row_block(cog, 4), "TN": 4}, f"default ({why})"
+            config, source = dict(gpu_direct), f"default ({why})"
     tm, tn = int(config["TM"]), int(config["TN"])
     co_blocks = -(-cog // tm)
     # [G][Cog][Cig][KH][KW] -> [G][co_blocks][Cig][KH][KW][TM], zero-padded to whole channel blocks.

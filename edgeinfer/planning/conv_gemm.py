@@ -20,13 +20,18 @@ MAX_SPLIT = 16
 # "direct" restores the GPU defaults from before this kernel (direct conv2d, gemm for 1x1): an escape hatch and the
 # A/B of benchmarks/gpu_cuda_check.sh. Tuned tables and overrides still choose either.
 GPU_CONV_ENV = "EDGEINFER_GPU_CONV"
+GPU_CONV_MODES = ("igemm", "direct")  # unset means igemm
 # Work-group shapes (WM rows x WN columns of work-items) the knob space offers.
 GROUP_SHAPES = ((16, 16), (8, 16), (16, 8), (8, 8), (32, 8), (8, 32))
 
 
 def wanted() -> bool:
-    """Whether GPU convolutions default to the implicit GEMM (``EDGEINFER_GPU_CONV`` is not ``direct``)."""
-    return os.environ.get(GPU_CONV_ENV, "igemm") != "direct"
+    """Whether GPU convolutions default to the implicit GEMM (``EDGEINFER_GPU_CONV`` igemm or unset) or not
+    (``direct``); any other value is a mistake, which would otherwise silently plan the default."""
+    mode = os.environ.get(GPU_CONV_ENV, "").strip() or "igemm"
+    if mode not in GPU_CONV_MODES:
+        raise ValueError(f"{GPU_CONV_ENV} must be {' or '.join(GPU_CONV_MODES)} (or unset), got {mode!r}")
+    return mode == "igemm"
 
 
 def tile_shortfall(config: dict, max_work_group_size: int) -> str | None:

@@ -15,6 +15,7 @@ from edgeinfer.tuning.workloads import TuningTask
 # Outputs within this relative L2 error of the NumPy reference count as correct (fp32 sums in another order).
 MAX_REL_L2 = 1e-4
 HOST_ROWS = ("(read outputs)", "(write inputs)")
+REPLACED = "planner replaced it: "  # then the source of the config the node ran instead
 
 
 @dataclass
@@ -27,6 +28,15 @@ class Measurement:
     @property
     def valid(self) -> bool:
         return self.ms is not None
+
+
+def untried(error: str) -> bool:
+    """Whether a measurement's ``error`` says the planner set the config aside without trying it: the node was
+    planned through another template, or took a table's config. That depends on the planning rules and tables of the
+    run, not on the config (session 10's GPU planned a 1x1 conv through gemm where the lent OpenCL table had it as a
+    gemm, leaving the conv2d override unused), so such a record is no trial of the config. A fallback the planner
+    explains, ``default (why)``, is the config's own fault."""
+    return error.startswith(REPLACED) and not error.startswith(REPLACED + "default (")
 
 
 class Measurer:
@@ -46,8 +56,11 @@ class Measurer:
             row = executable.explain()[0]
             if row["placement"] != "device":
                 return Measurement(None, f"planner refused it: {row['config_source']}")
+            if row["kernel"] != task.template:  # the override went unused: the node took another template's config
+                return Measurement(None, f"{REPLACED}planned as {row['kernel']}, not {task.template} "
+                                         f"({row['config_source']})")  # fmt: skip
             if row["config_source"] != "override":  # the planner ran another config (e.g. a device limit)
-                return Measurement(None, f"planner replaced it: {row['config_source']}")
+                return Measurement(None, f"{REPLACED}{row['config_source']}")
             other_block = self.target.ran_another_block(executable)
             if other_block:
                 return Measurement(None, other_block)

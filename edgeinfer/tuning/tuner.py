@@ -16,7 +16,7 @@ from edgeinfer.pack import read_pack
 from edgeinfer.planning import KNOB_SPACES, NoKernel, plan_node
 from edgeinfer.tuned_configs import ConfigTable, family_tables, read_table, user_tables_dir, write_table
 from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT, CostModel, Sample, require_sklearn
-from edgeinfer.tuning.measure import Measurement, Measurer
+from edgeinfer.tuning.measure import Measurement, Measurer, untried
 from edgeinfer.tuning.records import Record, RecordLog, config_key
 from edgeinfer.tuning.search import SearchState, StopSearch, search
 from edgeinfer.tuning.targets import TuningTarget, select_target
@@ -74,7 +74,8 @@ def tune(packs: list[Path], options: TuneOptions, log: Callable[[str], None] = p
     table.family, table.isa = info.family, info.isa
     records = RecordLog(records_path)
     graphs = {Path(p).stem: read_pack(p) for p in packs}
-    tasks = collect_tasks(graphs, target, options.templates)
+    # The costliest workloads first: a run stopped by its time budget has spent it where the packs spend their time.
+    tasks = sorted(collect_tasks(graphs, target, options.templates), key=lambda task: -task.flops)
     result = TuneResult(info.device_key, out, records_path, tasks=len(tasks))
     log(f"tuning {len(tasks)} workloads of {', '.join(graphs)} on {info.spec} {info.name} ({info.isa})")
     log(f"  table: {out}\n  log:   {records_path}")
@@ -105,8 +106,9 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
     info = target.info
     ctx = target.plan_context(task.graph, ConfigTable(target.api, info.device_key))
     candidates = knob_candidates(task, ctx)
+    default = default_config(task, ctx)
     state = SearchState(task.workload, info.device_key)
-    for record in records.of_task(task.key, info.device_key):  # resume: what earlier runs measured
+    for record in resumable(records.of_task(task.key, info.device_key), [*candidates, default, incumbent]):
         state.add(record.config, Measurement(record.ms, record.error))
     bar.set_description(f"{task.template} {task.signature}"[:60])
 
@@ -126,7 +128,6 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
         best = state.best
         bar.set_postfix_str(f"best {best[1]:.3f} ms" if best else "no valid config yet")
 
-    default = default_config(task, ctx)
     # The heuristic default and the table's current entry (a rerun over an existing table; on CUDA, else the same
     # GPU's OpenCL config) are measured first: they compete with every candidate, so tuning never replaces a config
     # by a slower one.
@@ -146,6 +147,14 @@ def _tune_task(task, target: TuningTarget, measurer, records, options, rng, dead
     invalid = sum(not m.valid for _, m in state.measured.values())
     return TaskResult(task, default_ms, best[0] if best else None, best[1] if best else None, len(state.measured),
                       invalid)  # fmt: skip
+
+
+def resumable(records: list[Record], configs: list[dict[str, Any] | None]) -> list[Record]:
+    """The task's records from earlier runs that count as its trials (a rerun resumes from them): those of a config
+    still among ``configs`` (the knob space, the default, the table's entry: a config the knob space dropped is no
+    trial of today's task) that the planner tried (measure.untried: a config set aside unused is measured again)."""
+    wanted = {config_key(c) for c in configs if c is not None}
+    return [r for r in records if config_key(r.config) in wanted and not untried(r.error)]
 
 
 def knob_candidates(task: TuningTask, ctx) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.ir import DEVICE, Graph, Node
+from edgeinfer.passes.flops import node_flops
 from edgeinfer.planning import KNOB_SPACES, NoKernel, layout, plan_node
 from edgeinfer.tuned_configs import ConfigTable, workload_signature
 from edgeinfer.tuning.targets import TuningTarget
@@ -24,6 +25,7 @@ class TuningTask:
     graph: Graph
     feeds: dict[str, np.ndarray]
     models: list[str] = field(default_factory=list)  # the packs that have it (for the report)
+    flops: int = 0  # of every node that has it, in every pack (the tuner visits the costliest first)
 
     @property
     def signature(self) -> str:
@@ -46,7 +48,7 @@ def collect_tasks(
     graphs: dict[str, Graph], target: TuningTarget, templates: set[str] | None = None
 ) -> list[TuningTask]:
     """Distinct tunable (template, workload) pairs of ``graphs`` (name -> pack graph) on ``target``'s device, in
-    the order met; ``templates`` limits them."""
+    the order met, with the FLOPs of all their nodes; ``templates`` limits them."""
     tasks: dict[str, TuningTask] = {}
     for model, pack_graph in graphs.items():
         graph = target.device_graph(pack_graph)
@@ -69,9 +71,17 @@ def collect_tasks(
             if key not in tasks:
                 single, feeds = single_node(graph, node)
                 tasks[key] = TuningTask(template, workload, single, feeds)
+            tasks[key].flops += graph_node_flops(graph, node)
             if model not in tasks[key].models:
                 tasks[key].models.append(model)
     return list(tasks.values())
+
+
+def graph_node_flops(graph: Graph, node: Node) -> int:
+    """``node``'s FLOPs as the compiler counted them (the device layout adds its fused separable nodes), else counted
+    here (a graph made without the compiler)."""
+    counted = graph.metadata.get("node_flops", {}).get(node.name)
+    return int(counted) if counted is not None else node_flops(node, graph)
 
 
 def single_node(graph: Graph, node: Node) -> tuple[Graph, dict[str, np.ndarray]]:
