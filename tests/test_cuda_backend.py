@@ -353,3 +353,44 @@ def test_detections_on_cuda_equal_the_reference(preset, tmp_path):
 
 def test_cuda_is_a_registered_backend():
     assert get_backend("cuda").NAME == "cuda"
+
+
+@needs_gpu
+@pytest.mark.parametrize(
+    "file, preset",
+    [
+        ("squeezenet1.1.onnx", "squeezenet"),
+        ("mobilenet_v2_1.0_224.onnx", "mobilenet"),
+        ("yolox_nano_416.onnx", "yolox"),
+    ],
+)
+def test_fp16_packs_store_half_on_cuda_and_keep_the_reference_answers(file, preset, tmp_path):
+    """fp16 packs (planning/half_storage.py): every float tensor half on the device; the classifiers' top-1 and the
+    detector's boxes (same label, IoU >= 0.5: half storage moves boxes by a pixel or so) stay the references'."""
+    pytest.importorskip("onnx")
+    from test_detection import iou
+
+    from edgeinfer.compiler import compile_model
+    from edgeinfer.pipelines.config import default_labels, resolve_pipeline
+
+    path = shared_model(file)
+    pipeline = resolve_pipeline(preset)
+    graph = compile_model(str(path), pipeline=pipeline, fp16=True)
+    graph.metadata["labels"] = default_labels(pipeline, path)
+    write_pack(graph, tmp_path / "m.pack")
+    session = Session(tmp_path / "m.pack", device="cuda")
+    assert session.backend == "cuda" and session._executable.half_storage
+    entry = next(e for e in manifest() if e["file"] == path.name)
+    reference = entry.get("reference_top3_onnxruntime") or entry["reference_detections_onnxruntime"]
+    checked = 0
+    for name, expected in reference.items():
+        if not (IMAGES / name).exists():
+            continue
+        result = session.run(IMAGES / name)
+        if preset == "yolox":
+            pairs = [(d, r) for d in result for r in expected if d.label == r["label"] and iou(d.box, r["box"]) >= 0.5]
+            assert len(result) == len(expected) and len({id(r) for _, r in pairs}) == len(expected), (name, result)
+        else:
+            assert result[0][0] == expected[0][0], (name, result, expected)
+        checked += 1
+    assert checked
