@@ -8,7 +8,8 @@ Each model is compiled twice with its preset pipeline (``compile_model(..., fp16
   and the fp16 detections that match the manifest's onnxruntime references (same label, IoU >= 0.9, |dscore| <=
   0.01, as tests/test_detection.py checks fp32);
 - the raw outputs' rel L2 between the packs on seeded random input;
-- speed end to end as ``Session.run`` is used (numpy in, numpy out), medians of ``--runs`` after ``--warmup``;
+- speed end to end as ``Session.run`` is used (numpy in, numpy out), medians of ``--runs`` after ``--warmup``,
+  and device time (the sum of ``profile()``'s per-node kernel times, kernels launched one by one);
 - pack sizes, and whether the executable stored its tensors as half (GPUs) or ran the fp16 pack in float (CPUs).
 
     python benchmarks/fp16_compare.py [--device cuda] [--runs 200] [--warmup 20] [--json out.json] [MODEL.onnx ...]
@@ -106,12 +107,15 @@ def compare(model: Path, preset: str, device: str, runs: int, warmup: int, folde
     row["half_storage"] = bool(getattr(s16._executable, "half_storage", False))
     feeds = random_feeds(s32.inputs)
     out32, out16 = s32.run(feeds), s16.run(feeds)
-    row["rel_l2"] = max(rel_l2(out16[name].astype(np.float64), out32[name]) for name in out32
-                        if np.issubdtype(out32[name].dtype, np.floating))  # fmt: skip
+    errors = [rel_l2(out16[name].astype(np.float64), out32[name]) for name in out32
+              if np.issubdtype(out32[name].dtype, np.floating)]  # fmt: skip
+    row["rel_l2"] = max(errors) if errors else None  # the QDQ model's outputs are uint8
     row.update(accuracy(s32, s16, preset, reference))
     row["fp32_ms"] = median_ms(lambda: s32.run(feeds), runs, warmup)
     row["fp16_ms"] = median_ms(lambda: s16.run(feeds), runs, warmup)
     row["speedup"] = row["fp32_ms"] / row["fp16_ms"]
+    for key, session in (("fp32_device_ms", s32), ("fp16_device_ms", s16)):  # kernels one by one (profile)
+        row[key] = sum(r["time_ms"] for r in session.profile(feeds, repeat=20) if r["kernel"] != "numpy")
     return row
 
 
@@ -126,8 +130,11 @@ def main() -> None:
     manifest = {e["file"]: e for e in json.loads((SHARED / "models" / "manifest.json").read_text())}
     rows = []
     print(f"device {args.device} on {platform.node()}; fp16 pack vs fp32 pack, end to end ms (numpy in and out)")
-    print("| model | backend | half storage | pack MB fp32/fp16 | rel L2 | accuracy | fp32 ms | fp16 ms | speed-up |")
-    print("|---|---|---|---|---:|---|---:|---:|---:|")
+    print(
+        "| model | backend | half storage | pack MB fp32/fp16 | rel L2 | accuracy | fp32 ms | fp16 ms | speed-up | "
+        "device ms fp32/fp16 |"
+    )
+    print("|---|---|---|---|---:|---|---:|---:|---:|---|")
     with tempfile.TemporaryDirectory() as folder:
         for file in args.models or list(PRESETS):
             reference = manifest.get(file, {}).get("reference_detections_onnxruntime") or {}
@@ -142,9 +149,11 @@ def main() -> None:
             else:
                 acc = (f"{row['found_by_fp16']}/{row['fp32_detections']} fp32 dets, "
                        f"{row['reference_matched_by_fp16']}/{row['reference_detections']} reference")  # fmt: skip
+            error = "-" if row["rel_l2"] is None else format(row["rel_l2"], ".1e")
+            device = f"{row['fp32_device_ms']:.3f}/{row['fp16_device_ms']:.3f}"
             print(f"| {file} | {row['backend']} | {row['half_storage']} | {row['pack_mb'][0]}/{row['pack_mb'][1]} | "
-                  f"{row['rel_l2']:.1e} | {acc} | {row['fp32_ms']:.3f} | {row['fp16_ms']:.3f} | "
-                  f"{row['speedup']:.2f}x |", flush=True)  # fmt: skip
+                  f"{error} | {acc} | {row['fp32_ms']:.3f} | {row['fp16_ms']:.3f} | {row['speedup']:.2f}x | {device} |",
+                  flush=True)  # fmt: skip
             if args.json:
                 Path(args.json).write_text(json.dumps(rows, indent=1))
 

@@ -226,6 +226,31 @@ def test_steps_segments_and_copies_through_a_stand_in_cupy(fake_cuda, monkeypatc
     assert exe.profile({"x": x}, repeat=2)[0]["time_ms"] >= 0
 
 
+def test_an_fp16_pack_stores_half_and_crosses_the_host_boundary_as_float32(fake_cuda):
+    """fp16 packs (planning/half_storage.py): device tensors and constants are half; what is copied in and out goes
+    as float32 through a staging region, converted on the device around the copy."""
+    from edgeinfer.backends.cuda.executor import CudaExecutable
+
+    graph = host_split_graph()
+    graph.metadata["precision"] = "fp16"
+    exe = CudaExecutable(graph, H200)
+    assert exe.half_storage and exe.graph.tensors["r"].dtype == "float16"
+    copies = [s for s in exe.steps if s.kind in ("to_device", "to_host")]
+    assert [[c.label for c in s.calls] for s in copies] == [["half_from_float"], ["float_from_half"],
+                                                           ["half_from_float"], ["float_from_half"]]  # fmt: skip
+    assert all(exe.pinned[s.name].dtype == np.float32 for s in copies)
+    x = np.arange(48, dtype=np.float32).reshape(1, 3, 4, 4) - 20
+    out = exe.run({"x": x})
+    start = exe.staging["x"]  # the upload lands in x's staging region, as float32
+    np.testing.assert_array_equal(exe.memory.host[start : start + x.nbytes].view(np.float32).reshape(x.shape), x)
+    launched = [name for name, *_ in fake_cuda.launched]
+    assert launched == ["half_from_float", "unary_chain", "float_from_half", "half_from_float", "unary_chain",
+                        "float_from_half"]  # fmt: skip
+    assert out["y2"].dtype == np.float32
+    plans = [record.plan for record in exe.records if record.plan]
+    assert all(launch.defines.get("DATA_HALF") == 1 for plan in plans for launch in plan.launches)
+
+
 def test_constant_arrays_are_uploaded_once_where_the_kernel_reads_them(fake_cuda):
     from edgeinfer.backends.cuda.executor import CudaExecutable
 

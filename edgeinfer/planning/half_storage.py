@@ -12,7 +12,9 @@ launch changes in three ways, which :func:`store_as_half` makes after its planne
   half-storage form, and the node runs on the host (NoKernel says so).
 
 The executor lays memory out for :func:`storage_graph`, the graph with its float32 tensors as float16 and a memory
-plan for those sizes; the planners keep seeing float32 (the compute type).
+plan for those sizes; the planners keep seeing float32 (the compute type). What crosses to the host (inputs, outputs,
+the tensors of host nodes) crosses as float32 through a staging buffer, converted on the device
+(:func:`boundary_conversion`), and host nodes and ``run`` see float32.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 from edgeinfer.ir import Graph
 from edgeinfer.passes.memory_plan import plan_memory
 from edgeinfer.passes.precision import PRECISION_KEY
-from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, KernelPlan, NoKernel, TensorArg
+from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, KernelPlan, Launch, NoKernel, TensorArg
 from edgeinfer.planning.templates import kernel_source
 
 STORAGE_ENV = "EDGEINFER_FP16_STORAGE"  # "0": run an fp16 pack with float storage (its weights widened)
@@ -100,9 +102,11 @@ def float_tensor_names(graph: Graph) -> set[str]:
         name for name, array in graph.constants.items() if array.dtype == np.float32}  # fmt: skip
 
 
-def widen(env: dict[str, np.ndarray], names: list[str], widened: set[str]) -> None:
-    """Replace the half arrays that device reads left in ``env`` for ``names`` by float32 ones (host nodes and
-    ``run``'s outputs see float32); ``widened``: the tensors stored as half."""
-    for name in names:
-        if name in widened and name in env and env[name].dtype == np.float16:
-            env[name] = env[name].astype(np.float32)
+def boundary_conversion(to_half: bool, count: int, source: object, target: object) -> Launch:
+    """The launch that converts a stored tensor of ``count`` elements at the host boundary: a float32 staging buffer
+    into the half tensor (``to_half``, after an upload) or the half tensor into the staging buffer (before a
+    download). ``source`` and ``target`` are whatever the executor binds (TensorArg, a buffer)."""
+    kernel = "half_from_float" if to_half else "float_from_half"
+    work = (max(count, 1),)
+    return Launch("elementwise", kernel, [source, target, np.int32(count)], work, (min(256, work[0]),),
+                  {"DATA_HALF": 1})  # fmt: skip

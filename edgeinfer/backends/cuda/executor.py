@@ -34,11 +34,11 @@ from edgeinfer.ir import Graph, Node
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import guard_bytes, local_size
 from edgeinfer.planning.half_storage import (
+    boundary_conversion,
     float_tensor_names,
     storage_graph,
     stored_constant,
     wants_half_storage,
-    widen,
 )
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
@@ -96,7 +96,8 @@ class CudaExecutable(Executable):
             plan_ctx = plan_context(graph, device, overrides=overrides, work_group_limit=self._block_limit,
                                     half_storage=self.half_storage)  # fmt: skip
             self.records = plan_graph(graph, plan_ctx)
-            self.widened = float_tensor_names(graph) if self.half_storage else set()  # stored as half, used as float
+            self.widened = float_tensor_names(graph) if self.half_storage else set()  # half on device, float32 on host
+            self.staging: dict[str, int] = {}  # half tensor -> offset of its float32 staging region
             if self.half_storage:  # from here on, the graph as memory holds it
                 self.graph = graph = storage_graph(graph)
             # Every program the plans name, compiled in parallel before the steps load them one by one.
@@ -128,7 +129,8 @@ class CudaExecutable(Executable):
 
     def _pinned(self, name: str) -> np.ndarray:
         info = self.graph.tensors[name]
-        return cupyx.empty_pinned(info.shape, info.dtype) if info.nbytes else np.empty(info.shape, info.dtype)
+        dtype = np.float32 if name in self.staging else info.dtype  # half tensors cross as float32 (staging)
+        return cupyx.empty_pinned(info.shape, dtype) if info.nbytes else np.empty(info.shape, dtype)
 
     def _decline_oversized_grids(self) -> None:
         """A node with a launch CUDA cannot grid (more than 65535 blocks in y or z) runs on the host instead."""
@@ -197,6 +199,8 @@ class CudaExecutable(Executable):
                 args.append(("at", offset))
             elif isinstance(arg, (np.int32, np.uint32, np.float32)):
                 args.append(arg)
+            elif isinstance(arg, tuple) and arg[0] == "at":  # a region placed by the executor (a staging buffer)
+                args.append(arg)
             else:  # CuPy would pass a Python int as 64 bits, a float as a double
                 raise TypeError(f"{launch.kernel}: scalar argument {arg!r} must be a 32-bit numpy scalar")
         grid, block = grid_of(launch.work, launch.local)
@@ -257,6 +261,9 @@ class CudaExecutable(Executable):
         items += [Step(READ_OUTPUTS, "to_host", name) for name in self.output_reads]
         self.written_inputs = [s.name for s in items if isinstance(s, Step) and s.node_index == WRITE_INPUTS]
         self._copied = [s.name for s in items if isinstance(s, Step) and s.kind in ("to_host", "to_device")]
+        for item in items:  # half tensors cross the host boundary as float32, converted on the device
+            if isinstance(item, Step) and item.kind in ("to_host", "to_device") and item.name in self.widened:
+                item.calls = [self._conversion(item.node_index, item.kind == "to_device", item.name)]
         steps: list[Step] = []
         for item in items:
             if isinstance(item, Step):
@@ -267,6 +274,16 @@ class CudaExecutable(Executable):
                 steps.append(Step(item.node_index, "segment", calls=[item]))
         return steps
 
+    def _conversion(self, index: int, to_half: bool, name: str) -> KernelCall:
+        """The conversion of half tensor ``name`` at the host boundary (half_storage.py) through its float32 staging
+        region: into the tensor after an upload (``to_half``), out of it before a download."""
+        count = int(np.prod(self.graph.tensors[name].shape, dtype=np.int64))
+        if name not in self.staging:
+            self.staging[name] = self.layout.region(4 * count)
+        staging, tensor = ("at", self.staging[name]), TensorArg(name)
+        return self._call(index, boundary_conversion(to_half, count, staging if to_half else tensor,
+                                                     tensor if to_half else staging))  # fmt: skip
+
     def _dtype(self, name: str) -> str:
         """The dtype of ``name`` in device memory."""
         return (
@@ -276,10 +293,6 @@ class CudaExecutable(Executable):
     def _stored_constant(self, name: str) -> np.ndarray:
         array = self.graph.constants[name]
         return stored_constant(array) if self.half_storage else array
-
-    def _run_host(self, node: Node, env: dict[str, np.ndarray]) -> None:
-        widen(env, node.inputs, self.widened)
-        layout.run_host(node, env)
 
     def _capture(self, calls: list[KernelCall]) -> Any:
         """The CUDA graph of ``calls``, captured on the executable's non-blocking stream (nothing runs now)."""
@@ -299,16 +312,21 @@ class CudaExecutable(Executable):
     # ------------------------------------------------------------------ running
 
     def _copy(self, step: Step, env: dict[str, np.ndarray]) -> None:
-        """Enqueue the copy of ``step`` on the stream through the tensor's pinned host buffer."""
+        """Enqueue the copy of ``step`` on the stream through the tensor's pinned host buffer (a half tensor's through
+        its float32 staging region, with the conversion on the device: step.calls)."""
         host = self.pinned[step.name]
         if host.nbytes == 0:
             return
-        pointer = self.memory.data.ptr + self.layout.offsets[step.name]
+        pointer = self.memory.data.ptr + self.staging.get(step.name, self.layout.offsets[step.name])
         stream = self.stream.ptr
         if step.kind == "to_device":
             np.copyto(host, np.asarray(env[step.name]).reshape(host.shape), casting="unsafe")
             cupy.cuda.runtime.memcpyAsync(pointer, host.ctypes.data, host.nbytes, H2D, stream)
+            for call in step.calls:
+                call.launch()
         else:
+            for call in step.calls:
+                call.launch()
             cupy.cuda.runtime.memcpyAsync(host.ctypes.data, pointer, host.nbytes, D2H, stream)
 
     def _collect(self, pending: list[str], env: dict[str, np.ndarray]) -> None:
@@ -337,14 +355,13 @@ class CudaExecutable(Executable):
                 elif step.kind == "host":
                     self.stream.synchronize()  # the downloads of its inputs
                     self._collect(pending, env)
-                    self._run_host(step.node, env)
+                    layout.run_host(step.node, env)
                 elif step.name not in filled_on_device:  # a device-filled input: written by work queued before
                     self._copy(step, env)
                     if step.kind == "to_host":
                         pending.append(step.name)
             self.stream.synchronize()
         self._collect(pending, env)
-        widen(env, self.graph.outputs, self.widened)
         return {name: env[name] for name in self.graph.outputs}
 
     def device_input(self, name: str) -> Any | None:
@@ -395,7 +412,7 @@ class CudaExecutable(Executable):
                         self.stream.synchronize()
                         self._collect(pending, env)
                         started = time.perf_counter()
-                        self._run_host(step.node, env)
+                        layout.run_host(step.node, env)
                         times[step.node_index] += (time.perf_counter() - started) * 1e3
                     else:
                         self._timed(events, step.node_index, lambda step=step, env=env: self._copy(step, env))

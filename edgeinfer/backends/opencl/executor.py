@@ -24,15 +24,15 @@ from edgeinfer.backends.opencl import program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.plans import device_graph, launch_program, plan_context
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, shared_queue
-from edgeinfer.ir import Graph, Node
+from edgeinfer.ir import Graph
 from edgeinfer.planning import layout
 from edgeinfer.planning.context import guard_bytes, local_size
 from edgeinfer.planning.half_storage import (
+    boundary_conversion,
     float_tensor_names,
     storage_graph,
     stored_constant,
     wants_half_storage,
-    widen,
 )
 from edgeinfer.planning.plan import BufferCopy, GuardedTensorArg, Launch, ScratchArg, TensorArg, scratch_floats
 from edgeinfer.planning.registry import plan_graph
@@ -91,7 +91,7 @@ class OpenCLExecutable(Executable):
             half_storage=self.half_storage,
         )
         self.records = plan_graph(graph, plan_ctx)
-        self.widened = float_tensor_names(graph) if self.half_storage else set()  # stored as half, used as float
+        self.widened = float_tensor_names(graph) if self.half_storage else set()  # half on device, float32 on host
         if self.half_storage:  # from here on, the graph as memory holds it
             self.graph = graph = storage_graph(graph)
         align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes
@@ -200,7 +200,7 @@ class OpenCLExecutable(Executable):
                     if name not in on_host:
                         steps.append(self._to_host(index, name))
                         on_host.add(name)
-                steps.append(Step(index, "host", lambda env, queue, node=node: self._run_host(node, env), node.name))
+                steps.append(Step(index, "host", lambda env, queue, node=node: layout.run_host(node, env), node.name))
                 on_host.update(n for n in node.outputs if n)
                 continue
             for name in inputs:
@@ -226,10 +226,6 @@ class OpenCLExecutable(Executable):
     def _stored_constant(self, name: str) -> np.ndarray:
         array = self.graph.constants[name]
         return stored_constant(array) if self.half_storage else array
-
-    def _run_host(self, node: Node, env: dict[str, np.ndarray]) -> None:
-        widen(env, node.inputs, self.widened)
-        layout.run_host(node, env)
 
     def _launch_step(self, index: int, launch: Launch | BufferCopy) -> Step:
         if isinstance(launch, BufferCopy) and self.buffers.get(launch.src) is self.buffers.get(launch.dst):
@@ -257,12 +253,26 @@ class OpenCLExecutable(Executable):
             launch.kernel,
         )
 
+    def _conversion(self, to_half: bool, name: str) -> tuple[cl.Buffer, Callable[[cl.CommandQueue], cl.Event]]:
+        """A half tensor at the host boundary (half_storage.py): its float32 staging buffer and the enqueue of the
+        conversion between the two (into the tensor after an upload, out of it before a download)."""
+        count = int(np.prod(self.graph.tensors[name].shape, dtype=np.int64))
+        staging, tensor = self.memory.tensor(4 * count), self.buffers[name]
+        launch = boundary_conversion(to_half, count, staging if to_half else tensor, tensor if to_half else staging)
+        kernel = self._kernel(launch)  # may fit the work-group to the kernel: sizes read after
+        global_size, local = launch.global_size, launch.local
+        return staging, lambda queue: cl.enqueue_nd_range_kernel(queue, kernel, global_size, local)
+
     def _to_host(self, index: int, name: str) -> Step:
         info = self.graph.tensors[name]
-        buffer = self.buffers[name]
+        buffer, convert = self.buffers[name], None
+        if name in self.widened:  # a half tensor: read as float32 from its staging buffer
+            buffer, convert = self._conversion(False, name)
 
         def read(env: dict[str, np.ndarray], queue: cl.CommandQueue):
-            host = np.empty(info.shape, info.dtype)
+            if convert is not None:
+                convert(queue)
+            host = np.empty(info.shape, np.float32 if convert else info.dtype)
             event = cl.enqueue_copy(queue, host, buffer, is_blocking=False)  # run() waits (wait_for_device)
             env[name] = host
             self._pending_reads.append(event)
@@ -271,15 +281,19 @@ class OpenCLExecutable(Executable):
         return Step(index, "to_host", read, f"read {name}")
 
     def _to_device(self, index: int, name: str) -> Step:
-        buffer = self.buffers[name]
+        buffer, convert = self.buffers[name], None
         info = self.graph.tensors.get(name)
+        dtype = info.dtype if info else None
+        if name in self.widened:  # a half tensor: written as float32 into its staging buffer
+            (buffer, convert), dtype = self._conversion(True, name), np.float32
 
         def write(env: dict[str, np.ndarray], queue: cl.CommandQueue):
             if name in self._filled_on_device:
                 return None
-            host = np.ascontiguousarray(env[name], dtype=info.dtype if info else None)
+            host = np.ascontiguousarray(env[name], dtype=dtype)
             env[name] = host  # keeps the array alive until the queue has read it
-            return cl.enqueue_copy(queue, buffer, host, is_blocking=False)
+            event = cl.enqueue_copy(queue, buffer, host, is_blocking=False)
+            return convert(queue) if convert is not None else event
 
         return Step(index, "to_device", write, f"write {name}")
 
@@ -379,7 +393,6 @@ class OpenCLExecutable(Executable):
         finally:
             self._filled_on_device = frozenset()
             self._pending_reads.clear()
-        widen(env, self.graph.outputs, self.widened)
         return {name: env[name] for name in self.graph.outputs}
 
     def wait_for_device(self, queue: cl.CommandQueue) -> None:
