@@ -161,3 +161,19 @@ def test_a_cpu_device_runs_an_fp16_pack_in_float_on_its_rounded_weights(tmp_path
     want, got = reference.run({name: x}), opencl.run({name: x})
     for output in want:
         assert rel_l2(got[output], want[output]) <= 1e-4
+
+
+def test_a_constant_concatenated_on_a_gpu_is_moved_as_half_bits(gpu_on_pocl):
+    """tensor.cl moves half tensors as ushort bit patterns: a constant Concat input must be uploaded as float16 too."""
+    tensors = {"x": TensorInfo("x", (1, 2, 3, 3), "float32"), "y": TensorInfo("y", (1, 3, 3, 3), "float32")}
+    constant = RNG.standard_normal((1, 1, 3, 3)).astype(np.float32)
+    graph = Graph([Node("cat", "Concat", ["x", "c"], ["y"], {"axis": 1})], ["x"], ["y"], tensors, {"c": constant},
+                  metadata={"precision": "fp16"})  # fmt: skip
+    from edgeinfer.passes.memory_plan import plan_memory
+
+    plan_memory(graph)
+    executable = gpu_on_pocl(graph)
+    assert executable.half_storage and executable.explain()[0]["placement"] == "device"
+    x = RNG.standard_normal((1, 2, 3, 3)).astype(np.float32)
+    want = np.concatenate([x, constant], axis=1).astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(executable.run({"x": x})["y"], want)

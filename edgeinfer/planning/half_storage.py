@@ -49,14 +49,15 @@ def wants_half_storage(graph: Graph, device_kind: str) -> bool:
 
 @cache
 def parameter_kinds(template: str, kernel: str) -> tuple[str, ...]:
-    """Per parameter of ``kernel``: "data" (declared data_t), "float" (declared float *) or "other"."""
+    """Per parameter of ``kernel``: "data" (declared data_t), "float" (declared float *), "element" (declared T:
+    tensor.cl's element type, a build option) or "other"."""
     for match in _PARAMETERS.finditer(kernel_source(template, kernel)):
         if match.group(1) == kernel:
             kinds = []
             for parameter in match.group(2).split(","):
                 words = parameter.replace("*", " * ").split()
                 kinds.append("data" if "data_t" in words else "float" if "float" in words and "*" in words
-                             else "other")  # fmt: skip
+                             else "element" if "T" in words else "other")  # fmt: skip
             return tuple(kinds)
     raise ValueError(f"kernel {kernel!r} not found in template {template!r}")
 
@@ -74,7 +75,9 @@ def store_as_half(plan: KernelPlan, float_tensors: set[str]) -> KernelPlan:
             slot += 2 if isinstance(arg, GuardedTensorArg) else 1  # (buffer, offset)
             if isinstance(arg, TensorArg) and arg.name in float_tensors and kind == "float":
                 raise NoKernel(f"{launch.kernel} reads or writes {arg.name!r} as float: no half-storage form")
-            if isinstance(arg, np.ndarray) and arg.dtype == np.float32 and kind == "data":
+            # A float constant read as data, or moved as half bits by tensor.cl (a Concat's constant input).
+            moved_as_half = kind == "element" and launch.defines.get("T") == HALF_BITS
+            if isinstance(arg, np.ndarray) and arg.dtype == np.float32 and (kind == "data" or moved_as_half):
                 arg = arg.astype(np.float16)
             args.append(arg)
         launch.args = args
