@@ -212,17 +212,19 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
     X += ((size_t)n * CB + cb) * H * W * BLOCK;
     const size_t out_plane = ((size_t)n * CB + cb) * Ho * Wo;
     for (int ox0 = 0; ox0 < Wo; ox0 += TW) {
-        floatB acc[TY][TW];
-#pragma unroll
-        for (int u = 0; u < TY; ++u)
-#pragma unroll
-            for (int t = 0; t < TW; ++t)
-                acc[u][t] = b;
         const int np = min(TW, Wo - ox0);
         const int ix0 = ox0 * SW - pad_l;
         const bool interior = np == TW && ix0 >= 0 && ix0 + (TW - 1) * SW + (KW - 1) * DW < W;
-#pragma unroll
+        // The TY rows share only the weights: one row at a time, not unrolled. PoCL compiled the TY rows unrolled
+        // for 7 s at TW 4, TY 4 (YOLOX-nano's stride-2 layer), most of that model's cold load.
+#pragma nounroll
         for (int u = 0; u < TY; ++u) {
+            if (oy0 + u >= Ho)
+                break;
+            floatB acc[TW];
+#pragma unroll
+            for (int t = 0; t < TW; ++t)
+                acc[t] = b;
 #pragma unroll
             for (int kh = 0; kh < KH; ++kh) {
                 const int iy = (oy0 + u) * SH - pad_t + kh * DH;
@@ -237,7 +239,7 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int t = 0; t < TW; ++t) {
                             const int kw = i - t * SW;
                             if (kw >= 0 && kw < KW)
-                                acc[u][t] = fma(w[kh * KW + kw], x, acc[u][t]);
+                                acc[t] = fma(w[kh * KW + kw], x, acc[t]);
                         }
                     }
                 } else {
@@ -247,18 +249,15 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int kw = 0; kw < KW; ++kw) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                acc[u][t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[u][t]);
+                                acc[t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[t]);
                         }
                 }
             }
-        }
-#pragma unroll
-        for (int u = 0; u < TY; ++u)
 #pragma unroll
             for (int t = 0; t < TW; ++t)
-                if (oy0 + u < Ho && t < np)
-                    BLOCKED_STORE(acc[u][t], Y, Z, out_plane + (size_t)(oy0 + u) * Wo + ox0 + t, has_z, act, p0_,
-                                  p1_)
+                if (t < np)
+                    BLOCKED_STORE(acc[t], Y, Z, out_plane + (size_t)(oy0 + u) * Wo + ox0 + t, has_z, act, p0_, p1_)
+        }
     }
 }
 #endif
