@@ -215,9 +215,13 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
         const int np = min(TW, Wo - ox0);
         const int ix0 = ox0 * SW - pad_l;
         const bool interior = np == TW && ix0 >= 0 && ix0 + (TW - 1) * SW + (KW - 1) * DW < W;
-        // The TY rows share only the weights: one row at a time, not unrolled. PoCL compiled the TY rows unrolled
-        // for 7 s at TW 4, TY 4 (YOLOX-nano's stride-2 layer), most of that model's cold load.
+        // The TY rows share only the weights: one row after the other, unrolled up to 2 rows. PoCL compiled 4 rows
+        // unrolled for 7 s at TW 4 (YOLOX-nano's stride-2 layer; 0.84 s as a loop); 2 rows unrolled ran faster.
+#if TY > 2
 #pragma nounroll
+#else
+#pragma unroll
+#endif
         for (int u = 0; u < TY; ++u) {
             if (oy0 + u >= Ho)
                 break;
@@ -324,7 +328,9 @@ __kernel void conv_sep_blocked(__global const float *restrict X, __global const 
                 APPLY_ACTIVATION(floatB, d[t], ACT_D_OF(act_d), d0_, d1_);
                 vstoreB(d[t], 0, lanes[t]);
             }
-#pragma unroll
+            // A loop, not unrolled: BLOCK copies of the NB x TP FMAs made PoCL compile each conv_sep_blocked program
+            // for 1.7-2.5 s (1.0-1.3 s as a loop) for no measured speed (lanes[t][l] is a broadcast load either way).
+#pragma nounroll
             for (int l = 0; l < BLOCK; ++l) {
                 floatB wv[NB];
 #pragma unroll
