@@ -137,8 +137,7 @@ class BackgroundBuild:
     def detach(self) -> bool:
         """Let the child go on filling the cache after this process exits, on its own (``edgeinfer run``: the command
         ends with its answer, and the next run finds the programs built); False if it had finished already. The
-        binaries of ours are then left to the next load (program_cache: it finds markers and starts the child that
-        stores them)."""
+        child still starts the niced one that stores binaries (:func:`prepare_command`)."""
         if self._child.poll() is not None:
             return False
         self._detached = True
