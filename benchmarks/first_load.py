@@ -146,18 +146,22 @@ def load_once(pack: Path, device: str, image: Path, root: Path, timeout: float, 
 
 
 def wait_for_binaries(root: Path, timeout: float) -> float:
-    """Seconds until no child storing program binaries in ``root``'s cache holds its lock (0 if none was started)."""
+    """Seconds until no child building programs (a first run's build, which goes on after ``edgeinfer run`` exits)
+    or storing program binaries in ``root``'s cache holds its lock (0 if none was started)."""
     started = time.perf_counter()
-    for path in sorted((root / CACHE_ENV["EDGEINFER_CACHE_DIR"] / "opencl").glob("storing-binaries-*.lock")):
-        with open(path) as lock:
-            while True:
-                try:
-                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError:
-                    if time.perf_counter() - started > timeout:
-                        return float("nan")
-                    time.sleep(0.2)
+    cache = root / CACHE_ENV["EDGEINFER_CACHE_DIR"] / "opencl"
+    # The build child starts the binaries child (and takes its lock) before it exits: wait in that order.
+    for pattern in ("building-*.lock", "storing-binaries-*.lock"):
+        for path in sorted(cache.glob(pattern)):
+            with open(path) as lock:
+                while True:
+                    try:
+                        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except OSError:
+                        if time.perf_counter() - started > timeout:
+                            return float("nan")
+                        time.sleep(0.2)
     return time.perf_counter() - started
 
 

@@ -14,7 +14,9 @@ through the GIL (pyopencl releases it in clBuildProgram; measured in docs/progra
 cores, as the child does.
 
 If the process exits (or the Session is closed or collected) mid-build, the child is stopped: the cache keeps the
-programs that finished (each is written whole, then renamed), and the next load builds only the rest.
+programs that finished (each is written whole, then renamed), and the next load builds only the rest. ``edgeinfer
+run`` instead detaches it (:meth:`BackgroundBuild.detach`): the command ends with its answer and the child finishes
+the cache on its own.
 
 Binaries later (PoCL): a load that built programs from source without storing binaries of ours (markers only, so as
 not to make the user wait for a second compile of each kernel) starts ``edgeinfer prepare PACK --low-priority`` in a
@@ -52,8 +54,9 @@ class Prepared:
 
 
 def prepare_command(pack: Path, device: str) -> list[str]:
-    """The child that fills the program cache for ``pack`` on ``device`` (tests replace it)."""
-    return [sys.executable, "-m", "edgeinfer.cli", "prepare", str(pack), "--device", device]
+    """The child that fills the program cache for ``pack`` on ``device`` (tests replace it): markers only on PoCL
+    (binaries would double the time until OpenCL takes over), then it starts the child that stores them."""
+    return [sys.executable, "-m", "edgeinfer.cli", "prepare", str(pack), "--device", device, "--binaries-later"]
 
 
 def load_or_build_in_background(
@@ -90,12 +93,20 @@ class BackgroundBuild:
         self._cancelled = False
         self._done = threading.Event()
         self._log = tempfile.TemporaryFile()  # the child's stderr: its last line explains a failure
-        argv = prepare_command(pack, device)
-        # Markers only on PoCL: binaries would double the time until OpenCL takes over (stored later, _finish).
-        self._child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log,
-                                       env=_child_env("0"))  # fmt: skip
-        # At interpreter exit (or when this object goes), stop the child rather than leave it compiling unowned.
-        weakref.finalize(self, _stop, self._child)
+        # The child holds a lock file while it builds (if one can be taken: a second build for the pack may run):
+        # what waits for it from outside (benchmarks/first_load.py) sees when it is done, also once detached.
+        lock = _try_lock(program_cache.cache_dir() / f"building-{_pack_device_hash(pack, device)}.lock")
+        try:
+            self._child = subprocess.Popen(prepare_command(pack, device), stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, stderr=self._log, env=_child_env(),
+                                           pass_fds=() if lock is None else (lock,))  # fmt: skip
+        finally:
+            if lock is not None:
+                os.close(lock)
+        # At interpreter exit (or when this object goes), stop the child rather than leave it compiling unowned
+        # (unless detached: a one-shot command lets it fill the cache).
+        self._stop_at_exit = weakref.finalize(self, _stop, self._child)
+        self._detached = False
         if program_cache.PROGRESS.mode() != "off":  # one whole line, before the user's output, never updated
             missing = self.needed - self.cached()
             print(f"edgeinfer: first run of this model on {device}: answering from NumPy while {missing} OpenCL"
@@ -118,9 +129,20 @@ class BackgroundBuild:
         return self._done.wait(timeout)
 
     def cancel(self) -> None:
-        """Stop the child; the thread drops what it was loading. The cache keeps what finished."""
+        """Stop the child (unless detached); the thread drops what it was loading. The cache keeps what finished."""
         self._cancelled = True
-        _stop(self._child)
+        if not self._detached:
+            _stop(self._child)
+
+    def detach(self) -> bool:
+        """Let the child go on filling the cache after this process exits, on its own (``edgeinfer run``: the command
+        ends with its answer, and the next run finds the programs built); False if it had finished already. The
+        child still starts the niced one that stores binaries (:func:`prepare_command`)."""
+        if self._child.poll() is not None:
+            return False
+        self._detached = True
+        self._stop_at_exit.detach()
+        return True
 
     def describe(self) -> str:
         if self.error:
@@ -143,7 +165,6 @@ class BackgroundBuild:
             pipeline = graph.metadata.get("pipeline")
             # From the warm cache; should a program compile after all (a binary the driver refused), no status line
             # is drawn from this thread over the program's output.
-            without_binary = programs_without_binary()
             with program_cache.progress_silenced():
                 executable = backend.prepare(graph, self.device)
                 preprocessor = executable.device_preprocessor(pipeline) if pipeline else None
@@ -151,8 +172,6 @@ class BackgroundBuild:
                 executable.close()
                 return
             self.prepared = Prepared(executable, preprocessor)
-            if programs_without_binary() > without_binary:
-                store_binaries_later(pack, self.device)
         except Exception as e:  # noqa: BLE001 - the Session keeps serving from NumPy and shows the reason
             self.error = f"{type(e).__name__}: {e}"
         finally:
@@ -165,12 +184,17 @@ class BackgroundBuild:
         return lines[-1].strip()[:300] if lines else "no output"
 
 
-def _child_env(pocl_binaries: str) -> dict[str, str]:
+def _child_env(pocl_binaries: str = "") -> dict[str, str]:
     """The parent's environment, with this edgeinfer importable first, the child's status line off and
-    ``EDGEINFER_POCL_BINARIES`` set to ``pocl_binaries``."""
+    ``EDGEINFER_POCL_BINARIES`` set to ``pocl_binaries`` where given."""
     package_root = str(Path(__file__).resolve().parent.parent)
     path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH", "")]))
-    return {**os.environ, "PYTHONPATH": path, "EDGEINFER_PROGRESS": "0", "EDGEINFER_POCL_BINARIES": pocl_binaries}
+    env = {**os.environ, "PYTHONPATH": path, "EDGEINFER_PROGRESS": "0"}
+    return {**env, "EDGEINFER_POCL_BINARIES": pocl_binaries} if pocl_binaries else env
+
+
+def _pack_device_hash(pack: Path, device: str) -> str:
+    return hashlib.sha256(f"{Path(pack).resolve()}\0{device}".encode()).hexdigest()[:16]
 
 
 def programs_without_binary() -> int:
@@ -194,8 +218,7 @@ def store_binaries_later(pack: Path, device: str) -> subprocess.Popen | None:
 
     if program_cache.pocl_binaries_setting():  # "0": never; "1": the load stored them already
         return None
-    name = hashlib.sha256(f"{Path(pack).resolve()}\0{device}".encode()).hexdigest()[:16]
-    lock = _try_lock(program_cache.cache_dir() / f"storing-binaries-{name}.lock")
+    lock = _try_lock(program_cache.cache_dir() / f"storing-binaries-{_pack_device_hash(pack, device)}.lock")
     if lock is None:
         return None
     try:  # the child inherits the locked descriptor and holds the lock until it exits

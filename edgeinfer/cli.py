@@ -65,8 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("inputs", nargs="+", help="image files, or .npy files for packs without a pipeline")
     r.add_argument("--device", default="auto")
     r.add_argument("--json", action="store_true", help="print JSON")
-    r.add_argument("--no-wait", action="store_true",
-                   help="exit after the answer even if OpenCL programs are still building for later runs")  # fmt: skip
+    r.add_argument("--wait", action="store_true",
+                   help="on a first run, wait for the OpenCL build (else it goes on in the background)")  # fmt: skip
     r.set_defaults(func=cmd_run)
 
     i = sub.add_parser("info", help="show a pack's inputs, ops, placement, memory plan and FLOPs")
@@ -104,6 +104,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="opencl", help="OpenCL device (opencl or opencl:P:D)")
     pr.add_argument("--check", action="store_true", help="only say how many of the programs are cached")
     pr.add_argument("--low-priority", action="store_true", help="run at the lowest CPU priority (nice 19)")
+    pr.add_argument("--binaries-later", action="store_true",
+                    help="PoCL: markers only, binaries left to a niced child (a first run's build)")  # fmt: skip
     pr.set_defaults(func=cmd_prepare)
 
     d = sub.add_parser("devices", help="list backends and devices, with the reason one is unavailable")
@@ -215,13 +217,21 @@ def cmd_run(args: argparse.Namespace) -> None:
             _print_result(path, result)
     if args.json:
         print(json.dumps({p: _result_to_json(r) for p, r in results.items()}, indent=1))
-    # A first run answered from NumPy while OpenCL builds (Session): finish the build so that the next run loads
-    # warm; a one-shot command that left now would never fill the cache (the build stops with the process).
-    if not args.no_wait and not sess.wait_until_ready(timeout=0):
-        sys.stdout.flush()
-        print(f"edgeinfer: finishing the OpenCL build for later runs ({sess.backend_status}; --no-wait skips this)",
-              file=sys.stderr, flush=True)  # fmt: skip
+    # A first run answered from NumPy while OpenCL builds (Session): the build process goes on after this one exits
+    # (the command does not hang around for it), so that the next run loads warm; --wait waits for it instead.
+    if sess.wait_until_ready(timeout=0):
+        return
+    sys.stdout.flush()
+    if args.wait:
+        print(f"edgeinfer: finishing the OpenCL build for later runs ({sess.backend_status})", file=sys.stderr,
+              flush=True)  # fmt: skip
         sess.wait_until_ready()
+    elif sess.detach_background_build():
+        from edgeinfer.backends.opencl import program_cache
+
+        if program_cache.PROGRESS.mode() != "off":
+            print(f"edgeinfer: the OpenCL build goes on in the background for later runs (cached in"
+                  f" {program_cache.cache_dir()})", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -367,8 +377,11 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     for pack in args.packs:
         if not args.check:
             compiled, start = program_cache.STATS["compiled"], time.perf_counter()
-            with program_cache.storing_binaries():  # building ahead keeps the fastest form to load, on PoCL too
-                Session(pack, device=args.device)
+            if args.binaries_later:  # the background build of a first run (background_build): OpenCL serves sooner
+                Session(pack, device=args.device)  # which starts the child storing binaries, where PoCL needs one
+            else:
+                with program_cache.storing_binaries():  # building ahead keeps the fastest form to load, on PoCL too
+                    Session(pack, device=args.device)
             built = program_cache.STATS["compiled"] - compiled
             print(f"{pack}: built {built} programs in {time.perf_counter() - start:.1f} s")
         status = program_status(read_pack(pack), args.device)

@@ -106,6 +106,13 @@ class Session:
             self._switch_if_built()
         return True
 
+    def detach_background_build(self) -> bool:
+        """Let a background OpenCL build go on after this Session and this process end, so that a one-shot program
+        (``edgeinfer run``) exits with its answer and the next load finds the programs built. True if a build was
+        still running; this Session then stays on NumPy."""
+        build = self._background
+        return build is not None and not build.done() and build.detach()
+
     def close(self) -> None:
         """Stop a background build (the cache keeps the programs that finished) and free the device objects now;
         the Session cannot run afterwards."""

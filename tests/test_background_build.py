@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -138,7 +139,8 @@ def test_a_failed_build_keeps_serving_from_numpy_and_says_why(pack, monkeypatch,
     assert rel_l2(session.run(FEEDS)["y"], first) == 0.0
 
 
-def test_cli_run_answers_then_finishes_the_build_unless_no_wait(pack, tmp_path, capsys):
+def test_cli_run_answers_and_leaves_the_build_running_or_waits_for_it(pack, tmp_path, capsys, monkeypatch):
+    from edgeinfer import background_build
     from edgeinfer.backends import resolve_device
     from edgeinfer.backends.opencl.ahead import program_status
     from edgeinfer.cli import main
@@ -146,12 +148,23 @@ def test_cli_run_answers_then_finishes_the_build_unless_no_wait(pack, tmp_path, 
 
     npy = tmp_path / "x.npy"
     np.save(npy, FEEDS["x"])
-    assert main(["run", str(pack), str(npy), "--no-wait"]) == 0
-    out, err = capsys.readouterr()
-    assert "first values" in out and "finishing the OpenCL build" not in err
-    gc.collect()  # the Session is gone, its build stopped
+    children = []
+    command = background_build.prepare_command
+    monkeypatch.setattr(background_build, "prepare_command", lambda *a: children.append(1) or command(*a))
+    monkeypatch.setenv("EDGEINFER_PROGRESS", "1")
     assert main(["run", str(pack), str(npy)]) == 0
+    out, err = capsys.readouterr()
+    assert "first values" in out and "goes on in the background" in err and "finishing" not in err
+    gc.collect()  # the Session is gone; its build was detached, so it goes on and fills the cache
+    deadline = time.monotonic() + 300
+    while (status := program_status(read_pack(pack), resolve_device("auto")[1])).cached < status.needed:
+        assert time.monotonic() < deadline, "the detached build did not fill the cache"
+        time.sleep(0.2)
+    assert status.cached == status.needed > 0
+    # --wait on a cold cache: answers, then says it waits, and returns with the build done
+    monkeypatch.setenv("EDGEINFER_CACHE_DIR", str(tmp_path / "cache2"))
+    assert main(["run", str(pack), str(npy), "--wait"]) == 0
     out, err = capsys.readouterr()
     assert "first values" in out and err.count("finishing the OpenCL build") == 1
     status = program_status(read_pack(pack), resolve_device("auto")[1])
-    assert status.cached == status.needed > 0
+    assert status.cached == status.needed > 0 and len(children) == 2

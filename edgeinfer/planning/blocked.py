@@ -151,7 +151,7 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         inputs = [TensorArg(x_name), pack_depthwise(weights, cbo, block)]
         args, epilogue = conv_args(inputs, padded_blocks(bias, cbo, block), z, y, geometry, tail)
         defines = {"BLOCK": block, "TW": tw, "TY": ty, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh, "DW": dw,
-                   "ACT": int(tail[1])}  # fmt: skip
+                   "ACT": int(tail[1]), "HAS_Z": int(tail[0])}  # fmt: skip
         kernel = "conv_dw_blocked"
     else:
         short = "pw" if kind == "pointwise" else "direct"
@@ -165,7 +165,7 @@ def plan_blocked_conv(node: Node, ctx: PlanContext) -> KernelPlan:
         packed = np.ascontiguousarray(padded.transpose(0, 3, 2, 4, 1))
         bias_blocks = padded_blocks(bias, groups_of_nb * nb, block)
         defines = {"BLOCK": block, "TP": tp, "NB": nb, "IN_BLOCKED": int(x_blocked), "KH": kh, "KW": kw, "SH": sh,
-                   "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1])}  # fmt: skip
+                   "SW": sw, "DH": dh, "DW": dw, "ACT": int(tail[1]), "HAS_Z": int(tail[0])}  # fmt: skip
         if kind == "pointwise":
             kernel, work = "conv_pw_blocked", (-(-(h * w) // tp), groups_of_nb, n)
             geometry = [i32(c), i32(h * w), i32(cbo)]
@@ -207,7 +207,7 @@ def plan_separable_conv(node: Node, ctx: PlanContext) -> KernelPlan:
     geometry = [*map(i32, (cb, h, w, ho, wo, cbo, pads[0], pads[1])), i32(act_dw), np.float32(dw0), np.float32(dw1)]
     args, epilogue = conv_args(inputs, padded_blocks(bias, groups_of_nb * nb, block), z, y, geometry, tail)
     defines = {"BLOCK": block, "SEP": 1, "TP": tp, "NB": nb, "KH": kh, "KW": kw, "SH": sh, "SW": sw, "DH": dh,
-               "DW": dw, "ACT": int(tail[1]), "ACT_D": act_dw}  # fmt: skip
+               "DW": dw, "ACT": int(tail[1]), "HAS_Z": int(tail[0]), "ACT_D": act_dw}  # fmt: skip
     work = (ho, groups_of_nb, n)
     local = blocked_local(ctx, config, work)
     config["local"] = list(local)

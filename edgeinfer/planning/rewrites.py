@@ -94,6 +94,8 @@ def fuse_residual_adds(records: list[NodeRecord], graph: Graph, guard: int) -> t
         args[epilogue.z_slot], args[epilogue.y_slot] = TensorArg(other), TensorArg(y)
         args[epilogue.has_z_slot] = i32(RESIDUAL_AFTER_ACTIVATION)
         launch.args = args
+        if "HAS_Z" in launch.defines:  # a template that compiles its residual mode in (blocked.cl)
+            launch.defines = {**launch.defines, "HAS_Z": RESIDUAL_AFTER_ACTIVATION}
         conv.plan.config = {**conv.plan.config, "residual_add": add.node.name}
         add.plan = KernelPlan("fused", {"into": conv.node.name}, "default", [])
         redirected[index - 1] = y

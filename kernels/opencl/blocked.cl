@@ -34,11 +34,20 @@
 #define ACT_D_OF(act) (act)
 #endif
 
-#define BLOCKED_STORE(v, Y, Z, at, has_z, act, p0, p1)                           \
-    {                                                                             \
-        floatB s_ = (v);                                                         \
-        FUSED_EPILOGUE(floatB, s_, vloadB((at), (Z)), has_z, ACT_OF(act), p0, p1) \
-        vstoreB(s_, (at), (Y));                                                  \
+// HAS_Z, likewise, is the residual mode of the epilogue (rewrites.py keeps it equal to the has_z argument): the
+// unrolled stores then compile without the other modes' branches. With them PoCL compiled conv_pw_blocked 2-3x slower
+// (TP 6 NB 4: 0.8 s against 0.25-0.4 s; most of a cold load is such compiles, docs/program-cache.md).
+#ifdef HAS_Z
+#define HAS_Z_OF(has_z) HAS_Z
+#else
+#define HAS_Z_OF(has_z) (has_z)
+#endif
+
+#define BLOCKED_STORE(v, Y, Z, at, has_z, act, p0, p1)                                       \
+    {                                                                                         \
+        floatB s_ = (v);                                                                     \
+        FUSED_EPILOGUE(floatB, s_, vloadB((at), (Z)), HAS_Z_OF(has_z), ACT_OF(act), p0, p1) \
+        vstoreB(s_, (at), (Y));                                                              \
     }
 
 #ifdef TP
@@ -212,17 +221,23 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
     X += ((size_t)n * CB + cb) * H * W * BLOCK;
     const size_t out_plane = ((size_t)n * CB + cb) * Ho * Wo;
     for (int ox0 = 0; ox0 < Wo; ox0 += TW) {
-        floatB acc[TY][TW];
-#pragma unroll
-        for (int u = 0; u < TY; ++u)
-#pragma unroll
-            for (int t = 0; t < TW; ++t)
-                acc[u][t] = b;
         const int np = min(TW, Wo - ox0);
         const int ix0 = ox0 * SW - pad_l;
         const bool interior = np == TW && ix0 >= 0 && ix0 + (TW - 1) * SW + (KW - 1) * DW < W;
+        // The TY rows share only the weights: one row after the other, unrolled up to 2 rows. PoCL compiled 4 rows
+        // unrolled for 7 s at TW 4 (YOLOX-nano's stride-2 layer; 0.84 s as a loop); 2 rows unrolled ran faster.
+#if TY > 2
+#pragma nounroll
+#else
 #pragma unroll
+#endif
         for (int u = 0; u < TY; ++u) {
+            if (oy0 + u >= Ho)
+                break;
+            floatB acc[TW];
+#pragma unroll
+            for (int t = 0; t < TW; ++t)
+                acc[t] = b;
 #pragma unroll
             for (int kh = 0; kh < KH; ++kh) {
                 const int iy = (oy0 + u) * SH - pad_t + kh * DH;
@@ -237,7 +252,7 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int t = 0; t < TW; ++t) {
                             const int kw = i - t * SW;
                             if (kw >= 0 && kw < KW)
-                                acc[u][t] = fma(w[kh * KW + kw], x, acc[u][t]);
+                                acc[t] = fma(w[kh * KW + kw], x, acc[t]);
                         }
                     }
                 } else {
@@ -247,18 +262,15 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int kw = 0; kw < KW; ++kw) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                acc[u][t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[u][t]);
+                                acc[t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[t]);
                         }
                 }
             }
-        }
-#pragma unroll
-        for (int u = 0; u < TY; ++u)
 #pragma unroll
             for (int t = 0; t < TW; ++t)
-                if (oy0 + u < Ho && t < np)
-                    BLOCKED_STORE(acc[u][t], Y, Z, out_plane + (size_t)(oy0 + u) * Wo + ox0 + t, has_z, act, p0_,
-                                  p1_)
+                if (t < np)
+                    BLOCKED_STORE(acc[t], Y, Z, out_plane + (size_t)(oy0 + u) * Wo + ox0 + t, has_z, act, p0_, p1_)
+        }
     }
 }
 #endif
@@ -325,7 +337,9 @@ __kernel void conv_sep_blocked(__global const float *restrict X, __global const 
                 APPLY_ACTIVATION(floatB, d[t], ACT_D_OF(act_d), d0_, d1_);
                 vstoreB(d[t], 0, lanes[t]);
             }
-#pragma unroll
+            // A loop, not unrolled: BLOCK copies of the NB x TP FMAs made PoCL compile each conv_sep_blocked program
+            // for 1.7-2.5 s (1.0-1.3 s as a loop) for no measured speed (lanes[t][l] is a broadcast load either way).
+#pragma nounroll
             for (int l = 0; l < BLOCK; ++l) {
                 floatB wv[NB];
 #pragma unroll

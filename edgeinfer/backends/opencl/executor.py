@@ -20,7 +20,7 @@ import numpy as np
 import pyopencl as cl
 
 from edgeinfer.backends.base import Executable
-from edgeinfer.backends.opencl import program_cache
+from edgeinfer.backends.opencl import parallel_build, program_cache
 from edgeinfer.backends.opencl.memory import GuardedAllocator, use_arena
 from edgeinfer.backends.opencl.plans import device_graph, launch_program, plan_context
 from edgeinfer.backends.opencl.runtime import OpenCLDevice, shared_queue
@@ -96,6 +96,10 @@ class OpenCLExecutable(Executable):
             self.graph = graph = storage_graph(graph)
         align = max(cl_device.mem_base_addr_align // 8, 1)  # bits -> bytes
         rewritten = rewrite_plans(self.records, graph, align, guard_bytes(align))
+        if program_cache.driver_keeps_builds(cl_device) and not overrides and not program_cache.only_cached():
+            # PoCL compiles one program at a time per process: a cold load spreads its compiles over several
+            launches = [launch for record in self.records for launch in (record.plan.launches if record.plan else [])]
+            parallel_build.build_ahead([launch for launch in launches if isinstance(launch, Launch)], graph, device)
         self.redirected = rewritten.redirected  # record index -> the tensor its launch writes instead of its output
         self.own_buffers = rewritten.own_buffers  # planned tensors that get a buffer outside the arena nonetheless
         self.aliases = rewritten.aliases  # zero-copy Concat inputs -> (the Concat's output, byte offset)

@@ -208,7 +208,7 @@ def build_program(
         return _memo[memo_key]
     path = cache_dir() / f"{key}.bin"
     program = _load_binary(context, device, path, options)
-    if program is None and getattr(_cached_only, "active", False) and not is_cached(key, device):
+    if program is None and only_cached() and not is_cached(key, device):
         raise ProgramNotCached(key)
     if program is not None:
         STATS["from_disk"] += 1
@@ -228,6 +228,23 @@ def build_program(
             _store(path, binary)
     _memo[memo_key] = program
     return program
+
+
+def in_memory(context: cl.Context, key: str) -> bool:
+    """Whether this process holds the built program of cache key ``key`` for ``context``."""
+    return (id(context), key) in _memo
+
+
+def only_cached() -> bool:
+    """Whether builds on this thread may only load cached programs (inside :func:`cached_only`)."""
+    return getattr(_cached_only, "active", False)
+
+
+def count_built_elsewhere(programs: int) -> None:
+    """Count ``programs`` that helper processes built for this load (parallel_build) as compiled here, markers only."""
+    STATS["compiled"] += programs
+    STATS["without_binary"] += programs
+    PROGRESS.count += programs
 
 
 def is_cached(key: str, device: cl.Device) -> bool:
