@@ -93,12 +93,17 @@ class BackgroundBuild:
         self._cancelled = False
         self._done = threading.Event()
         self._log = tempfile.TemporaryFile()  # the child's stderr: its last line explains a failure
-        # The child holds a lock file while it builds (if one can be taken: a second build for the pack may run):
-        # what waits for it from outside (benchmarks/first_load.py) sees when it is done, also once detached.
-        lock = _try_lock(program_cache.cache_dir() / f"building-{_pack_device_hash(pack, device)}.lock")
+        # The child holds a lock file while it builds: what waits for it from outside (benchmarks/first_load.py)
+        # sees when it is done, also once detached. Where another process's build holds it already (a second
+        # `edgeinfer run` while the first one's detached build goes on), the child only waits for that build to
+        # end, and this process then loads from the cache it filled, instead of compiling everything twice.
+        lock_path = program_cache.cache_dir() / f"building-{_pack_device_hash(pack, device)}.lock"
+        lock = _try_lock(lock_path)
+        self.waits_for_another = lock is None and _held_elsewhere(lock_path)
+        command = wait_for_lock_command(lock_path) if self.waits_for_another else prepare_command(pack, device)
         try:
-            self._child = subprocess.Popen(prepare_command(pack, device), stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL, stderr=self._log, env=_child_env(),
+            self._child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                           stderr=self._log, env=_child_env(),
                                            pass_fds=() if lock is None else (lock,))  # fmt: skip
         finally:
             if lock is not None:
@@ -109,8 +114,9 @@ class BackgroundBuild:
         self._detached = False
         if program_cache.PROGRESS.mode() != "off":  # one whole line, before the user's output, never updated
             missing = self.needed - self.cached()
+            whose = "another process builds them" if self.waits_for_another else "they build in the background"
             print(f"edgeinfer: first run of this model on {device}: answering from NumPy while {missing} OpenCL"
-                  f" programs build in the background; cached in {program_cache.cache_dir()}",
+                  f" programs are missing and {whose}; cached in {program_cache.cache_dir()}",
                   file=sys.stderr, flush=True)  # fmt: skip
         # The thread reads the pack anew: planning must not share a Graph with the NumPy executable serving runs.
         threading.Thread(target=self._finish, args=(pack, backend), name="edgeinfer-opencl-build", daemon=True).start()
@@ -247,6 +253,31 @@ def _try_lock(path: Path) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def _held_elsewhere(path: Path) -> bool:
+    """Whether another process holds the lock on ``path`` (not: the lock could not be taken at all)."""
+    try:
+        import fcntl
+
+        fd = os.open(path, os.O_RDWR)
+    except (ImportError, OSError):
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False  # free again: the other build has just ended (this process's load finds its programs cached)
+
+
+def wait_for_lock_command(path: Path) -> list[str]:
+    """A child that exits once the lock on ``path`` is free (another process's build of the same pack has ended)."""
+    code = "import fcntl, os, sys; fcntl.flock(os.open(sys.argv[1], os.O_RDWR), fcntl.LOCK_EX)"
+    return [sys.executable, "-c", code, str(path)]
 
 
 def _stop(child: subprocess.Popen) -> None:

@@ -168,3 +168,31 @@ def test_cli_run_answers_and_leaves_the_build_running_or_waits_for_it(pack, tmp_
     assert "first values" in out and err.count("finishing the OpenCL build") == 1
     status = program_status(read_pack(pack), resolve_device("auto")[1])
     assert status.cached == status.needed > 0 and len(children) == 2
+
+
+def test_a_load_while_another_process_builds_the_pack_waits_for_that_build_instead_of_starting_one(pack):
+    """A second `edgeinfer run` during the first one's detached build: no second compile of everything."""
+    import os
+
+    import edgeinfer
+    from edgeinfer import background_build
+    from edgeinfer.backends import resolve_device
+    from edgeinfer.backends.opencl import program_cache
+
+    device = resolve_device("auto")[1]
+    lock_path = program_cache.cache_dir() / f"building-{background_build._pack_device_hash(pack, device)}.lock"
+    held = background_build._try_lock(lock_path)  # this test stands for the other process's build
+    assert held is not None
+    try:
+        session = edgeinfer.Session(pack)
+        build = session._background
+        assert build is not None and build.waits_for_another
+        assert build._child.args == background_build.wait_for_lock_command(lock_path)
+        time.sleep(1.0)
+        assert build._child.poll() is None and not build.done()  # waiting while the other build holds the lock
+        first = session.run(FEEDS)["y"]
+    finally:
+        os.close(held)  # the other build ends
+    assert session.wait_until_ready(timeout=300), session.backend_status
+    assert session.backend == "opencl"
+    assert rel_l2(session.run(FEEDS)["y"], first) < 1e-4
