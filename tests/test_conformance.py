@@ -232,11 +232,9 @@ def backend(request: pytest.FixtureRequest) -> Any:
     return module
 
 
-@pytest.mark.parametrize("case", SELECTION.cases, ids=[c.name for c in SELECTION.cases])
-def test_onnx_node_case(case: TestCase, backend: Any) -> None:
-    """Compile the case's model with edgeinfer, run every data set and compare with ONNX's expected outputs."""
-    if case.name in SKIPS:
-        pytest.skip(SKIPS[case.name])
+def compiled_data_sets(case: TestCase):
+    """Per data set of ``case``: (its model compiled by edgeinfer, the feeds of the graph's inputs, the expected
+    outputs by name)."""
     graph_proto = case.model.graph
     initializers = {t.name for t in graph_proto.initializer}
     input_names = [i.name for i in graph_proto.input if i.name not in initializers]
@@ -245,9 +243,18 @@ def test_onnx_node_case(case: TestCase, backend: Any) -> None:
         feeds = {name: as_array(x) for name, x in zip(input_names, inputs)}
         model = bake_constant_operands(case.model, feeds)
         graph = compile_model(model, {i.name: feeds[i.name].shape for i in model.graph.input if i.name in feeds})
-        results = backend.prepare(graph).run({name: feeds[name] for name in graph.inputs})
-        for name, want in zip(output_names, expected):
-            assert_output_matches(name, np.asarray(results[name]), as_array(want))
+        yield graph, {name: feeds[name] for name in graph.inputs}, dict(zip(output_names, map(as_array, expected)))
+
+
+@pytest.mark.parametrize("case", SELECTION.cases, ids=[c.name for c in SELECTION.cases])
+def test_onnx_node_case(case: TestCase, backend: Any) -> None:
+    """Compile the case's model with edgeinfer, run every data set and compare with ONNX's expected outputs."""
+    if case.name in SKIPS:
+        pytest.skip(SKIPS[case.name])
+    for graph, feeds, expected in compiled_data_sets(case):
+        results = backend.prepare(graph).run(feeds)
+        for name, want in expected.items():
+            assert_output_matches(name, np.asarray(results[name]), want)
 
 
 # Half storage (fp16 packs on GPUs, docs/fp16.md): every float tensor is rounded to half between kernels, so floats
@@ -272,22 +279,15 @@ def test_onnx_node_case_with_half_storage(case: TestCase, gpu_on_pocl) -> None:
     tests above."""
     if case.name in SKIPS or case.name in HALF_SKIPS:
         pytest.skip(SKIPS.get(case.name) or HALF_SKIPS[case.name])
-    graph_proto = case.model.graph
-    initializers = {t.name for t in graph_proto.initializer}
-    input_names = [i.name for i in graph_proto.input if i.name not in initializers]
-    output_names = [o.name for o in graph_proto.output]
-    for inputs, expected in case.data_sets:
-        feeds = {name: as_array(x) for name, x in zip(input_names, inputs)}
-        model = bake_constant_operands(case.model, feeds)
-        graph = compile_model(model, {i.name: feeds[i.name].shape for i in model.graph.input if i.name in feeds})
+    for graph, feeds, expected in compiled_data_sets(case):
         graph.metadata["precision"] = "fp16"
         executable = gpu_on_pocl(graph)
         assert executable.half_storage
         if not any(row["placement"] == "device" for row in executable.explain()):
             pytest.skip("no node of this case runs on the device")
-        results = executable.run({name: feeds[name] for name in graph.inputs})
-        for name, want in zip(output_names, expected):
-            got, want = np.asarray(results[name]), as_array(want)
+        results = executable.run(feeds)
+        for name, want in expected.items():
+            got = np.asarray(results[name])
             assert got.dtype == want.dtype and got.shape == want.shape, (name, got.dtype, got.shape)
             if want.dtype.kind == "f":
                 np.testing.assert_allclose(got, want, *HALF_TOLERANCE, err_msg=f"output {name!r}")

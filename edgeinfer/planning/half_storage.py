@@ -95,9 +95,15 @@ def storage_graph(graph: Graph) -> Graph:
     return stored
 
 
+def stored_dtype(dtype: np.dtype | str, half: bool) -> np.dtype:
+    """The dtype a tensor of ``dtype`` has in device memory: float16 for float32 under half storage."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.float16) if half and dtype == np.float32 else dtype
+
+
 def stored_constant(array: np.ndarray) -> np.ndarray:
     """A constant graph tensor as half storage uploads it."""
-    return array.astype(np.float16) if array.dtype == np.float32 else array
+    return array.astype(stored_dtype(array.dtype, True), copy=False)
 
 
 def float_tensor_names(graph: Graph) -> set[str]:

@@ -43,6 +43,7 @@ from edgeinfer.pipelines.resample_plan import (
     plan_frame,
 )
 from edgeinfer.planning.context import local_size
+from edgeinfer.planning.half_storage import stored_dtype
 
 
 class CudaPreprocessor:
@@ -54,7 +55,7 @@ class CudaPreprocessor:
         self.info, self.device, self.stream = info, device, stream
         self.shape, self.dtype = self.tensor.shape, self.tensor.dtype
         # half: the tensor is written as half (an fp16 pack's executable stores float tensors so, half_storage.py)
-        self.stored = np.dtype(np.float16) if half and self.dtype == np.float32 else self.dtype
+        self.stored = stored_dtype(self.dtype, half)
         self.nbytes = int(np.prod(self.shape)) * self.stored.itemsize
         defines = {"OUT_FLOAT": int(self.dtype == np.float32)} | ({"DATA_HALF": 1} if self.stored == np.float16 else {})
         source = program_source("preprocess", defines)

@@ -34,6 +34,7 @@ from edgeinfer.pipelines.resample_plan import (
     plan_frame,
 )
 from edgeinfer.planning.context import local_size
+from edgeinfer.planning.half_storage import stored_dtype
 from edgeinfer.planning.templates import template_source
 
 MF = cl.mem_flags
@@ -54,7 +55,7 @@ class DevicePreprocessor:
         device = queue.device
         self.shape, self.dtype = self.tensor.shape, self.tensor.dtype
         # half: the tensor is written as half (an fp16 pack's executable stores float tensors so, half_storage.py)
-        self.stored = np.dtype(np.float16) if half and self.dtype == np.float32 else self.dtype
+        self.stored = stored_dtype(self.dtype, half)
         self.nbytes = int(np.prod(self.shape)) * self.stored.itemsize
         key = device_key or make_device_key(device.platform, device)
         program = program_cache.build_program(
