@@ -1,6 +1,6 @@
 """Cost-model search versus random search on the same budget (issue 15's evidence).
 
-    python benchmarks/tuner_search.py measure PACK... --device opencl --workloads 4 --out spaces.json
+    python benchmarks/tuner_search.py measure PACK... --device opencl --workloads 4 --out spaces.json [--local 1,1,1]
     python benchmarks/tuner_search.py simulate spaces.json [more.json] --plot docs/tuner_search.png
 
 ``measure`` times *every* config of the knob spaces of the K costliest tunable workloads of the packs (by the
@@ -72,7 +72,8 @@ def measure_spaces(args: argparse.Namespace) -> None:
             per_template[item[1].template] = per_template.get(item[1].template, 0) + 1
     spaces = []
     for default_ms, task, ctx in chosen:
-        candidates = knob_candidates(task, ctx)
+        local = [int(v) for v in args.local.split(",")] if args.local else None
+        candidates = [c for c in knob_candidates(task, ctx) if local is None or c.get("local", local) == local]
         print(f"{task.template} {task.signature}: default {default_ms:.4f} ms, {len(candidates)} configs", flush=True)
         rows = []
         for config in candidates:
@@ -199,6 +200,7 @@ def main() -> None:
     m.add_argument("--templates", default="gemm,conv2d,depthwise,pw16,direct16,dw16,sep16")
     m.add_argument("--repeat", type=int, default=5)
     m.add_argument("--out", default="spaces.json")
+    m.add_argument("--local", help="measure only the configs of this work-group shape, e.g. 1,1,1 (what CPUs run)")
     s = sub.add_parser("simulate")
     s.add_argument("spaces", nargs="+")
     s.add_argument("--seeds", type=int, default=20)
