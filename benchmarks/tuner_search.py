@@ -4,7 +4,8 @@
     python benchmarks/tuner_search.py simulate spaces.json [more.json] --plot docs/tuner_search.png
 
 ``measure`` times *every* config of the knob spaces of the K costliest tunable workloads of the packs (by the
-default config's time; at most ``--per-template`` of each template) on the device, checked against the NumPy
+default config's time; at most ``--per-template`` of each template) on the device (in ``--rounds`` whole passes
+over each space, each config's median kept), checked against the NumPy
 reference like any tuning trial, and writes them to JSON. ``simulate`` then replays searches on those tables,
 many seeds each, so that every strategy meets exactly the same measurements (no machine noise between strategies):
 
@@ -14,6 +15,9 @@ many seeds each, so that every strategy meets exactly the same measurements (no 
 - ``model+transfer``: the same, warm-started with 16 random records of each *other* workload of the same
   template and device in the file (what a tuning run has once it tuned a pack's earlier layers with --trials 16);
   never a record of the workload searched.
+- ``model+family``: transfer, plus what the tuner also learns from on a new device: the shipped tables of the
+  *other* devices of its family (their winners and times, at the weight of another device; tuner.py
+  ``_training_samples``). Never the device's own table, which holds the answers.
 
 A replay sees a config's time only once the search "measures" it. ``--local 1,1,1`` keeps the configs of that
 work-group shape (and those without one): what CPUs are offered since work-groups of one (RESULTS 6d).
@@ -44,7 +48,8 @@ from edgeinfer.tuning.search import SearchState, search  # noqa: E402
 
 WITHIN = 1.05
 TRANSFER_TRIALS = 16  # records per other workload in the transfer variant (a tuning run's --trials)
-STRATEGIES = ("random", "model", "model+transfer")
+STRATEGIES = ("random", "model", "model+transfer", "model+family")
+FAMILIES = {"portable-computing-language-": "portable-computing-language-cpu", "nvidia-cuda-": "nvidia-cuda-gpu"}
 
 
 def measure_spaces(args: argparse.Namespace) -> None:
@@ -75,10 +80,16 @@ def measure_spaces(args: argparse.Namespace) -> None:
         local = [int(v) for v in args.local.split(",")] if args.local else None
         candidates = [c for c in knob_candidates(task, ctx) if local is None or c.get("local", local) == local]
         print(f"{task.template} {task.signature}: default {default_ms:.4f} ms, {len(candidates)} configs", flush=True)
-        rows = []
-        for config in candidates:
-            result = measurer.measure(task, config)
-            rows.append({"config": config, "ms": result.ms, "error": result.error})
+        rows = [{"config": config, "rounds": [], "error": ""} for config in candidates]
+        for _ in range(args.rounds):  # whole passes over the space: drift on a shared machine hits every config
+            for row in rows:
+                if row["error"]:
+                    continue
+                result = measurer.measure(task, row["config"])
+                row["rounds"].append(result.ms)
+                row["error"] = result.error if result.ms is None else ""
+        for row in rows:
+            row["ms"] = None if row["error"] else statistics.median(row["rounds"])
         valid = [r["ms"] for r in rows if r["ms"] is not None]
         print(f"  valid {len(valid)}, best {min(valid):.4f} ms, median {statistics.median(valid):.4f} ms", flush=True)
         spaces.append({"template": task.template, "workload": task.workload, "default_ms": default_ms, "rows": rows,
@@ -91,8 +102,11 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
     searches stop after ``max_trials``: refitting the trees for every batch is what costs time here)."""
     lookup = {config_key(r["config"]): r for r in space["rows"]}
     configs = [r["config"] for r in space["rows"]]
-    samples = []
-    if strategy == "model+transfer":  # what a tuning run has of its earlier workloads: TRANSFER_TRIALS each
+    samples = family_samples(space) if strategy == "model+family" else []
+    if strategy in (
+        "model+transfer",
+        "model+family",
+    ):  # what a tuning run has of its earlier workloads: TRANSFER_TRIALS each
         pick = random.Random(seed + 1)
         for other in others:
             if other["template"] == space["template"]:
@@ -116,6 +130,26 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
     state = SearchState(space["workload"], space["device_key"])
     search(state, configs, measure, budget, strategy=kind, samples=samples, rng=rng, model=model)
     return curve
+
+
+def family_samples(space: dict) -> list[Sample]:
+    """The shipped tables of the other devices of ``space``'s family: the template's winners, as tuner.py's
+    ``_training_samples`` gives them to the cost model (ranked alone, at the weight of another device)."""
+    from edgeinfer.tuned_configs import family_tables
+    from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT
+    from edgeinfer.tuning.tuner import TABLE_APIS
+
+    family = next((f for prefix, f in FAMILIES.items() if space["device_key"].startswith(prefix)), None)
+    samples = []
+    for api in TABLE_APIS if family else ():
+        for table in family_tables(api, family):
+            if table.device_key == space["device_key"]:
+                continue
+            for entry in table.entries.get(space["template"], {}).values():
+                if entry.get("time_ms"):
+                    samples.append(Sample(entry["workload"], entry["config"], float(entry["time_ms"]),
+                                          OTHER_DEVICE_WEIGHT, f"table:{api}:{table.device_key}"))  # fmt: skip
+    return samples
 
 
 def keep_local(space: dict, local: list[int] | None) -> dict:
@@ -198,7 +232,8 @@ def main() -> None:
     m.add_argument("--workloads", type=int, default=4)
     m.add_argument("--per-template", type=int, default=2, help="at most this many workloads of one template")
     m.add_argument("--templates", default="gemm,conv2d,depthwise,pw16,direct16,dw16,sep16")
-    m.add_argument("--repeat", type=int, default=5)
+    m.add_argument("--repeat", type=int, default=5, help="timed runs per measurement (their median)")
+    m.add_argument("--rounds", type=int, default=1, help="passes over each space; a config's time is their median")
     m.add_argument("--out", default="spaces.json")
     m.add_argument("--local", help="measure only the configs of this work-group shape, e.g. 1,1,1 (what CPUs run)")
     s = sub.add_parser("simulate")
