@@ -31,6 +31,12 @@ class IsaClass:
     lanes: int
     registers: int
 
+    @property
+    def has_fma(self) -> bool:
+        """Whether the class has a fused multiply-add instruction (AVX2 implies FMA3 here: host_isa demands both;
+        AVX-only and SSE CPUs have none, and OpenCL's exact fma() is then emulated in software)."""
+        return self.name not in ("avx", "sse")
+
 
 ISA_CLASSES = {
     "avx512": IsaClass("avx512", 16, 32),

@@ -267,7 +267,7 @@ def test_every_blocked_kernel_variant_matches_numpy(case, block, monkeypatch):
     config through the tuner's overrides."""
     from edgeinfer.backends import opencl
 
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 0)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 0)
     force_block(monkeypatch, block)
 
     kind, c, co, h, w, attrs, config, batch, residual = case
@@ -363,11 +363,29 @@ def test_separable_pairs_fuse_into_one_node():
 
 def test_separable_pairs_stay_apart_when_the_output_is_wide_or_read_twice(monkeypatch):
     wide, _ = separable_graph(16, 40, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False)
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 32)  # 40 channels: 3 output blocks
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 2)  # 40 channels: 3 output blocks
     assert not any(node.op == layout.SEPARABLE for node in layout.apply(wide).nodes)
-    monkeypatch.setattr(layout, "SEPARABLE_MAX_CHANNELS", 64)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 4)
     shared, _ = separable_graph(16, 16, 6, 6, {"pads": [1, 1, 1, 1]}, 1, False, extra_reader=True)
     assert not any(node.op == layout.SEPARABLE for node in layout.apply(shared).nodes)
+
+
+@needs_device
+def test_cpus_without_fma_multiply_and_add(monkeypatch):
+    """On an ISA class without FMA (SSE, AVX-only) programs get HAS_FMA=0, so common.cl's MAC multiplies and adds
+    instead of calling the exact fma() that PoCL emulates in software (MobileNetV2 on the SSE stand-in: 478 -> 53
+    ms); the kernels still match NumPy that way. Classes with FMA keep fma()."""
+    from edgeinfer.backends.opencl.runtime import build_flags, select_device
+    from edgeinfer.cpu_isa import ISA_ENV
+
+    cl_device = select_device(DEVICE.spec).device
+    for isa, no_fma in (("sse", True), ("avx", True), ("avx2", False), ("avx512", False)):
+        monkeypatch.setenv(ISA_ENV, isa)
+        assert ("-DHAS_FMA=0" in build_flags(cl_device).split()) == no_fma or cl_device.type & cl.device_type.GPU
+    monkeypatch.setenv(ISA_ENV, "sse")
+    for case in (CASES[1], CASES[3], CASES[7]):  # pw, direct, dw at block 4
+        test_every_blocked_kernel_variant_matches_numpy(case, 4, monkeypatch)
+    test_separable_kernel_variants_match_numpy(SEPARABLE_CASES[1], 4, monkeypatch)
 
 
 # (C, Co, H, W, depthwise attrs, config, batch, residual): partial pixel tiles, padded input channels, ragged NB
@@ -387,6 +405,7 @@ def test_separable_kernel_variants_match_numpy(case, block, monkeypatch):
     from edgeinfer.backends import opencl
 
     force_block(monkeypatch, block)
+    monkeypatch.setattr(layout, "SEPARABLE_MAX_BLOCKS", 16)  # every case fused at every block (64 channels at 4)
     c, co, h, w, dw_attrs, config, batch, residual = case
     graph, feeds = separable_graph(c, co, h, w, dw_attrs, batch, residual)
     expected = numpy_backend.prepare(graph).run(feeds)["y"]

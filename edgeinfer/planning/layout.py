@@ -41,9 +41,11 @@ TO_BLOCKED, FROM_BLOCKED = "ToBlocked", "FromBlocked"  # attrs: "block" (to), "c
 # A blocked depthwise Conv and the blocked 1x1 Conv that alone reads it, as one node (blocked.cl conv_sep_blocked).
 # Inputs: X, depthwise W and B, pointwise W and B, Z; attrs: each part's name and attributes.
 SEPARABLE = "SeparableConvBlocked"
-# Fuse a pair only if the 1x1 conv has at most this many output channels: each group of NB output blocks
-# recomputes the depthwise part, which stops paying for wide outputs (measured at block 16: 4 blocks).
-SEPARABLE_MAX_CHANNELS = 64
+# Fuse a pair only if the 1x1 conv has at most this many output blocks: each group of NB output blocks recomputes
+# the depthwise part, which stops paying for wide outputs. Measured at block 16 (4 blocks, 64 channels) and at
+# block 8 on AVX2, where 8 blocks (the old limit of 64 channels) cost MobileNetV2 4% and YOLOX-nano 11%
+# (RESULTS 1m): AVX2's register budget allows only NB <= 2, so 8 blocks meant four depthwise passes.
+SEPARABLE_MAX_BLOCKS = 4
 # Overrides the per-device choice: "nchw" (plain), "blocked" (the device's block), "nchw4c", "nchw8c", "nchw16c".
 LAYOUT_ENV = "EDGEINFER_OPENCL_LAYOUT"
 
@@ -315,7 +317,7 @@ def _finite_at_zero(activation: str | None) -> bool:
 
 def fuse_separable(nodes: list[Node], graph: Graph, block: int) -> list[Node]:
     """``nodes`` (the blocked graph's) with each blocked depthwise Conv whose output only a blocked 1x1 Conv of at
-    most SEPARABLE_MAX_CHANNELS output channels (counted in whole blocks) reads merged into that conv: one SEPARABLE
+    most SEPARABLE_MAX_BLOCKS output channel blocks reads merged into that conv: one SEPARABLE
     node at the 1x1 conv's place, the depthwise output gone from the graph. (A blocked tensor that is a graph output
     has a second reader, its conversion back to NCHW, so it is never fused away.)"""
     producers = {node.outputs[0]: node for node in nodes if node.outputs}
@@ -331,7 +333,7 @@ def fuse_separable(nodes: list[Node], graph: Graph, block: int) -> list[Node]:
         weights = graph.constants[node.inputs[1]]
         dw = producers.get(node.inputs[0])
         if (kernel_kind(weights, node.attrs) != "pointwise"
-                or blocks(weights.shape[0], block) * block > SEPARABLE_MAX_CHANNELS
+                or blocks(weights.shape[0], block) > SEPARABLE_MAX_BLOCKS
                 or dw is None or dw.op != "Conv" or LAYOUT_ATTR not in dw.attrs or readers[dw.outputs[0]] != 1
                 or (len(dw.inputs) > 3 and dw.inputs[3])
                 or kernel_kind(graph.constants[dw.inputs[1]], dw.attrs) != "depthwise"

@@ -69,7 +69,7 @@
         _Pragma("unroll") for (int t = 0; t < TP; ++t) {                                    \
             if (COND(t)) {                                                                  \
                 const floatB xb = (floatB)(xs[t * XS]);                                   \
-                _Pragma("unroll") for (int j = 0; j < NB; ++j) acc[j][t] = fma(xb, wv[j], acc[j][t]); \
+                _Pragma("unroll") for (int j = 0; j < NB; ++j) acc[j][t] = MAC(xb, wv[j], acc[j][t]); \
             }                                                                               \
         }                                                                                   \
     }
@@ -176,7 +176,7 @@ __kernel void conv_direct_blocked(__global const float *restrict X, __global con
                             const floatB xb = (floatB)(row[(ix0 + t * SW + kw * DW) * XS]);
 #pragma unroll
                             for (int j = 0; j < NB; ++j)
-                                acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                                acc[j][t] = MAC(xb, wv[j], acc[j][t]);
                         }
                     } else {
 #pragma unroll
@@ -186,7 +186,7 @@ __kernel void conv_direct_blocked(__global const float *restrict X, __global con
                                 const floatB xb = (floatB)(row[ix * XS]);
 #pragma unroll
                                 for (int j = 0; j < NB; ++j)
-                                    acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                                    acc[j][t] = MAC(xb, wv[j], acc[j][t]);
                             }
                         }
                     }
@@ -252,7 +252,7 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int t = 0; t < TW; ++t) {
                             const int kw = i - t * SW;
                             if (kw >= 0 && kw < KW)
-                                acc[t] = fma(w[kh * KW + kw], x, acc[t]);
+                                acc[t] = MAC(w[kh * KW + kw], x, acc[t]);
                         }
                     }
                 } else {
@@ -262,7 +262,7 @@ __kernel void conv_dw_blocked(__global const float *restrict X, __global const f
                         for (int kw = 0; kw < KW; ++kw) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                acc[t] = fma(w[kh * KW + kw], vloadB(ix, row), acc[t]);
+                                acc[t] = MAC(w[kh * KW + kw], vloadB(ix, row), acc[t]);
                         }
                 }
             }
@@ -317,7 +317,7 @@ __kernel void conv_sep_blocked(__global const float *restrict X, __global const 
                         for (int t = 0; t < TP; ++t) {
                             const int kw = i - t * SW;
                             if (kw >= 0 && kw < KW)
-                                d[t] = fma(wv[kw], xv, d[t]);
+                                d[t] = MAC(wv[kw], xv, d[t]);
                         }
                     }
                 } else {
@@ -327,7 +327,7 @@ __kernel void conv_sep_blocked(__global const float *restrict X, __global const 
                         for (int t = 0; t < TP; ++t) {
                             const int ix = ix0 + t * SW + kw * DW;
                             if (t < np && ix >= 0 && ix < W)
-                                d[t] = fma(wv[kw], vloadB(ix, row), d[t]);
+                                d[t] = MAC(wv[kw], vloadB(ix, row), d[t]);
                         }
                 }
             }
@@ -350,7 +350,7 @@ __kernel void conv_sep_blocked(__global const float *restrict X, __global const 
                     const floatB xb = (floatB)(lanes[t][l]);
 #pragma unroll
                     for (int j = 0; j < NB; ++j)
-                        acc[j][t] = fma(xb, wv[j], acc[j][t]);
+                        acc[j][t] = MAC(xb, wv[j], acc[j][t]);
                 }
             }
         }

@@ -4,6 +4,16 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
+// The multiply-accumulate of every conv and GEMM inner loop. OpenCL's fma() must round once, so on a CPU without an
+// FMA instruction (SSE-only x86 such as Atom/Celeron edge boxes, Sandy/Ivy Bridge AVX) PoCL emulates it in software:
+// 2.5-4.5x slower than a multiply and an add (measured on PoCL 3.1, benchmarks/RESULTS.md 1m). The host defines
+// HAS_FMA=0 for those ISA classes (runtime.build_flags); everywhere else fma() is one instruction.
+#if defined(HAS_FMA) && !HAS_FMA
+#define MAC(a, b, c) ((a) * (b) + (c))
+#else
+#define MAC(a, b, c) fma((a), (b), (c))
+#endif
+
 // Tensor storage: every tensor a kernel reads or writes as data (activations, weights, biases) is a `data_t` array.
 // In fp32 that is float; in an fp16 pack on a GPU (DATA_HALF) it is half, and only the storage is: LD and LOADN
 // widen to float as they load, ST and STOREN round to the nearest half as they store, and all arithmetic and
@@ -94,7 +104,7 @@ HALF_LANES(16)
             b_[j_] = Bs[kk_][tx + j_ * WN];                          \
         for (int i_ = 0; i_ < TM; ++i_)                              \
             for (int j_ = 0; j_ < TN; ++j_)                          \
-                acc[i_][j_] = fma(a_[i_], b_[j_], acc[i_][j_]);      \
+                acc[i_][j_] = MAC(a_[i_], b_[j_], acc[i_][j_]);      \
     }
 
 // Stores v (a vector of type T with WIDTH lanes) at Y + at after the fused epilogue: whole when valid == WIDTH,
@@ -148,50 +158,50 @@ HALF_LANES(16)
 // instead made the GEMM 1.7x slower on PoCL (150 vs 260 GFLOP/s at 16x16 tiles).
 #ifdef TM
 #if TM == 1
-#define FMA_ROWS(acc, p, x) acc[0] = fma((VEC)(LD(p, 0)), x, acc[0]);
+#define FMA_ROWS(acc, p, x) acc[0] = MAC((VEC)(LD(p, 0)), x, acc[0]);
 #else
 #if TM == 2
 #define FMA_ROWS(acc, p, x) \
     { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
-    acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
-    acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); }
+    acc[0] = MAC((VEC)(tile_w.s0), x, acc[0]); \
+    acc[1] = MAC((VEC)(tile_w.s1), x, acc[1]); }
 #elif TM == 4
 #define FMA_ROWS(acc, p, x) \
     { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
-    acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
-    acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
-    acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \
-    acc[3] = fma((VEC)(tile_w.s3), x, acc[3]); }
+    acc[0] = MAC((VEC)(tile_w.s0), x, acc[0]); \
+    acc[1] = MAC((VEC)(tile_w.s1), x, acc[1]); \
+    acc[2] = MAC((VEC)(tile_w.s2), x, acc[2]); \
+    acc[3] = MAC((VEC)(tile_w.s3), x, acc[3]); }
 #elif TM == 8
 #define FMA_ROWS(acc, p, x) \
     { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
-    acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
-    acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
-    acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \
-    acc[3] = fma((VEC)(tile_w.s3), x, acc[3]); \
-    acc[4] = fma((VEC)(tile_w.s4), x, acc[4]); \
-    acc[5] = fma((VEC)(tile_w.s5), x, acc[5]); \
-    acc[6] = fma((VEC)(tile_w.s6), x, acc[6]); \
-    acc[7] = fma((VEC)(tile_w.s7), x, acc[7]); }
+    acc[0] = MAC((VEC)(tile_w.s0), x, acc[0]); \
+    acc[1] = MAC((VEC)(tile_w.s1), x, acc[1]); \
+    acc[2] = MAC((VEC)(tile_w.s2), x, acc[2]); \
+    acc[3] = MAC((VEC)(tile_w.s3), x, acc[3]); \
+    acc[4] = MAC((VEC)(tile_w.s4), x, acc[4]); \
+    acc[5] = MAC((VEC)(tile_w.s5), x, acc[5]); \
+    acc[6] = MAC((VEC)(tile_w.s6), x, acc[6]); \
+    acc[7] = MAC((VEC)(tile_w.s7), x, acc[7]); }
 #elif TM == 16
 #define FMA_ROWS(acc, p, x) \
     { const CAT(float, TM) tile_w = LOADN(TM, 0, p); \
-    acc[0] = fma((VEC)(tile_w.s0), x, acc[0]); \
-    acc[1] = fma((VEC)(tile_w.s1), x, acc[1]); \
-    acc[2] = fma((VEC)(tile_w.s2), x, acc[2]); \
-    acc[3] = fma((VEC)(tile_w.s3), x, acc[3]); \
-    acc[4] = fma((VEC)(tile_w.s4), x, acc[4]); \
-    acc[5] = fma((VEC)(tile_w.s5), x, acc[5]); \
-    acc[6] = fma((VEC)(tile_w.s6), x, acc[6]); \
-    acc[7] = fma((VEC)(tile_w.s7), x, acc[7]); \
-    acc[8] = fma((VEC)(tile_w.s8), x, acc[8]); \
-    acc[9] = fma((VEC)(tile_w.s9), x, acc[9]); \
-    acc[10] = fma((VEC)(tile_w.sa), x, acc[10]); \
-    acc[11] = fma((VEC)(tile_w.sb), x, acc[11]); \
-    acc[12] = fma((VEC)(tile_w.sc), x, acc[12]); \
-    acc[13] = fma((VEC)(tile_w.sd), x, acc[13]); \
-    acc[14] = fma((VEC)(tile_w.se), x, acc[14]); \
-    acc[15] = fma((VEC)(tile_w.sf), x, acc[15]); }
+    acc[0] = MAC((VEC)(tile_w.s0), x, acc[0]); \
+    acc[1] = MAC((VEC)(tile_w.s1), x, acc[1]); \
+    acc[2] = MAC((VEC)(tile_w.s2), x, acc[2]); \
+    acc[3] = MAC((VEC)(tile_w.s3), x, acc[3]); \
+    acc[4] = MAC((VEC)(tile_w.s4), x, acc[4]); \
+    acc[5] = MAC((VEC)(tile_w.s5), x, acc[5]); \
+    acc[6] = MAC((VEC)(tile_w.s6), x, acc[6]); \
+    acc[7] = MAC((VEC)(tile_w.s7), x, acc[7]); \
+    acc[8] = MAC((VEC)(tile_w.s8), x, acc[8]); \
+    acc[9] = MAC((VEC)(tile_w.s9), x, acc[9]); \
+    acc[10] = MAC((VEC)(tile_w.sa), x, acc[10]); \
+    acc[11] = MAC((VEC)(tile_w.sb), x, acc[11]); \
+    acc[12] = MAC((VEC)(tile_w.sc), x, acc[12]); \
+    acc[13] = MAC((VEC)(tile_w.sd), x, acc[13]); \
+    acc[14] = MAC((VEC)(tile_w.se), x, acc[14]); \
+    acc[15] = MAC((VEC)(tile_w.sf), x, acc[15]); }
 #endif
 #endif
 #endif

@@ -50,7 +50,7 @@ __kernel void conv2d(__global const data_t *restrict X, int x_off, __global cons
 #if BCAST  // each weight broadcast from memory (gemm.cl gemm_bcast): no lane swizzles, any TM
 #pragma unroll
                 for (int i = 0; i < TM; ++i)
-                    acc[i] = fma((VEC)(LD(wk, kw * TM + i)), x, acc[i]);
+                    acc[i] = MAC((VEC)(LD(wk, kw * TM + i)), x, acc[i]);
 #else
                 FMA_ROWS(acc, wk + kw * TM, x)
 #endif

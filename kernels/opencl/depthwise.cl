@@ -28,7 +28,7 @@
             {                                                                                   \
                 const int dy_ = r_ - t_ * SH;                                                   \
                 if (dy_ >= 0 && dy_ % DH == 0 && dy_ / DH < KH)                                 \
-                    acc[t_] = fma((VEC)((w)[(dy_ / DH) * KW + kw_]), x_, acc[t_]);              \
+                    acc[t_] = MAC((VEC)((w)[(dy_ / DH) * KW + kw_]), x_, acc[t_]);              \
             }                                                                                   \
         }                                                                                       \
     }
@@ -141,7 +141,7 @@ __kernel void depthwise_flat(__global const data_t *restrict X, int x_off, __glo
 #pragma unroll
             for (int kw = 0; kw < KW; ++kw) {
                 const VEC tap = LOADN(TN, 0, x + (kh * DH - pad_t) * W + (kw * DW - pad_l));
-                acc = fma((VEC)(LD(w, kh * KW + kw)), select((VEC)(0.0f), tap, keep[kh * KW + kw]), acc);
+                acc = MAC((VEC)(LD(w, kh * KW + kw)), select((VEC)(0.0f), tap, keep[kh * KW + kw]), acc);
             }
         store_block(acc, Y + (size_t)nc * plane, Z + (size_t)nc * plane, first, valid, has_z, act, p0, p1);
     }

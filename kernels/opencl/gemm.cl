@@ -61,7 +61,7 @@
         const VEC w = LOADN(VW, 0, a + (size_t)(k) * TM);           \
         __global const data_t *b = B + (size_t)(k) * N;             \
         for (int j = 0; j < TN; ++j)                                \
-            acc[j] = fma(w, (VEC)(LD(b, j)), acc[j]);               \
+            acc[j] = MAC(w, (VEC)(LD(b, j)), acc[j]);               \
     }
 
 #if defined(RG)
@@ -85,7 +85,7 @@ __kernel void gemm_reduce(__global const data_t *restrict A, __global const data
     for (int n = 0; n < N; ++n) {
         float sum = 0.0f;
         for (int k = lid; k < K; k += RG)
-            sum = fma(LD(a, k), LD(B, (size_t)k * N + n), sum);
+            sum = MAC(LD(a, k), LD(B, (size_t)k * N + n), sum);
         partial[lid] = sum;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int step = RG / 2; step > 0; step /= 2) {
@@ -178,7 +178,7 @@ __kernel void gemm_bcast(__global const data_t *restrict A, __global const data_
             const float16 w = (float16)(LD(a, k * TM + i));
 #pragma unroll
             for (int v = 0; v < NV; ++v)
-                acc[i][v] = fma(w, x[v], acc[i][v]);
+                acc[i][v] = MAC(w, x[v], acc[i][v]);
         }
     }
 

@@ -16,7 +16,7 @@ import pyopencl as cl
 
 from edgeinfer.backends.base import DeviceInfo
 from edgeinfer.backends.opencl.program_cache import captured_compiler_output
-from edgeinfer.cpu_isa import host_isa, pocl_isa
+from edgeinfer.cpu_isa import host_isa, isa_class, pocl_isa
 from edgeinfer.errors import DeviceError
 from edgeinfer.tuned_configs import sanitize_key
 
@@ -53,14 +53,21 @@ def shared_queue(context: cl.Context, profiling: bool = False) -> cl.CommandQueu
 
 
 def build_flags(device: cl.Device) -> str:
-    """Compiler options every program of the backend gets on ``device``: correctly rounded single-precision
-    division and sqrt where the device offers them. OpenCL allows 2.5 ulp for ``x / y`` by default and NVIDIA's
-    compiler takes it: QuantizeLinear's ``rint(x / scale)`` then rounds some values near a half the other way
-    than the ONNX definition (and NumPy). Measured on the H100: the QDQ MobileNetV2's uint8 output at rel L2
-    0.124 from onnxruntime (basic) and the NumPy backend without the option, bit-exact with it."""
+    """Compiler options every program of the backend gets on ``device``:
+
+    - correctly rounded single-precision division and sqrt where the device offers them. OpenCL allows 2.5 ulp for
+      ``x / y`` by default and NVIDIA's compiler takes it: QuantizeLinear's ``rint(x / scale)`` then rounds some
+      values near a half the other way than the ONNX definition (and NumPy). Measured on the H100: the QDQ
+      MobileNetV2's uint8 output at rel L2 0.124 from onnxruntime (basic) and the NumPy backend without the
+      option, bit-exact with it;
+    - ``HAS_FMA=0`` on a CPU whose ISA class has no fused multiply-add (common.cl's MAC then multiplies and adds:
+      the exact fma() would be emulated in software). PoCL reports CL_FP_FMA either way, so the class decides."""
+    flags = []
     if device.single_fp_config & cl.device_fp_config.CORRECTLY_ROUNDED_DIVIDE_SQRT:
-        return "-cl-fp32-correctly-rounded-divide-sqrt"
-    return ""
+        flags.append("-cl-fp32-correctly-rounded-divide-sqrt")
+    if not isa_class(device_isa(device.platform, device)).has_fma:
+        flags.append("-DHAS_FMA=0")
+    return " ".join(flags)
 
 
 def device_key(platform: cl.Platform, device: cl.Device) -> str:
