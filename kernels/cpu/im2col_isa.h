@@ -20,6 +20,30 @@ static inline __attribute__((always_inline)) TARGET void ISA(im2col_copy)(float 
         for (int64_t k = 0; k < n; k++) dst[k * ct] = src[k * xc];
 }
 
+/* n floats from every other float of src to dst (the channel-major rows of a stride-2 conv: the stems): two vector
+ * loads and a shuffle per VL outputs where the loads stay before src's last float */
+#if VL == 16
+#define IM2COL_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#elif VL == 8
+#define IM2COL_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#else
+#define IM2COL_EVEN 0, 2, 4, 6
+#endif
+static inline __attribute__((always_inline)) TARGET void ISA(im2col_copy_even)(float *dst, const float *src, int64_t n) {
+    typedef float vfu __attribute__((vector_size(VL * 4), aligned(4)));
+    int64_t j = 0;
+    for (; j + VL < n; j += VL) { /* (reads src[2 * j] .. src[2 * (j + VL) - 1], before src[2 * (n - 1)]) */
+        const ISA(vf) lo = *(const vfu *)(src + 2 * j), hi = *(const vfu *)(src + 2 * j + VL);
+#if defined(__clang__)
+        *(vfu *)(dst + j) = __builtin_shufflevector(lo, hi, IM2COL_EVEN);
+#else
+        *(vfu *)(dst + j) = __builtin_shuffle(lo, hi, (ISA(vi)){IM2COL_EVEN});
+#endif
+    }
+    for (; j < n; j++) dst[j] = src[2 * j];
+}
+#undef IM2COL_EVEN
+
 /* n floats of v to dst (stride ct) */
 static inline __attribute__((always_inline)) TARGET void ISA(im2col_fill)(float *dst, int64_t ct, int64_t n, float v) {
     for (int64_t k = 0; k < n; k++) dst[k * ct] = v;
@@ -79,8 +103,11 @@ static TARGET void ISA(im2col_channel_major)(const float *x, int64_t xc, float *
                         continue;
                     }
                     ISA(im2col_fill)(d, yp, jl, 0.0f);
-                    ISA(im2col_copy)(d + jl * yp, yp, x + r * xr + (jl * sw - pl + b * dw) * xp + k * xc, sw * xp,
-                                     jh - jl);
+                    const float *s = x + r * xr + (jl * sw - pl + b * dw) * xp + k * xc;
+                    if (yp == 1 && sw * xp == 2)
+                        ISA(im2col_copy_even)(d + jl, s, jh - jl);
+                    else
+                        ISA(im2col_copy)(d + jl * yp, yp, s, sw * xp, jh - jl);
                     ISA(im2col_fill)(d + jh * yp, yp, wo - jh, 0.0f);
                 }
             }
