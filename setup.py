@@ -42,9 +42,8 @@ setup(
         Extension(
             "edgeinfer._cpu_kernels",
             sources=["kernels/cpu/conv_hwc.c"],
-            depends=["kernels/cpu/conv_hwc_isa.h", "kernels/cpu/im2col_isa.h", "kernels/cpu/row_threads.h"],
-            extra_compile_args=["-O3", "-Wno-psabi", "-pthread"],
-            extra_link_args=["-pthread"],  # (the worker thread of row_threads.h)
+            depends=["kernels/cpu/conv_hwc_isa.h", "kernels/cpu/im2col_isa.h"],  # (included once per ISA build)
+            extra_compile_args=["-O3", "-Wno-psabi"],
             optional=True,
         )
     ],

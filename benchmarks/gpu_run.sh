@@ -12,7 +12,7 @@ ldconfig -p | grep -m1 'libnvidia-opencl.so.1' | awk '{print $NF}' > /tmp/icd/nv
 export OCL_ICD_VENDORS=/tmp/icd
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/gpu.txt"
 # the NumPy backend's native kernels, built in place (setuptools where it is there, else the compiler directly)
-python3 setup.py -q build_ext --inplace >"$OUT/build_ext.log" 2>&1 || gcc -O3 -Wno-psabi -pthread -fPIC -shared \
+python3 setup.py -q build_ext --inplace >"$OUT/build_ext.log" 2>&1 || gcc -O3 -Wno-psabi -fPIC -shared \
   kernels/cpu/conv_hwc.c -o "edgeinfer/_cpu_kernels$(python3 -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))')"
 lscpu | grep -m1 'Model name' | tee -a "$OUT/gpu.txt"
 python3 -m edgeinfer.cli devices | tee -a "$OUT/gpu.txt"

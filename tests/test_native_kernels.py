@@ -245,8 +245,8 @@ X86 = platform.machine().lower() in ("x86_64", "amd64")
 
 def _build_selftest(directory: Path, compiler: str, flags: list[str]) -> Path:
     exe = directory / "selftest"
-    subprocess.run([compiler, "-O3", "-Wno-psabi", "-pthread", *flags, str(SELFTEST), "-lm", "-o", str(exe)],
-                   check=True, capture_output=True, text=True)  # fmt: skip
+    subprocess.run([compiler, "-O3", "-Wno-psabi", *flags, str(SELFTEST), "-lm", "-o", str(exe)], check=True,
+                   capture_output=True, text=True)  # fmt: skip
     return exe
 
 
@@ -276,11 +276,6 @@ def test_c_selftest_on_this_cpu(selftest: Path) -> None:
     last = _run_selftest(selftest, [])
     ran = last.split("builds run:")[1].split()
     assert set(ran) == set(native_kernels.runnable_isas() or ran), last
-    if (
-        hasattr(os, "sched_getaffinity") and len(os.sched_getaffinity(0)) >= 2
-    ):  # its big cases split their rows over two threads (row_threads.h)
-        out = subprocess.run([str(selftest)], capture_output=True, text=True, timeout=600).stdout
-        assert "threads: rows split over two threads" in out, out[-500:]
 
 
 @pytest.mark.skipif(not X86, reason="x86-64 only")
@@ -337,9 +332,8 @@ def test_another_build_of_the_kernels_can_be_loaded(tmp_path: Path) -> None:
     """EDGEINFER_NATIVE_LIB loads a library built apart (here the plain build), for measuring and testing it."""
     lib = tmp_path / "plain.so"
     flags = ["-DEDGEINFER_BASELINE_ONLY", "-march=x86-64"] if X86 else []
-    source = str(SELFTEST.with_name("conv_hwc.c"))
-    subprocess.run([_cc(), "-O3", "-Wno-psabi", "-pthread", "-shared", "-fPIC", *flags, source, "-o", str(lib)],
-                   check=True, capture_output=True)  # fmt: skip
+    subprocess.run([_cc(), "-O3", "-Wno-psabi", "-shared", "-fPIC", *flags, str(SELFTEST.with_name("conv_hwc.c")),
+                    "-o", str(lib)], check=True, capture_output=True)  # fmt: skip
     code = (
         "import numpy as np; from edgeinfer.ops import OPS; from edgeinfer.backends.numpy import native_kernels as n;"
         "from edgeinfer.backends.numpy.kernels import NodeState, max_pool; print(n.status());"

@@ -21,12 +21,8 @@
  * Every tensor is channels-last with contiguous channels; the row and pixel strides (in floats) are free,
  * so a result can land in a channel range of a wider buffer (an in-place Concat).
  */
-#ifndef _GNU_SOURCE
-#define _GNU_SOURCE /* sched_getaffinity (row_threads.h) */
-#endif
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
 #elif defined(__aarch64__)
@@ -148,8 +144,6 @@ static int isa_for(int isa, int64_t c) {
     return isa;
 }
 
-#include "row_threads.h"
-
 /* ---- argument checks ---- */
 
 /* Error codes: 1 + i for geometry field g[i], then these. */
@@ -260,30 +254,6 @@ static int check_isa(int isa) { return isa >= 0 && isa < ISA_COUNT && isa_runs(i
 
 /* ---- entry points ---- */
 
-/* A kernel's arguments, for its output rows r0 <= i < r1 (on either thread of run_rows). */
-struct depthwise_call {
-    int isa;
-    const float *x, *wt, *bias;
-    float *y;
-    const int64_t *g;
-    int kind;
-    float a, b;
-};
-
-static void depthwise_rows(const void *ctx, int64_t r0, int64_t r1) {
-    const struct depthwise_call *k = ctx;
-    int64_t g[G_COUNT];
-    memcpy(g, k->g, sizeof g);
-    g[G_I0] = r0, g[G_I1] = r1;
-    switch (k->isa) {
-#ifdef EDGEINFER_X86_ISAS
-    case ISA_AVX512: depthwise_avx512(k->x, k->wt, g[G_C], k->bias, k->y, g, k->kind, k->a, k->b); break;
-    case ISA_AVX2: depthwise_avx2(k->x, k->wt, g[G_C], k->bias, k->y, g, k->kind, k->a, k->b); break;
-#endif
-    default: depthwise_baseline(k->x, k->wt, g[G_C], k->bias, k->y, g, k->kind, k->a, k->b); break;
-    }
-}
-
 /* y[i, j, :] = act(bias + sum over taps (a, b) of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] * w[a, b, :]) for
  * the output rows g[G_I0] <= i < g[G_I1]; x outside the image reads as zero. w is (kh, kw, C) contiguous;
  * bias may be NULL. The *_len arguments are the floats each buffer holds from its pointer on. */
@@ -300,9 +270,13 @@ int edgeinfer_depthwise_hwc(int32_t isa, const float *x, int64_t x_len, const fl
     if (!block_fits(g[G_KH], g[G_KW] * c, g[G_KW], c, c, wt_len)) return E_W_LENGTH;
     if (bias && bias_len < c) return E_BIAS_LENGTH;
     if (g[G_I1] > g[G_I0] && !block_fits(g[G_I1], g[G_YROW], g[G_WO], g[G_YPIX], c, y_len)) return E_Y_LENGTH;
-    const struct depthwise_call call = {isa_for(isa, c), x, wt, bias, y, g, kind, a, b};
-    const int64_t work = work_units(g[G_I1] - g[G_I0], g[G_WO] * c, g[G_KH] * g[G_KW]);
-    run_rows(depthwise_rows, &call, g[G_I0], g[G_I1], work);
+    switch (isa_for(isa, c)) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: depthwise_avx512(x, wt, c, bias, y, g, kind, a, b); break;
+    case ISA_AVX2: depthwise_avx2(x, wt, c, bias, y, g, kind, a, b); break;
+#endif
+    default: depthwise_baseline(x, wt, c, bias, y, g, kind, a, b); break;
+    }
     return 0;
 }
 
@@ -312,31 +286,6 @@ static int separable_pays(const int64_t *g) {
     const int64_t reach = (g[G_WO] - 1) * g[G_SW] + (g[G_KW] - 1) * g[G_DW] + 1;
     const int64_t columns = reach < g[G_W] ? reach : g[G_W];
     return g[G_KH] * columns + g[G_KW] * g[G_WO] + columns < g[G_KH] * g[G_KW] * g[G_WO];
-}
-
-struct max_pool_call {
-    int isa;
-    const float *x;
-    float *y;
-    const int64_t *g;
-    int separable;
-};
-
-static void max_pool_rows(const void *ctx, int64_t r0, int64_t r1) {
-    const struct max_pool_call *k = ctx;
-    int64_t g[G_COUNT];
-    memcpy(g, k->g, sizeof g);
-    g[G_I0] = r0, g[G_I1] = r1;
-    /* (if the column buffer cannot be had, the direct form runs) */
-    float *col = k->separable ? malloc(sizeof(float) * (size_t)(g[G_W] * ISA_LANES[k->isa])) : 0;
-    switch (k->isa) {
-#ifdef EDGEINFER_X86_ISAS
-    case ISA_AVX512: max_pool_avx512(k->x, k->y, g, col); break;
-    case ISA_AVX2: max_pool_avx2(k->x, k->y, g, col); break;
-#endif
-    default: max_pool_baseline(k->x, k->y, g, col); break;
-    }
-    free(col);
 }
 
 /* y[i, j, :] = max over taps (a, b) inside the image of x[i*sh - pt + a*dh, j*sw - pl + b*dw, :] (padding
@@ -351,35 +300,18 @@ int edgeinfer_max_pool_hwc(int32_t isa, const float *x, int64_t x_len, float *y,
     const int64_t c = g[G_C];
     if (!block_fits(g[G_H], g[G_XROW], g[G_W], g[G_XPIX], c, x_len)) return E_X_LENGTH;
     if (g[G_I1] > g[G_I0] && !block_fits(g[G_I1], g[G_YROW], g[G_WO], g[G_YPIX], c, y_len)) return E_Y_LENGTH;
-    const struct max_pool_call call = {isa_for(isa, c), x, y, g, separable_pays(g)};
-    const int64_t work = work_units(g[G_I1] - g[G_I0], g[G_WO] * c, g[G_KH] * g[G_KW]);
-    run_rows(max_pool_rows, &call, g[G_I0], g[G_I1], work);
-    return 0;
-}
-
-struct im2col_call {
-    int isa;
-    const float *x;
-    int64_t x_chan;
-    float *cols;
-    int64_t cols_tap;
-    const int64_t *g;
-    int channel_major, ones;
-};
-
-static void im2col_rows(const void *ctx, int64_t r0, int64_t r1) {
-    const struct im2col_call *k = ctx;
-    int64_t g[G_COUNT];
-    memcpy(g, k->g, sizeof g);
-    g[G_I0] = r0, g[G_I1] = r1;
-    float *cols = k->cols + (r0 - k->g[G_I0]) * g[G_YROW];
-    switch (k->isa) {
+    isa = isa_for(isa, c);
+    /* (if the column buffer cannot be had, the direct form runs) */
+    float *col = separable_pays(g) ? malloc(sizeof(float) * (size_t)(g[G_W] * ISA_LANES[isa])) : 0;
+    switch (isa) {
 #ifdef EDGEINFER_X86_ISAS
-    case ISA_AVX512: im2col_avx512(k->x, k->x_chan, cols, k->cols_tap, g, k->channel_major, k->ones); break;
-    case ISA_AVX2: im2col_avx2(k->x, k->x_chan, cols, k->cols_tap, g, k->channel_major, k->ones); break;
+    case ISA_AVX512: max_pool_avx512(x, y, g, col); break;
+    case ISA_AVX2: max_pool_avx2(x, y, g, col); break;
 #endif
-    default: im2col_baseline(k->x, k->x_chan, cols, k->cols_tap, g, k->channel_major, k->ones); break;
+    default: max_pool_baseline(x, y, g, col); break;
     }
+    free(col);
+    return 0;
 }
 
 /* The patches of a group-1 conv for its sgemm (im2col_isa.h): column t of output pixel (i, j), for the output rows
@@ -401,40 +333,26 @@ int edgeinfer_im2col(int32_t isa, const float *x, int64_t x_len, int64_t x_chan,
     if (__builtin_mul_overflow(g[G_KH] * g[G_KW], g[G_C], &taps) || taps >= LIMIT) return 1 + G_C;
     const int64_t out[] = {g[G_I1] - g[G_I0], g[G_WO], taps + (ones != 0)};
     if (!strided_fits(out, strides + 3, cols_len)) return E_Y_LENGTH;
-    const struct im2col_call call = {isa, x, x_chan, cols, cols_tap, g, channel_major, ones};
-    run_rows(im2col_rows, &call, g[G_I0], g[G_I1], work_units(out[0], out[1], out[2]));
+    if (g[G_I1] == g[G_I0]) return 0;
+    switch (isa) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: im2col_avx512(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+    case ISA_AVX2: im2col_avx2(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+#endif
+    default: im2col_baseline(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+    }
     return 0;
 }
 
-struct epilogue_call {
-    int isa;
-    float *y;
-    int64_t m, y_row;
-    const float *bias, *z;
-    int64_t z_row;
-    int kind;
-    float a, b;
-};
-
-static void epilogue_rows(const void *ctx, int64_t r0, int64_t r1) {
-    const struct epilogue_call *k = ctx;
-    float *y = k->y + r0 * k->y_row;
-    const float *z = k->z ? k->z + r0 * k->z_row : 0;
-    const int64_t pixels = r1 - r0;
-    switch (k->isa) {
-#ifdef EDGEINFER_X86_ISAS
-    case ISA_AVX512: epilogue_avx512(y, pixels, k->m, k->y_row, k->bias, z, k->z_row, k->kind, k->a, k->b); break;
-    case ISA_AVX2: epilogue_avx2(y, pixels, k->m, k->y_row, k->bias, z, k->z_row, k->kind, k->a, k->b); break;
-#endif
-    default: epilogue_baseline(y, pixels, k->m, k->y_row, k->bias, z, k->z_row, k->kind, k->a, k->b); break;
-    }
-}
-
-/* rows [0, pixels) of m floats each, y_row (z_row) apart, on two threads where they are many */
 static void epilogue_isa(int isa, float *y, int64_t pixels, int64_t m, int64_t y_row, const float *bias,
                          const float *z, int64_t z_row, int kind, float a, float b) {
-    const struct epilogue_call call = {isa, y, m, y_row, bias, z, z_row, kind, a, b};
-    run_rows(epilogue_rows, &call, 0, pixels, work_units(pixels, m, 2));
+    switch (isa) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: epilogue_avx512(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
+    case ISA_AVX2: epilogue_avx2(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
+#endif
+    default: epilogue_baseline(y, pixels, m, y_row, bias, z, z_row, kind, a, b); break;
+    }
 }
 
 /* floats per row of grouped pixels (about), and the most the tiled bias holds */

@@ -14,10 +14,6 @@ and that :func:`edgeinfer.cpu_isa.host_isa` allows is used, so ``EDGEINFER_CPU_I
 and measures a narrower class on a wider CPU. ``EDGEINFER_NATIVE_LIB=/path/to/lib.so`` loads another build
 of ``conv_hwc.c`` instead of the installed one (a test's or a benchmark's).
 
-A call big enough splits its output rows over two threads (``kernels/cpu/row_threads.h``): the caller's and one
-worker that the library starts on first use, where the process may use two CPUs. The kernels are otherwise the
-single-threaded gaps between NumPy's multi-threaded sgemms; ``EDGEINFER_NATIVE_THREADS=1`` keeps them on one.
-
 Every kernel checks its arguments (geometry, buffer lengths) and returns an error code, raised here as a
 ``ValueError`` naming the kernel and the field: a forged model must not crash the process in C.
 """
@@ -43,7 +39,6 @@ MODULE = "edgeinfer._cpu_kernels"
 ABI = 5  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
 DISABLE_ENV = "EDGEINFER_NATIVE"  # "0" turns the native kernels off
 LIBRARY_ENV = "EDGEINFER_NATIVE_LIB"  # a built conv_hwc.c library to load instead of the installed one
-THREADS_ENV = "EDGEINFER_NATIVE_THREADS"  # "1" keeps every kernel on the calling thread
 
 # ISA builds by width, for matching the host's class (cpu_isa names): a class runs builds up to its rank
 _RANK = {"sse": 0, "neon": 0, "generic": 0, "avx": 0, "avx2": 1, "avx512": 2}
@@ -89,7 +84,6 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.edgeinfer_max_pool_hwc.argtypes = [_i32, _ptr, _i64, _ptr, _i64, _ptr, _i64]
     lib.edgeinfer_epilogue_hwc.argtypes = [_i32, _ptr, _i64, _i64, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i32,
                                            _f32, _f32]  # fmt: skip
-    lib.edgeinfer_cpu_kernels_set_threads.argtypes = [ctypes.c_int]
     lib.edgeinfer_im2col.argtypes = [_i32, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i32, _i32]
     for fn in (
         lib.edgeinfer_depthwise_hwc,
@@ -116,7 +110,6 @@ def _load() -> tuple[Kernels | None, str]:
     if abi != ABI:
         return None, f"stale build {path} (ABI {abi}, this edgeinfer needs {ABI}): reinstall edgeinfer"
     _bind(lib)
-    lib.edgeinfer_cpu_kernels_set_threads(1 if os.environ.get(THREADS_ENV) == "1" else 2)
     builds = tuple(lib.edgeinfer_cpu_kernels_isa_name(i).decode() for i in range(lib.edgeinfer_cpu_kernels_isa_count()))
     runnable = tuple(name for i, name in enumerate(builds) if lib.edgeinfer_cpu_kernels_isa_runs(i))
     wanted = host_isa().name
@@ -126,14 +119,6 @@ def _load() -> tuple[Kernels | None, str]:
     if os.environ.get(ISA_ENV) and _RANK.get(builds[isa], 0) < _RANK.get(wanted, 0):
         note = f"; {ISA_ENV}={wanted} asks for more than this CPU runs"
     return Kernels(lib, path, isa, builds, runnable), f"loaded from {path}, {builds[isa]} build{note}"
-
-
-def set_threads(threads: int) -> int:
-    """Run big kernel calls on two threads (``threads`` >= 2, the default where the process may use two CPUs) or on
-    the calling thread alone (1, also ``EDGEINFER_NATIVE_THREADS=1``); returns the number now in use (0 without
-    the kernels). For measuring: the results are the same either way."""
-    kernels = _load()[0]
-    return 0 if kernels is None else int(kernels.lib.edgeinfer_cpu_kernels_set_threads(threads))
 
 
 def available() -> bool:
