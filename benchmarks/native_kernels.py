@@ -18,8 +18,6 @@ NumPy's form, alternating in rounds, each checked against the other:
 - ``im2col``: a group-1 Conv wider than 1x1 (patch gather, NumPy's sgemm, tail) as the backend runs it;
 - ``epilogue``: the tail of every other Conv (bias, residual and activation over its output) through
   ``fused_epilogue``.
-Big kernel calls split their rows over two threads (``kernels/cpu/row_threads.h``); ``EDGEINFER_NATIVE_THREADS=1``
-measures them on one.
 Then each whole model: ``Session(pack, "cpu")`` against ``Session(pack, "cpu:numpy")``, alternating in blocks.
 A layer that the backend's dispatcher keeps on NumPy on that class (``native_kernels.declines``) is marked.
 """

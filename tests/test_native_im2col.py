@@ -23,6 +23,7 @@ CONVS = [
     (8, 8, 7, 7, (5, 5), (1, 1), (1, 1), (0, 0, 0, 0)),  # unpadded
     (3, 32, 15, 14, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),  # a stem: from NCHW, channel-major columns
     (3, 16, 12, 12, (3, 3), (2, 2), (1, 1), (0, 0, 1, 1)),  # TensorFlow's SAME stem
+    (3, 8, 41, 70, (3, 3), (2, 2), (1, 1), (1, 1, 1, 1)),  # rows long enough for the stems' vector shuffle
     (20, 8, 10, 9, (3, 3), (1, 1), (1, 1), (1, 1, 1, 1)),  # from NCHW, not a stem: tap-major from planes
 ]
 

@@ -289,6 +289,8 @@ int main(void) {
         im2col_case(3, 11, 10, 3, 3, 2, 1, 0, 0, 1, 1);
         im2col_case(6, 9, 9, 5, 5, 1, 1, 2, 2, 1, 0);  /* planar input into tap-major rows */
         im2col_case(6, 9, 8, 3, 3, 1, 2, 2, 1, 0, 1);  /* channels-last into channel-major rows */
+        im2col_case(3, 224, 223, 3, 3, 2, 1, 1, 1, 1, 1); /* a full-size stem: the shuffled rows, their tails */
+        im2col_case(16, 56, 55, 3, 3, 1, 1, 1, 1, 0, 1);
         argument_checks();
     }
     if (failures) {
