@@ -42,7 +42,7 @@ setup(
         Extension(
             "edgeinfer._cpu_kernels",
             sources=["kernels/cpu/conv_hwc.c"],
-            depends=["kernels/cpu/conv_hwc_isa.h"],  # (included once per ISA build)
+            depends=["kernels/cpu/conv_hwc_isa.h", "kernels/cpu/im2col_isa.h"],  # (included once per ISA build)
             extra_compile_args=["-O3", "-Wno-psabi"],
             optional=True,
         )

@@ -15,6 +15,7 @@ Per kernel kind, every distinct layer of the models (repeats counted) runs with 
 NumPy's form, alternating in rounds, each checked against the other:
 - ``depthwise``: the depthwise Conv op (taps, bias and the fused activation) as the backend runs it;
 - ``max_pool``: the MaxPool op on a channels-last input;
+- ``im2col``: a group-1 Conv wider than 1x1 (patch gather, NumPy's sgemm, tail) as the backend runs it;
 - ``epilogue``: the tail of every other Conv (bias, residual and activation over its output) through
   ``fused_epilogue``.
 Then each whole model: ``Session(pack, "cpu")`` against ``Session(pack, "cpu:numpy")``, alternating in blocks.
@@ -62,7 +63,7 @@ def numpy_env(isa: str) -> dict[str, str]:
     return env
 
 
-KINDS = ("depthwise", "max_pool", "epilogue")
+KINDS = ("depthwise", "max_pool", "im2col", "epilogue")
 DEFAULT_MODELS = [m for m in SHARED_MODELS if "qdq" not in m]  # (the QDQ model has no float kernels to run)
 
 
@@ -134,6 +135,21 @@ def layer_cases(graph) -> list[dict]:
             runs = [lambda r=r, i=[x, w, b, z]: r.kernel(i, r.node.attrs, r.state) for r in node_runs]
             cases.append({"kind": "depthwise", "key": key, "node": node, "runs": runs, "result": 0})
             continue
+        if native_kernels.gathers_patches(node, graph):  # (the stem reads the NCHW graph input as it is)
+            x = rng.standard_normal(info.shape, dtype=np.float32)
+            x = x if node.inputs[0] in graph.inputs else channels_last(x)
+            node_runs = [node_run(node, graph.constants, native) for native in (False, True)]
+            key = (
+                "im2col",
+                tuple(info.shape),
+                tuple(out.shape),
+                node.inputs[0] in graph.inputs,
+                act,
+                json.dumps({k: node.attrs.get(k) for k in ("kernel_shape", "strides", "pads", "dilations")}),
+            )
+            runs = [lambda r=r, i=[x, w, b, z]: r.kernel(i, r.node.attrs, r.state) for r in node_runs]
+            cases.append({"kind": "im2col", "key": key, "node": node, "runs": runs, "result": 0})
+            continue
         if b is None and z is None and not act:
             continue
         n, m, ho, wo = out.shape
@@ -164,8 +180,10 @@ def describe(case: dict) -> str:
     text = f"{shape[1]}ch {shape[2]}x{shape[3]} k{'x'.join(map(str, k))} s{s[0]}"
     if attrs.get("dilations") and any(d != 1 for d in attrs["dilations"]):
         text += f" d{attrs['dilations'][0]}"
-    if case["kind"] == "depthwise" and key[4]:
+    if case["kind"] in ("depthwise", "im2col") and key[4]:
         text += f" +{key[4]}"
+    if case["kind"] == "im2col" and key[3]:
+        text += " (NCHW stem)"
     return text
 
 

@@ -4,7 +4,7 @@
  * by cache bandwidth at ~5 G taps/s, and each bias and activation is one more pass. These kernels keep
  * a pixel's accumulators in registers across all taps and write the result once, with the bias and the
  * activation applied on the way out. Also here: a conv's epilogue (bias + residual + activation) in one
- * pass, and a channels-last MaxPool.
+ * pass, a channels-last MaxPool, and the im2col (patch gather) of group-1 convs that NumPy's sgemm then runs.
  *
  * Plain C with GCC/Clang vector extensions, no Python or NumPy headers: a build without a C compiler,
  * or with one that lacks these extensions (MSVC), skips the kernels and the backend stays pure NumPy.
@@ -30,7 +30,7 @@
 #endif
 
 /* Bumped whenever a signature or the geometry layout changes, so a stale build is never called. */
-#define EDGEINFER_CPU_KERNELS_ABI 4
+#define EDGEINFER_CPU_KERNELS_ABI 5
 
 int edgeinfer_cpu_kernels_abi(void) { return EDGEINFER_CPU_KERNELS_ABI; }
 
@@ -69,6 +69,7 @@ static const int ISA_LANES[ISA_COUNT] = {4, 8, 16};
 #define TARGET __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma")))
 #define DW_PIXELS 4
 #include "conv_hwc_isa.h"
+#include "im2col_isa.h"
 #undef VL
 #undef ISA
 #undef TARGET
@@ -79,6 +80,7 @@ static const int ISA_LANES[ISA_COUNT] = {4, 8, 16};
 #define TARGET __attribute__((target("avx2,fma")))
 #define DW_PIXELS 1
 #include "conv_hwc_isa.h"
+#include "im2col_isa.h"
 #undef VL
 #undef ISA
 #undef TARGET
@@ -120,6 +122,7 @@ static int isa_runs(int isa) { return isa == ISA_BASELINE; }
 #define DW_PIXELS 1
 #endif
 #include "conv_hwc_isa.h"
+#include "im2col_isa.h"
 #undef VL
 #undef ISA
 #undef TARGET
@@ -146,7 +149,7 @@ static int isa_for(int isa, int64_t c) {
 /* Error codes: 1 + i for geometry field g[i], then these. */
 enum {
     E_GEOMETRY_LENGTH = 64, E_ISA, E_KIND, E_NULL, E_X_LENGTH, E_W_LENGTH, E_BIAS_LENGTH, E_Y_LENGTH, E_Z_LENGTH,
-    E_PIXELS, E_CHANNELS, E_Y_ROW, E_Z_ROW, E_LAST
+    E_PIXELS, E_CHANNELS, E_Y_ROW, E_Z_ROW, E_STRIDES, E_LAST
 };
 
 static const char *const FIELD_RULES[G_COUNT] = {
@@ -184,6 +187,7 @@ static const char *const OTHER_RULES[E_LAST - E_GEOMETRY_LENGTH] = {
     "channels must be >= 1",
     "the output row stride must be >= channels",
     "the residual row stride must be >= channels",
+    "the input and output strides must be >= 0",
 };
 
 /* What went wrong, for an error code a kernel returned (the geometry field's name and rule for codes 1..18). */
@@ -207,10 +211,10 @@ static int block_fits(int64_t n1, int64_t s1, int64_t n2, int64_t s2, int64_t n3
     return end <= len;
 }
 
-/* 0 if the depthwise/pool geometry is one the kernels handle, else the error code. Every output window
- * overlaps the image (pads less than the window, the last window starting inside): then every index the
- * kernels form lies inside the buffers and no arithmetic overflows. */
-static int check_geometry(const int64_t *g, int64_t g_len) {
+/* 0 if the window of a depthwise/pool/im2col geometry is one the kernels handle, else the error code. Every
+ * output window overlaps the image (pads less than the window, the last window starting inside): then every
+ * index the kernels form lies inside the image and no arithmetic overflows. */
+static int check_window(const int64_t *g, int64_t g_len) {
     if (!g || g_len != G_COUNT) return E_GEOMETRY_LENGTH;
     static const int positive[] = {G_H, G_W, G_C, G_KH, G_KW, G_SH, G_SW, G_DH, G_DW, G_WO};
     for (unsigned i = 0; i < sizeof positive / sizeof positive[0]; i++)
@@ -221,11 +225,29 @@ static int check_geometry(const int64_t *g, int64_t g_len) {
     if ((g[G_WO] - 1) * g[G_SW] - g[G_PL] >= g[G_W]) return 1 + G_WO;
     if (!in_range(g[G_I0], 0)) return 1 + G_I0;
     if (!in_range(g[G_I1], g[G_I0]) || (g[G_I1] > 0 && (g[G_I1] - 1) * g[G_SH] - g[G_PT] >= g[G_H])) return 1 + G_I1;
+    return 0;
+}
+
+/* check_window, and channels-last strides: the pixels of a row (and the rows) do not overlap */
+static int check_geometry(const int64_t *g, int64_t g_len) {
+    int err = check_window(g, g_len);
+    if (err) return err;
     if (!in_range(g[G_XPIX], g[G_C])) return 1 + G_XPIX;
     if (!in_range(g[G_XROW], 0) || g[G_XROW] < g[G_W] * g[G_XPIX]) return 1 + G_XROW;
     if (!in_range(g[G_YPIX], g[G_C])) return 1 + G_YPIX;
     if (!in_range(g[G_YROW], 0) || g[G_YROW] < g[G_WO] * g[G_YPIX]) return 1 + G_YROW;
     return 0;
+}
+
+/* Whether the floats from the first element of an (n[0], n[1], n[2]) block with strides s (each >= 0) to its last
+ * fit in len; an empty block always fits. */
+static int strided_fits(const int64_t n[3], const int64_t s[3], int64_t len) {
+    int64_t end = 1, step;
+    for (int i = 0; i < 3; i++) {
+        if (n[i] < 1) return 1;
+        if (__builtin_mul_overflow(n[i] - 1, s[i], &step) || __builtin_add_overflow(end, step, &end)) return 0;
+    }
+    return end <= len;
 }
 
 static int check_isa(int isa) { return isa >= 0 && isa < ISA_COUNT && isa_runs(isa) ? 0 : E_ISA; }
@@ -289,6 +311,36 @@ int edgeinfer_max_pool_hwc(int32_t isa, const float *x, int64_t x_len, float *y,
     default: max_pool_baseline(x, y, g, col); break;
     }
     free(col);
+    return 0;
+}
+
+/* The patches of a group-1 conv for its sgemm (im2col_isa.h): column t of output pixel (i, j), for the output rows
+ * g[G_I0] <= i < g[G_I1], goes to cols[(i - i0) * g[G_YROW] + j * g[G_YPIX] + t * cols_tap], zero where the tap is
+ * padding, t in tap-major order (kernel row, kernel column, channel) or channel_major (channel, kernel row, kernel
+ * column); ones: a last column of ones. x[r, q, k] is x[r * g[G_XROW] + q * g[G_XPIX] + k * x_chan]: channels-last
+ * (x_chan 1) or planar (the NCHW stem's). Strides are free (>= 0): only the buffers' lengths are checked. */
+int edgeinfer_im2col(int32_t isa, const float *x, int64_t x_len, int64_t x_chan, float *cols, int64_t cols_len,
+                     int64_t cols_tap, const int64_t *g, int64_t g_len, int32_t channel_major, int32_t ones) {
+    int err = check_isa(isa);
+    if (!err) err = check_window(g, g_len);
+    if (err) return err;
+    if (!x || !cols) return E_NULL;
+    const int64_t strides[] = {g[G_XROW], g[G_XPIX], x_chan, g[G_YROW], g[G_YPIX], cols_tap};
+    for (unsigned i = 0; i < sizeof strides / sizeof strides[0]; i++)
+        if (!in_range(strides[i], 0)) return E_STRIDES;
+    if (!strided_fits((int64_t[]){g[G_H], g[G_W], g[G_C]}, strides, x_len)) return E_X_LENGTH;
+    int64_t taps; /* columns: kh * kw * C (+ 1) */
+    if (__builtin_mul_overflow(g[G_KH] * g[G_KW], g[G_C], &taps) || taps >= LIMIT) return 1 + G_C;
+    const int64_t out[] = {g[G_I1] - g[G_I0], g[G_WO], taps + (ones != 0)};
+    if (!strided_fits(out, strides + 3, cols_len)) return E_Y_LENGTH;
+    if (g[G_I1] == g[G_I0]) return 0;
+    switch (isa) {
+#ifdef EDGEINFER_X86_ISAS
+    case ISA_AVX512: im2col_avx512(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+    case ISA_AVX2: im2col_avx2(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+#endif
+    default: im2col_baseline(x, x_chan, cols, cols_tap, g, channel_major, ones); break;
+    }
     return 0;
 }
 

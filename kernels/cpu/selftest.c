@@ -132,6 +132,38 @@ static void max_pool_case(long c, long h, long k, long s, long d, long pad, int 
     free(x), free(y), free(ref);
 }
 
+/* An im2col of an (h, w, c) image, channels-last (planar: NCHW's planes) into pixel rows of tap-major columns
+ * (channel_major: rows of pixels per channel-major column), with the column of ones; values are copies: exact. */
+static void im2col_case(long c, long h, long w, long kh, long kw, long s, long d, long pt, long pl, int planar,
+                        int channel_major) {
+    const long ho = (h + 2 * pt - d * (kh - 1) - 1) / s + 1, wo = (w + 2 * pl - d * (kw - 1) - 1) / s + 1;
+    const long taps = kh * kw * c, cols = taps + 1, pixels = ho * wo;
+    float *x = random_array(h * w * c), *y = random_array(pixels * cols);
+    double *ref = malloc(sizeof(double) * (size_t)(pixels * cols));
+    const int64_t xr = planar ? w : w * c, xp = planar ? 1 : c, xc = planar ? h * w : 1;
+    const int64_t yr = channel_major ? wo : wo * cols, yp = channel_major ? 1 : cols, yt = channel_major ? pixels : 1;
+    const int64_t g[G_COUNT] = {h, w, c, xr, xp, kh, kw, s, s, d, d, pt, pl, wo, yr, yp, 0, ho};
+    int code = edgeinfer_im2col(isa, x, h * w * c, xc, y, pixels * cols, yt, g, G_COUNT, channel_major, 1);
+    for (long i = 0; i < ho; i++)
+        for (long j = 0; j < wo; j++) {
+            for (long a = 0; a < kh; a++)
+                for (long b = 0; b < kw; b++)
+                    for (long k = 0; k < c; k++) {
+                        const long r = i * s - pt + a * d, q = j * s - pl + b * d;
+                        const long t = channel_major ? (k * kh + a) * kw + b : (a * kw + b) * c + k;
+                        const int inside = r >= 0 && r < h && q >= 0 && q < w;
+                        ref[i * yr + j * yp + t * yt] = inside ? x[r * xr + q * xp + k * xc] : 0.0;
+                    }
+            ref[i * yr + j * yp + taps * yt] = 1.0;
+        }
+    char name[96];
+    snprintf(name, sizeof name, "im2col C%ld %ldx%ld k%ldx%ld s%ld d%ld p%ld,%ld%s%s", c, h, w, kh, kw, s, d, pt, pl,
+             planar ? " planar" : "", channel_major ? " channel-major" : "");
+    expect_code(name, code, 0);
+    check(name, y, ref, pixels * cols, 0);
+    free(x), free(y), free(ref);
+}
+
 /* Bad arguments: each must return its error code and leave the output untouched. */
 static void argument_checks(void) {
     enum { H = 6, W = 6, C = 8, K = 3, HO = 6, WO = 6 };
@@ -154,6 +186,10 @@ static void argument_checks(void) {
         expect_code(name, edgeinfer_depthwise_hwc(isa, x, H * W * C, wt, K * K * C, bias, C, y, HO * WO * C, g, G_COUNT,
                                                   ACT_CLAMP, 0, 6), want);
         expect_code(name, edgeinfer_max_pool_hwc(isa, x, H * W * C, y, HO * WO * C, g, G_COUNT), want);
+        const int stride = bad[n].field == G_XROW || bad[n].field == G_XPIX || bad[n].field == G_YROW ||
+                           bad[n].field == G_YPIX;
+        if (!stride) /* (im2col takes any strides that keep it inside its buffers) */
+            expect_code(name, edgeinfer_im2col(isa, x, H * W * C, 1, y, HO * WO * C, 1, g, G_COUNT, 0, 0), want);
         for (long i = 0; i < HO * WO * C; i++)
             if (y[i] != 0) {
                 printf("%-7s %s: the output was written FAILED\n", ISA_NAMES[isa], name);
@@ -186,6 +222,27 @@ static void argument_checks(void) {
                 E_BIAS_LENGTH);
     expect_code("epilogue overflow", edgeinfer_epilogue_hwc(isa, y, 64, INT64_MAX / 4, 8, 8, 0, 0, 0, 0, 0, ACT_SILU, 0, 0),
                 E_Y_LENGTH);
+    /* im2col of the good geometry with C = 1 writes HO * WO * K * K floats, and reads the whole (H, W) plane */
+    int64_t one[G_COUNT];
+    memcpy(one, good, sizeof one);
+    one[G_C] = 1, one[G_XROW] = W, one[G_XPIX] = 1, one[G_YROW] = WO * K * K, one[G_YPIX] = K * K;
+    enum { COLS = HO * WO * K * K };
+    static float patches[COLS];
+    const long cols = COLS;
+    expect_code("im2col", edgeinfer_im2col(isa, x, H * W, 1, patches, cols, 1, one, G_COUNT, 0, 0), 0);
+    expect_code("im2col short input", edgeinfer_im2col(isa, x, H * W - 1, 1, patches, cols, 1, one, G_COUNT, 0, 0),
+                E_X_LENGTH);
+    expect_code("im2col short output", edgeinfer_im2col(isa, x, H * W, 1, patches, cols - 1, 1, one, G_COUNT, 0, 0),
+                E_Y_LENGTH);
+    expect_code("im2col no room for the ones", edgeinfer_im2col(isa, x, H * W, 1, patches, cols, 1, one, G_COUNT, 0, 1),
+                E_Y_LENGTH);
+    expect_code("im2col negative stride", edgeinfer_im2col(isa, x, H * W, -1, patches, cols, 1, one, G_COUNT, 0, 0),
+                E_STRIDES);
+    expect_code("im2col huge stride", edgeinfer_im2col(isa, x, H * W, 1, patches, cols, INT64_MAX, one, G_COUNT, 0, 0),
+                E_STRIDES);
+    expect_code("im2col overflowing stride", edgeinfer_im2col(isa, x, H * W, 1, patches, cols, (int64_t)1 << 30, one,
+                                                              G_COUNT, 1, 1), E_Y_LENGTH);
+    expect_code("im2col NULL output", edgeinfer_im2col(isa, x, H * W, 1, 0, cols, 1, one, G_COUNT, 0, 0), E_NULL);
     printf("%-7s argument checks done\n", ISA_NAMES[isa]);
 }
 
@@ -224,6 +281,16 @@ int main(void) {
         max_pool_case(48, 21, 9, 1, 1, 4, 1);
         max_pool_case(16, 12, 3, 1, 2, 2, 1);  /* dilated */
         max_pool_case(3, 8, 3, 1, 1, 1, 1);    /* scalar channels only */
+        im2col_case(16, 9, 11, 3, 3, 1, 1, 1, 1, 0, 0); /* SqueezeNet's fire modules: whole kernel rows */
+        im2col_case(12, 10, 9, 3, 3, 2, 1, 1, 1, 0, 0); /* YOLOX's stride-2 convs */
+        im2col_case(5, 8, 7, 3, 2, 1, 2, 2, 1, 0, 0);  /* dilated, odd channels, a 3x2 window */
+        im2col_case(4, 3, 2, 3, 3, 1, 1, 2, 2, 0, 0);  /* an image smaller than the window */
+        im2col_case(3, 12, 13, 3, 3, 2, 1, 1, 1, 1, 1); /* the NCHW stem: planar input, channel-major columns */
+        im2col_case(3, 11, 10, 3, 3, 2, 1, 0, 0, 1, 1);
+        im2col_case(6, 9, 9, 5, 5, 1, 1, 2, 2, 1, 0);  /* planar input into tap-major rows */
+        im2col_case(6, 9, 8, 3, 3, 1, 2, 2, 1, 0, 1);  /* channels-last into channel-major rows */
+        im2col_case(3, 224, 223, 3, 3, 2, 1, 1, 1, 1, 1); /* a full-size stem: the shuffled rows, their tails */
+        im2col_case(16, 56, 55, 3, 3, 1, 1, 1, 1, 0, 1);
         argument_checks();
     }
     if (failures) {

@@ -163,7 +163,13 @@ def _with_bias_row(w_t: np.ndarray, bias: np.ndarray | None, dtype: np.dtype) ->
 
 
 def _im2col_gemm(
-    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, window: Window, y: np.ndarray, cache: dict | None
+    x: np.ndarray,
+    w: np.ndarray,
+    bias: np.ndarray | None,
+    window: Window,
+    y: np.ndarray,
+    cache: dict | None,
+    native: bool = False,
 ) -> None:
     """Group-1 conv of one image, ``x`` (H, W, C) -> ``y`` (Ho, Wo, M): im2col rows, then one sgemm.
 
@@ -171,16 +177,18 @@ def _im2col_gemm(
     contiguous run of ``kw * C`` inputs; a last column of ones carries the bias (if any) through the sgemm.
     A big im2col goes in blocks of output rows that fit the L2 cache (``IM2COL_BLOCK_BYTES``): YOLOX's
     first conv (12 -> 16 channels at 208x208) would write and read back 19 MB from memory otherwise.
+    ``native``: the native kernel gathers the rows straight from ``x``, padding included (no padded copy).
     """
     kernel, _, _, pads = window
     ho, wo, m = y.shape
     c = w.shape[1]
     k = c * kernel[0] * kernel[1]
-    taps = tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
+    native = native and native_kernels.im2col_fits(x)
+    taps = None if native else tap_view(padded_hwc(x, pads, 0.0), window, (ho, wo))
     width = k + (bias is not None)
     rows = max(1, min(ho, IM2COL_BLOCK_BYTES // (wo * width * y.itemsize)))
     cols = scratch("im2col_hwc", (rows * wo, width), y.dtype)
-    if bias is not None:
+    if bias is not None and not native:
         cols[:, k] = 1
     s = cols.strides[1]
 
@@ -192,8 +200,12 @@ def _im2col_gemm(
     for r0 in range(0, ho, rows):
         n = min(rows, ho - r0)
         block = cols[: n * wo]
-        dst = strided_view(block, (n, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s), True)
-        np.copyto(dst, taps[:, :, r0 : r0 + n].transpose(2, 3, 0, 1, 4))
+        if native:
+            native_kernels.im2col(x, block.reshape(n, wo, width), window, r0, False, bias is not None, cache)
+        else:
+            dst = strided_view(block, (n, wo, *kernel, c), (width * wo * s, width * s, kernel[1] * c * s, c * s, s),
+                               True)  # fmt: skip
+            np.copyto(dst, taps[:, :, r0 : r0 + n].transpose(2, 3, 0, 1, 4))
         np.matmul(block, weights, out=y[r0 : r0 + n].reshape((n * wo, m), copy=False))
 
 
@@ -309,6 +321,11 @@ def conv2d_channels_last(
     native = native and native_kernels.available() and x.dtype == np.float32
     declined = native_kernels.declines("depthwise", x.shape[2:], out_hw, window) if depthwise and native else None
     native_depthwise = depthwise and native and declined is None
+    native_im2col = (
+        native
+        and not (pointwise or depthwise)
+        and native_kernels.declines("im2col", x.shape[2:], out_hw, window) is None
+    )
     kind = native_kernels.activation_kind(attrs.get("activation"), attrs.get("activation_params"))
     whole_in_kernel = native_depthwise and z is None and kind is not None  # taps + bias + activation
     takes_out = out is not None and (pointwise or not depthwise or (native_depthwise and native_kernels.fits(out)))
@@ -327,7 +344,7 @@ def conv2d_channels_last(
             elif depthwise:
                 _depthwise(xi, w, window, y[i], cache, row_padded)
             else:
-                _im2col_gemm(xi, w, bias, window, y[i], cache)
+                _im2col_gemm(xi, w, bias, window, y[i], cache, native_im2col)
     if not whole_in_kernel:
         y2 = y.reshape((n * ho * wo, m), copy=False)
         fused_epilogue(y2, None if folded else bias, z, attrs.get("activation"), attrs.get("activation_params"),

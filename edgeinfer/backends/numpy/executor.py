@@ -206,7 +206,8 @@ class NumpyExecutable(Executable):
 
     def _kernel(self, i: int) -> str:
         """``native``: a depthwise conv or a MaxPool in the C kernel; ``numpy+native``: NumPy's sgemm with the
-        C epilogue; ``numpy`` where the backend has no kernel for the node or declines it here."""
+        C im2col (a group-1 conv wider than 1x1) or the C epilogue; ``numpy`` where the backend has no kernel for
+        the node or declines it here."""
         node = self.graph.nodes[i]
         if not self.native or node.op not in ("MaxPool", "Conv"):
             return "numpy"
@@ -223,6 +224,8 @@ class NumpyExecutable(Executable):
         depthwise = w is not None and len(x.shape) == 4 and group == x.shape[1] == w.shape[0] > 1
         if depthwise:
             return "numpy" if declined else "native"
+        if native_kernels.gathers_patches(node, self.graph):
+            return "numpy" if declined else "numpy+native"
         run = self._runs[i].node  # (its tail as the executor plans left it)
         tail = len(run.inputs) > 2 and any(run.inputs[2:]) or bool(run.attrs.get("activation"))
         return "numpy+native" if tail and not declined else "numpy"

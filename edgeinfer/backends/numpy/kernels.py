@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from edgeinfer.backends.numpy import native_kernels
-from edgeinfer.backends.numpy.conv_channels_last import conv2d_channels_last, fused_epilogue
+from edgeinfer.backends.numpy.conv_channels_last import conv2d_channels_last, fused_epilogue, packed
 from edgeinfer.backends.numpy.layout import Window, is_channels_last, padded_hwc
 from edgeinfer.backends.numpy.row_padded import RowPadded
 from edgeinfer.ops import get_op
@@ -50,6 +50,24 @@ class NodeState:
     cache: dict | None = None
 
 
+def _native_narrow_im2col_operands(
+    x: np.ndarray, w: np.ndarray, bias: np.ndarray | None, window: Window, out_hw: tuple[int, int], cache: dict | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~edgeinfer.ops.conv.narrow_im2col_operands` of one NCHW image ``x`` (C, H, W) by the native im2col:
+    the same rows, gathered straight from ``x`` with the padding as zeros; ``[W | b]`` is packed once per node."""
+    c, m, ho, wo = x.shape[0], w.shape[0], *out_hw
+    k = c * window[0][0] * window[0][1]
+    cols = scratch("im2col_narrow", (k + (bias is not None), ho * wo), x.dtype)
+    view = cols.reshape(-1, ho, wo).transpose(1, 2, 0)  # (Ho, Wo, columns) as the kernel writes them
+    native_kernels.im2col(x.transpose(1, 2, 0), view, window, 0, True, bias is not None, cache)
+
+    def pack() -> np.ndarray:
+        w2 = w.reshape(m, k)
+        return w2 if bias is None else np.concatenate((w2, bias[:, None]), axis=1)
+
+    return cols, packed(cache, "narrow_w_bias", pack)
+
+
 def _conv2d(
     x: np.ndarray,
     w: np.ndarray,
@@ -77,11 +95,19 @@ def _conv2d(
         return conv2d(x, w, bias, z, group, window, activation, params)
     # a stem conv reading the NCHW graph input: ``cols^T @ [W | b]^T`` sums in the reference's order
     y_nhwc = out if out is not None and out.flags.c_contiguous else np.empty((n, ho, wo, m), x.dtype)
-    for i in range(n):
-        planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
-        cols, w_bias = narrow_im2col_operands(planes, taps, wq, w, bias, (ho, wo), x.dtype)
-        np.matmul(cols.T, w_bias.T, out=y_nhwc[i].reshape((ho * wo, m), copy=False))
     native = state.native and native_kernels.available()
+    native_im2col = (
+        native
+        and native_kernels.im2col_fits(x)
+        and native_kernels.declines("im2col", (h, wd), (ho, wo), window) is None
+    )
+    for i in range(n):
+        if native_im2col:
+            cols, w_bias = _native_narrow_im2col_operands(x[i], w, bias, window, (ho, wo), state.cache)
+        else:
+            planes, taps, wq = shifted_planes(x[i], kernel, strides, dilations, pads, (ho, wo))
+            cols, w_bias = narrow_im2col_operands(planes, taps, wq, w, bias, (ho, wo), x.dtype)
+        np.matmul(cols.T, w_bias.T, out=y_nhwc[i].reshape((ho * wo, m), copy=False))
     fused_epilogue(y_nhwc.reshape((n * ho * wo, m), copy=False), None, z, activation, params, None, native)
     return y_nhwc.transpose(0, 3, 1, 2)
 

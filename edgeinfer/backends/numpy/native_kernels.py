@@ -36,7 +36,7 @@ from edgeinfer.cpu_isa import ISA_ENV, host_isa
 from edgeinfer.ops.conv import window_attrs
 
 MODULE = "edgeinfer._cpu_kernels"
-ABI = 4  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
+ABI = 5  # EDGEINFER_CPU_KERNELS_ABI in conv_hwc.c
 DISABLE_ENV = "EDGEINFER_NATIVE"  # "0" turns the native kernels off
 LIBRARY_ENV = "EDGEINFER_NATIVE_LIB"  # a built conv_hwc.c library to load instead of the installed one
 
@@ -84,7 +84,13 @@ def _bind(lib: ctypes.CDLL) -> None:
     lib.edgeinfer_max_pool_hwc.argtypes = [_i32, _ptr, _i64, _ptr, _i64, _ptr, _i64]
     lib.edgeinfer_epilogue_hwc.argtypes = [_i32, _ptr, _i64, _i64, _i64, _i64, _ptr, _i64, _ptr, _i64, _i64, _i32,
                                            _f32, _f32]  # fmt: skip
-    for fn in (lib.edgeinfer_depthwise_hwc, lib.edgeinfer_max_pool_hwc, lib.edgeinfer_epilogue_hwc):
+    lib.edgeinfer_im2col.argtypes = [_i32, _ptr, _i64, _i64, _ptr, _i64, _i64, _ptr, _i64, _i32, _i32]
+    for fn in (
+        lib.edgeinfer_depthwise_hwc,
+        lib.edgeinfer_max_pool_hwc,
+        lib.edgeinfer_epilogue_hwc,
+        lib.edgeinfer_im2col,
+    ):
         fn.restype = ctypes.c_int
 
 
@@ -240,7 +246,7 @@ def runs_epilogue(size: int, bias: bool, residual: bool, activation: str | None)
 
 
 def declines(kind: str, in_hw: Sequence[int], out_hw: Sequence[int], window: Window) -> str | None:
-    """Why the NumPy backend runs this ``depthwise`` or ``max_pool`` layer with NumPy rather than the native
+    """Why the NumPy backend runs this ``depthwise``, ``max_pool`` or ``im2col`` layer with NumPy rather than the native
     kernel here, or ``None`` where the kernel runs it (what the backend's kernels decide and ``explain()`` reports)."""
     if not window_overlaps_image(in_hw, out_hw, window):
         return "windows lie wholly in the padding: the kernel does not take them, NumPy does"
@@ -248,10 +254,10 @@ def declines(kind: str, in_hw: Sequence[int], out_hw: Sequence[int], window: Win
 
 
 def declines_node(node: Any, graph: Any) -> str | None:
-    """Why the NumPy backend runs this node without its native kernel (:func:`declines` for a MaxPool or a
-    depthwise Conv, :func:`epilogue_declines` for another Conv's tail), or ``None`` where the kernel runs or the
-    node has none. ``node`` carries the attributes the backend runs it with (an executor plan may have moved
-    its activation)."""
+    """Why the NumPy backend runs this node without its native kernel (:func:`declines` for a MaxPool, a
+    depthwise Conv or a group-1 Conv's im2col, :func:`epilogue_declines` for a 1x1 Conv's tail), or ``None``
+    where the kernel runs or the node has none. ``node`` carries the attributes the backend runs it with (an
+    executor plan may have moved its activation)."""
     x, y = graph.tensors.get(node.inputs[0]), graph.tensors.get(node.outputs[0])
     if x is None or y is None or len(x.shape) != 4 or len(y.shape) != 4:
         return None
@@ -262,11 +268,23 @@ def declines_node(node: Any, graph: Any) -> str | None:
         return None
     if int(node.attrs.get("group", 1)) == x.shape[1] == w.shape[0] > 1:
         return declines("depthwise", x.shape[2:], y.shape[2:], window_attrs(node.attrs, x.shape[2:], w.shape[2:]))
+    if gathers_patches(node, graph):
+        return declines("im2col", x.shape[2:], y.shape[2:], window_attrs(node.attrs, x.shape[2:], w.shape[2:]))
     bias = len(node.inputs) > 2 and bool(node.inputs[2])
     residual = len(node.inputs) > 3 and bool(node.inputs[3])
     if not (bias or residual or node.attrs.get("activation")):
         return None  # (no tail, nothing to decline)
     return epilogue_declines(math.prod(y.shape), bias, residual, node.attrs.get("activation"))
+
+
+def gathers_patches(node: Any, graph: Any) -> bool:
+    """Whether the NumPy backend runs this 2-D Conv as im2col + sgemm (group 1, not a plain 1x1): the patches
+    are then gathered by :func:`im2col` (unless :func:`declines` says otherwise)."""
+    x, w = graph.tensors.get(node.inputs[0]), graph.constants.get(node.inputs[1] if node.inputs[1:] else "")
+    if node.op != "Conv" or x is None or w is None or len(x.shape) != 4 or int(node.attrs.get("group", 1)) != 1:
+        return False
+    kernel, strides, _, pads = window_attrs(node.attrs, x.shape[2:], w.shape[2:])
+    return not (kernel == [1, 1] and strides == [1, 1] and not any(pads))
 
 
 def _strides(a: np.ndarray) -> tuple[int, int]:
@@ -362,3 +380,46 @@ def epilogue(
                                         *activation)  # fmt: skip
     if code:
         _raise("epilogue", k.lib, code)
+
+
+def im2col(
+    x: np.ndarray,
+    cols: np.ndarray,
+    window: Window,
+    first_row: int,
+    channel_major: bool,
+    ones: bool,
+    cache: dict | None = None,
+) -> None:
+    """The patches of output rows ``first_row`` on of a group-1 conv of ``x (H, W, C)``, zero where they cross the
+    padding, into ``cols (rows, Wo, K [+ 1])``: ``K = kh * kw * C`` columns in (kernel row, kernel column, channel)
+    order, or (channel, kernel row, kernel column) where ``channel_major``, and a last column of ones where ``ones``.
+
+    Any non-negative strides (in whole floats) on both sides: ``x`` may be an NCHW image's (H, W, C) view, and
+    ``cols`` a pixel-major sgemm operand or the transposed view of a tap-major one. ``cache`` (a node's) keeps the
+    geometry between calls.
+    """
+    k = _load()[0]
+    key = ("native_im2col_call", x.shape, x.strides, cols.shape, cols.strides, first_row, channel_major, ones)
+    call = None if cache is None else cache.get(key)
+    if call is None:
+        kernel, strides, dilations, pads = window
+        h, w, c = x.shape
+        rows, wo, _ = cols.shape
+        xr, xp, xc = (s // 4 for s in x.strides)
+        yr, yp, yt = (s // 4 for s in cols.strides)
+        g = np.array([h, w, c, xr, xp, *kernel, *strides, *dilations, pads[0], pads[1], wo, yr, yp, first_row,
+                      first_row + rows], np.int64)  # fmt: skip
+        call = (g, g.ctypes.data, _extent(x), xc, _extent(cols), yt)
+        if cache is not None:
+            cache[key] = call
+    g, g_ptr, x_len, xc, cols_len, yt = call
+    code = k.lib.edgeinfer_im2col(k.isa, x.ctypes.data, x_len, xc, cols.ctypes.data, cols_len, yt, g_ptr, len(g),
+                                  int(channel_major), int(ones))  # fmt: skip
+    if code:
+        _raise("im2col", k.lib, code, g)
+
+
+def im2col_fits(*arrays: np.ndarray) -> bool:
+    """Whether :func:`im2col` takes these arrays as they are: float32 with non-negative strides of whole floats."""
+    return all(a.dtype == np.float32 and all(s >= 0 and s % 4 == 0 for s in a.strides) for a in arrays)
