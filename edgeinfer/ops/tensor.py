@@ -171,7 +171,7 @@ def _source_coords(mode: str, out_len: int, in_len: int, scale: float, roi: tupl
     if mode == "half_pixel":
         return (y + 0.5) / scale - 0.5
     if mode == "pytorch_half_pixel":
-        return (y + 0.5) / scale - 0.5 if out_len > 1 else np.full(out_len, -0.5)
+        return (y + 0.5) / scale - 0.5 if out_len > 1 else np.zeros(out_len, np.float32)  # ONNX: 0 for length 1
     if mode == "align_corners":
         return y * (in_len - 1) / (out_len - 1) if out_len > 1 else np.zeros(out_len)
     if mode == "asymmetric":
