@@ -65,7 +65,11 @@ def render(collector: Collector, command: str) -> str:
     """The Markdown report."""
     module = collector.module
     selection = module.SELECTION
-    backends = list(module.BACKENDS)
+    # Backends with an outcome (a deselected one, e.g. `-k "not cuda"` on a machine without a GPU, is named, not
+    # tabled as zeros).
+    ran = {backend for _, backend in collector.outcomes}
+    backends = [b for b in module.BACKENDS if b in ran]
+    not_run = [b for b in module.BACKENDS if b not in ran]
     by_op: dict[str, list[str]] = {op: [] for op in sorted(module.SUPPORTED_OPS)}
     for name, case in sorted(collector.cases.items()):
         for op in module.case_ops(case):
@@ -86,7 +90,8 @@ def render(collector: Collector, command: str) -> str:
         f"- filtered out for opset > 17 (invalid as opset-17 models: newer attributes, inputs or types): "
         f"{len(selection.newer_opset)}",
         f"- outcomes over {len(backends)} backend(s) ({', '.join(backends)}): "
-        + ", ".join(f"{k} {totals[k]}" for k in ("passed", "skipped", "failed")),
+        + ", ".join(f"{k} {totals[k]}" for k in ("passed", "skipped", "failed"))
+        + (f"; not run in this report: {', '.join(not_run)}" if not_run else ""),
         "",
         "## Per op",
         "",
