@@ -179,6 +179,21 @@ def test_launch_geometry_is_the_planned_launch(monkeypatch):
     assert seen == {"direct16", "sep16", "pw16"}
 
 
+def test_confirmation_keeps_the_tables_entry_unless_beaten_clearly():
+    """A rerun re-times the finalists and the table's entry; a challenger within KEEP_INCUMBENT_WITHIN of the entry
+    does not replace it (noise), a clearly faster one does."""
+    from edgeinfer.tuning.tuner import KEEP_INCUMBENT_WITHIN, _confirm
+
+    incumbent, challenger, default = {"TP": 1}, {"TP": 2}, {"TP": 3}
+    for challenger_ms, winner in ((1.0 / KEEP_INCUMBENT_WITHIN + 0.001, incumbent), (0.9, challenger)):
+        times = {"TP=1": 1.0, "TP=2": challenger_ms, "TP=3": 1.2}
+        state = SearchState({"C": 8})
+        for config in (incumbent, challenger, default):
+            state.add(config, Measurement(times[f"TP={config['TP']}"]))
+        best, default_ms = _confirm(state, default, lambda c, t=times: Measurement(t[f"TP={c['TP']}"]), incumbent)
+        assert best[0] == winner and default_ms == 1.2
+
+
 def test_record_log_round_trip_and_torn_line(tmp_path):
     log = RecordLog(tmp_path / "r.jsonl")
     log.append(Record("gemm", {"M": 1}, {"TM": 4}, 0.5, "dev"))
