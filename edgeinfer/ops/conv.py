@@ -237,10 +237,14 @@ def narrow_im2col_operands(
     cols4 = cols[:-1].reshape(c, k, ho, wo)
     for t, (p, off) in enumerate(taps):
         cols4[:, t] = planes[p][:, off : off + ho * wq].reshape(c, ho, wq)[:, :, :wo]
+    return (cols if bias is not None else cols[:-1]), weights_with_bias_column(w, bias)
+
+
+def weights_with_bias_column(w: np.ndarray, bias: np.ndarray | None) -> np.ndarray:
+    """``[W | b]`` (M, C * K [+ 1]): the sgemm operand whose last column meets :func:`narrow_im2col_operands`' row
+    of ones (no column without a bias)."""
     w2 = w.reshape(w.shape[0], -1)
-    if bias is None:
-        return cols[:-1], w2
-    return cols, np.concatenate((w2, bias[:, None]), axis=1)
+    return w2 if bias is None else np.concatenate((w2, bias[:, None]), axis=1)
 
 
 def _narrow_im2col(

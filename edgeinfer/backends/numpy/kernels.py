@@ -30,6 +30,7 @@ from edgeinfer.ops.conv import (
     optional_input,
     out_size,
     shifted_planes,
+    weights_with_bias_column,
     window_attrs,
 )
 from edgeinfer.ops.pool import lowest_value, max_indices, pool_geometry
@@ -55,17 +56,12 @@ def _native_narrow_im2col_operands(
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~edgeinfer.ops.conv.narrow_im2col_operands` of one NCHW image ``x`` (C, H, W) by the native im2col:
     the same rows, gathered straight from ``x`` with the padding as zeros; ``[W | b]`` is packed once per node."""
-    c, m, ho, wo = x.shape[0], w.shape[0], *out_hw
+    c, (ho, wo) = x.shape[0], out_hw
     k = c * window[0][0] * window[0][1]
     cols = scratch("im2col_narrow", (k + (bias is not None), ho * wo), x.dtype)
     view = cols.reshape(-1, ho, wo).transpose(1, 2, 0)  # (Ho, Wo, columns) as the kernel writes them
     native_kernels.im2col(x.transpose(1, 2, 0), view, window, 0, True, bias is not None, cache)
-
-    def pack() -> np.ndarray:
-        w2 = w.reshape(m, k)
-        return w2 if bias is None else np.concatenate((w2, bias[:, None]), axis=1)
-
-    return cols, packed(cache, "narrow_w_bias", pack)
+    return cols, packed(cache, "narrow_w_bias", lambda: weights_with_bias_column(w, bias))
 
 
 def _conv2d(
