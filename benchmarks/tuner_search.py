@@ -49,7 +49,6 @@ from edgeinfer.tuning.search import SearchState, search  # noqa: E402
 WITHIN = 1.05
 TRANSFER_TRIALS = 16  # records per other workload in the transfer variant (a tuning run's --trials)
 STRATEGIES = ("random", "model", "model+transfer", "model+family")
-FAMILIES = {"portable-computing-language-": "portable-computing-language-cpu", "nvidia-cuda-": "nvidia-cuda-gpu"}
 
 
 def measure_spaces(args: argparse.Namespace) -> None:
@@ -76,8 +75,8 @@ def measure_spaces(args: argparse.Namespace) -> None:
             chosen.append(item)
             per_template[item[1].template] = per_template.get(item[1].template, 0) + 1
     spaces = []
+    local = [int(v) for v in args.local.split(",")] if args.local else None
     for default_ms, task, ctx in chosen:
-        local = [int(v) for v in args.local.split(",")] if args.local else None
         candidates = [c for c in knob_candidates(task, ctx) if local is None or c.get("local", local) == local]
         print(f"{task.template} {task.signature}: default {default_ms:.4f} ms, {len(candidates)} configs", flush=True)
         rows = [{"config": config, "rounds": [], "error": ""} for config in candidates]
@@ -93,7 +92,8 @@ def measure_spaces(args: argparse.Namespace) -> None:
         valid = [r["ms"] for r in rows if r["ms"] is not None]
         print(f"  valid {len(valid)}, best {min(valid):.4f} ms, median {statistics.median(valid):.4f} ms", flush=True)
         spaces.append({"template": task.template, "workload": task.workload, "default_ms": default_ms, "rows": rows,
-                       "device_key": target.info.device_key, "isa": target.info.isa})  # fmt: skip
+                       "device_key": target.info.device_key, "family": target.info.family,
+                       "isa": target.info.isa})  # fmt: skip
         Path(args.out).write_text(json.dumps(spaces, indent=1))
 
 
@@ -103,10 +103,7 @@ def replay(space: dict, strategy: str, seed: int, others: list[dict], max_trials
     lookup = {config_key(r["config"]): r for r in space["rows"]}
     configs = [r["config"] for r in space["rows"]]
     samples = family_samples(space) if strategy == "model+family" else []
-    if strategy in (
-        "model+transfer",
-        "model+family",
-    ):  # what a tuning run has of its earlier workloads: TRANSFER_TRIALS each
+    if strategy.startswith("model+"):  # transfer and family: what a tuning run has of its earlier workloads
         pick = random.Random(seed + 1)
         for other in others:
             if other["template"] == space["template"]:
@@ -139,10 +136,9 @@ def family_samples(space: dict) -> list[Sample]:
     from edgeinfer.tuning.cost_model import OTHER_DEVICE_WEIGHT
     from edgeinfer.tuning.tuner import TABLE_APIS
 
-    family = next((f for prefix, f in FAMILIES.items() if space["device_key"].startswith(prefix)), None)
     samples = []
-    for api in TABLE_APIS if family else ():
-        for table in family_tables(api, family):
+    for api in TABLE_APIS if space.get("family") else ():
+        for table in family_tables(api, space["family"]):
             if table.device_key == space["device_key"]:
                 continue
             for entry in table.entries.get(space["template"], {}).values():
